@@ -1,0 +1,34 @@
+# Sourced by the project's scripts: where things are, and how to run a command as the
+# unprivileged builder user (initdb and postgres refuse to run as root; CI runs as root).
+# shellcheck shell=bash
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+RUN_USER=${PG_TENANCY_USER:-pgtenancy}
+PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
+PG_BIN=$("$PG_CONFIG" --bindir 2>/dev/null || echo /usr/lib/postgresql/15/bin)
+TARGET="$REPO/target"
+
+# Runs "$@" as the builder user with the toolchain on PATH; runs it directly when not root.
+as_builder() {
+    if [ "$(id -u)" -ne 0 ]; then
+        "$@"
+        return
+    fi
+    local home sysroot
+    home=$(getent passwd "$RUN_USER" | cut -d: -f6)
+    sysroot=$(rustc --print sysroot)
+    runuser -u "$RUN_USER" -- env -i HOME="$home" USER="$RUN_USER" LANG=C.UTF-8 \
+        PATH="$sysroot/bin:/usr/local/bin:$PG_BIN:/usr/bin:/bin" \
+        CARGO_HOME="$home/.cargo" CARGO_TARGET_DIR="$TARGET" PG_CONFIG="$PG_CONFIG" \
+        ${CI:+CI="$CI"} ${RUST_LOG:+RUST_LOG="$RUST_LOG"} "$@"
+}
+
+# Runs the setup script when root (idempotent, seconds when done) and gives the builder the
+# repository's target directory.
+prepare() {
+    if [ "$(id -u)" -eq 0 ]; then
+        "$REPO/scripts/setup"
+        mkdir -p "$TARGET"
+        chown -R "$RUN_USER" "$TARGET"
+    fi
+}

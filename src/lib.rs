@@ -1,0 +1,3 @@
+//! pg_tenancy: multi-tenancy enforced inside PostgreSQL.
+
+pub mod verify;

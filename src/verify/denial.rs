@@ -1,0 +1,152 @@
+//! A refusal as a value: why, a detail safe to show, and what the token claimed (unverified).
+//!
+//! Denials travel back up to the one place that reports and records them; nothing here knows how.
+//! No field ever holds the token or a signature.
+
+/// Why an identity was refused. `code()` is the stable name recorded in the audit trail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    NoToken,
+    TooLarge,
+    Malformed,
+    UnsupportedAlgorithm,
+    AlgorithmNotAllowed,
+    CriticalHeader,
+    EmbeddedKey,
+    IssuerNotTrusted,
+    UnknownKey,
+    BadSignature,
+    InvalidClaim,
+    Expired,
+    NotYetValid,
+    IssuedInFuture,
+    AudienceMismatch,
+    NoWorkspace,
+    WorkspaceUnknown,
+    WorkspaceDisabled,
+    NotMember,
+    MemberDisabled,
+    SessionRevoked,
+}
+
+impl Reason {
+    /// The stable, snake_case name of the reason.
+    pub fn code(self) -> &'static str {
+        match self {
+            Reason::NoToken => "no_token",
+            Reason::TooLarge => "too_large",
+            Reason::Malformed => "malformed",
+            Reason::UnsupportedAlgorithm => "unsupported_algorithm",
+            Reason::AlgorithmNotAllowed => "algorithm_not_allowed",
+            Reason::CriticalHeader => "critical_header",
+            Reason::EmbeddedKey => "embedded_key",
+            Reason::IssuerNotTrusted => "issuer_not_trusted",
+            Reason::UnknownKey => "unknown_key",
+            Reason::BadSignature => "bad_signature",
+            Reason::InvalidClaim => "invalid_claim",
+            Reason::Expired => "expired",
+            Reason::NotYetValid => "not_yet_valid",
+            Reason::IssuedInFuture => "issued_in_future",
+            Reason::AudienceMismatch => "audience_mismatch",
+            Reason::NoWorkspace => "no_workspace",
+            Reason::WorkspaceUnknown => "workspace_unknown",
+            Reason::WorkspaceDisabled => "workspace_disabled",
+            Reason::NotMember => "not_member",
+            Reason::MemberDisabled => "member_disabled",
+            Reason::SessionRevoked => "session_revoked",
+        }
+    }
+
+    /// The lowercase error message a client sees.
+    pub fn message(self) -> &'static str {
+        match self {
+            Reason::NoToken => "no tenancy token is set",
+            Reason::TooLarge => "tenancy token is too large",
+            Reason::Malformed => "tenancy token is malformed",
+            Reason::UnsupportedAlgorithm => "tenancy token uses an unsupported signature algorithm",
+            Reason::AlgorithmNotAllowed => "tenancy token algorithm is not allowed for its issuer",
+            Reason::CriticalHeader => "tenancy token has a critical header extension",
+            Reason::EmbeddedKey => "tenancy token carries its own key material",
+            Reason::IssuerNotTrusted => "tenancy token issuer is not trusted",
+            Reason::UnknownKey => "tenancy token key id is unknown",
+            Reason::BadSignature => "tenancy token signature does not verify",
+            Reason::InvalidClaim => "tenancy token has an invalid claim",
+            Reason::Expired => "tenancy token has expired",
+            Reason::NotYetValid => "tenancy token is not valid yet",
+            Reason::IssuedInFuture => "tenancy token is issued in the future",
+            Reason::AudienceMismatch => "tenancy token audience does not match",
+            Reason::NoWorkspace => "tenancy token carries no organization",
+            Reason::WorkspaceUnknown => "workspace is unknown",
+            Reason::WorkspaceDisabled => "workspace is disabled",
+            Reason::NotMember => "user is not a member of the workspace",
+            Reason::MemberDisabled => "workspace member is disabled",
+            Reason::SessionRevoked => "session has been revoked",
+        }
+    }
+
+    /// What a client can do about it.
+    pub fn hint(self) -> Option<&'static str> {
+        match self {
+            Reason::NoToken => Some(
+                "Set a verified identity first: SELECT set_config('tenancy.token', $1, true), or SET LOCAL tenancy.token.",
+            ),
+            Reason::Expired => Some("Obtain a fresh access token from WorkOS and set it again."),
+            Reason::IssuerNotTrusted | Reason::UnknownKey => Some(
+                "An administrator registers issuers and keys with tenancy.add_issuer() and tenancy.set_jwks().",
+            ),
+            Reason::NoWorkspace => {
+                Some("Request the access token inside an organization so that it carries org_id.")
+            }
+            Reason::WorkspaceUnknown | Reason::NotMember => Some(
+                "An administrator maps organizations in tenancy.workspaces and users in tenancy.members.",
+            ),
+            _ => None,
+        }
+    }
+
+    /// Critical denials raise a real-time alert: forgery, unknown trust anchors, revoked sessions.
+    pub fn is_critical(self) -> bool {
+        matches!(
+            self,
+            Reason::BadSignature
+                | Reason::IssuerNotTrusted
+                | Reason::UnknownKey
+                | Reason::EmbeddedKey
+                | Reason::AlgorithmNotAllowed
+                | Reason::UnsupportedAlgorithm
+                | Reason::SessionRevoked
+        )
+    }
+}
+
+/// What an (unverified) token said about itself, kept for the audit trail.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SeenClaims {
+    pub iss: Option<String>,
+    pub sub: Option<String>,
+    pub org_id: Option<String>,
+    pub sid: Option<String>,
+    pub kid: Option<String>,
+    pub exp: Option<i64>,
+}
+
+/// A refusal: the reason, a detail that is safe to show, and the claims seen so far.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    pub reason: Reason,
+    pub detail: String,
+    pub seen: SeenClaims,
+}
+
+impl Denial {
+    /// A denial with a detail and no claims seen yet.
+    pub fn new(reason: Reason, detail: impl Into<String>) -> Denial {
+        Denial { reason, detail: detail.into(), seen: SeenClaims::default() }
+    }
+
+    /// Attaches what the token claimed.
+    pub fn with_seen(mut self, seen: &SeenClaims) -> Denial {
+        self.seen = seen.clone();
+        self
+    }
+}
