@@ -1,3 +1,35 @@
 //! pg_tenancy: multi-tenancy enforced inside PostgreSQL.
+//!
+//! Who the user is comes from a verified WorkOS access token; what they may touch is enforced
+//! by the database on every query. Each module has one concern; `_PG_init` calls each `init()`.
 
+mod admin;
+mod errors;
+mod gucs;
+mod identity;
+mod invalidation;
 pub mod verify;
+
+pgrx::pg_module_magic!();
+
+pgrx::extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
+pgrx::extension_sql_file!("../sql/admin.sql", name = "admin", finalize);
+
+/// Registers settings and callbacks when the library is loaded (preloaded or on first use).
+#[pgrx::pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    gucs::init();
+    invalidation::init();
+}
+
+#[cfg(test)]
+pub mod pg_test {
+    /// One-off initialization when the pg_test framework starts.
+    pub fn setup(_options: Vec<&str>) {}
+
+    /// postgresql.conf settings the tests need.
+    #[must_use]
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec!["shared_preload_libraries = 'pg_tenancy'"]
+    }
+}

@@ -1,0 +1,65 @@
+-- pg_tenancy: roles, identity tables and their privileges (runs before the Rust functions).
+
+-- Cluster-wide roles: created once, kept across DROP EXTENSION (other databases may use them).
+DO $roles$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'tenancy_admin') THEN
+        CREATE ROLE tenancy_admin NOLOGIN;
+        COMMENT ON ROLE tenancy_admin IS 'pg_tenancy: manages issuers, keys, workspaces, members and revocations';
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'tenancy_auditor') THEN
+        CREATE ROLE tenancy_auditor NOLOGIN;
+        COMMENT ON ROLE tenancy_auditor IS 'pg_tenancy: reads coverage, denials and statistics';
+    END IF;
+END
+$roles$;
+
+GRANT USAGE ON SCHEMA tenancy TO PUBLIC;
+
+-- Trusted token issuers. Written only through add_issuer / set_jwks, which vet every key.
+CREATE TABLE tenancy.issuers (
+    issuer      text PRIMARY KEY CHECK (issuer <> ''),
+    audience    text,
+    algorithms  text[] NOT NULL DEFAULT '{RS256}',
+    jwks        jsonb NOT NULL,
+    key_ids     text[] NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE tenancy.issuers IS 'trusted token issuers and their public keys (JWKS); private key members are refused at load';
+
+-- The database's side of the double check.
+CREATE TABLE tenancy.workspaces (
+    workspace_id     text PRIMARY KEY CHECK (workspace_id <> ''),
+    organization_id  text UNIQUE,
+    name             text,
+    disabled_at      timestamptz
+);
+COMMENT ON TABLE tenancy.workspaces IS 'workspaces, each mapped to a WorkOS organization (org_…)';
+
+CREATE TABLE tenancy.members (
+    workspace_id  text NOT NULL REFERENCES tenancy.workspaces ON DELETE CASCADE,
+    user_id       text NOT NULL CHECK (user_id <> ''),
+    role          text,
+    disabled_at   timestamptz,
+    PRIMARY KEY (workspace_id, user_id)
+);
+COMMENT ON TABLE tenancy.members IS 'users (WorkOS user_…) of each workspace; a set role overrides the token''s role';
+
+CREATE TABLE tenancy.revoked_sessions (
+    sid         text PRIMARY KEY,
+    revoked_at  timestamptz NOT NULL DEFAULT now(),
+    revoked_by  name NOT NULL DEFAULT session_user
+);
+COMMENT ON TABLE tenancy.revoked_sessions IS 'WorkOS session ids whose tokens are refused from the next statement on';
+
+-- pg_dump keeps the rows of configuration tables.
+SELECT pg_catalog.pg_extension_config_dump('tenancy.issuers', '');
+SELECT pg_catalog.pg_extension_config_dump('tenancy.workspaces', '');
+SELECT pg_catalog.pg_extension_config_dump('tenancy.members', '');
+SELECT pg_catalog.pg_extension_config_dump('tenancy.revoked_sessions', '');
+
+REVOKE ALL ON tenancy.issuers, tenancy.workspaces, tenancy.members, tenancy.revoked_sessions FROM PUBLIC;
+GRANT SELECT ON tenancy.issuers, tenancy.revoked_sessions TO tenancy_admin, tenancy_auditor;
+GRANT SELECT, INSERT, UPDATE, DELETE ON tenancy.workspaces, tenancy.members TO tenancy_admin;
+GRANT SELECT ON tenancy.workspaces, tenancy.members TO tenancy_auditor;

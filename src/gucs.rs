@@ -1,0 +1,192 @@
+//! Every `tenancy.*` setting, each in its narrowest context, and the read-only identity settings.
+//!
+//! `tenancy.token` is the one identity input a client writes. `tenancy.workspace_id`, `user_id`
+//! and `role` exist only so that `SHOW` works in psql: their value is derived from the verified
+//! token by a show hook, and their check hook refuses every assignment from every source (SET,
+//! SET LOCAL, set_config, ALTER ROLE/DATABASE … SET, startup options, function SET clauses) with
+//! SQLSTATE 42501. The stored value is never read, so RESET of them changes nothing either.
+
+use crate::identity;
+use crate::verify::jws;
+use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
+use pgrx::pg_sys;
+use std::ffi::{c_char, c_void, CStr, CString};
+use std::ptr;
+
+/// The raw `tenancy.token` value, owned by the GUC machinery.
+static mut TOKEN: *mut c_char = ptr::null_mut();
+/// Storage the derived settings need but never use.
+static mut DERIVED_STORAGE: [*mut c_char; 3] = [ptr::null_mut(); 3];
+
+/// `tenancy.clock_skew`: seconds of tolerated clock difference for `exp`, `nbf` and `iat`.
+pub static CLOCK_SKEW: GucSetting<i32> = GucSetting::<i32>::new(30);
+/// Upper bound of `tenancy.clock_skew`: a leeway longer than a WorkOS token's life is a mistake.
+pub const MAX_CLOCK_SKEW: i32 = 300;
+
+/// Registers every setting and reserves the `tenancy.` prefix.
+pub fn init() {
+    unsafe {
+        pg_sys::DefineCustomStringVariable(
+            c"tenancy.token".as_ptr(),
+            c"Access token (JWT) that identifies the session's user and workspace.".as_ptr(),
+            c"Set it per transaction with SET LOCAL or set_config(..., true) behind a pooler. SHOW displays whether it is set, never its value.".as_ptr(),
+            &raw mut TOKEN,
+            ptr::null(),
+            pg_sys::GucContext::PGC_USERSET,
+            (pg_sys::GUC_NOT_IN_SAMPLE | pg_sys::GUC_DISALLOW_IN_FILE | pg_sys::GUC_DISALLOW_IN_AUTO_FILE) as i32,
+            Some(check_token),
+            Some(assign_token),
+            Some(show_token),
+        );
+    }
+    GucRegistry::define_int_guc(
+        c"tenancy.clock_skew",
+        c"Seconds of clock difference tolerated when checking exp, nbf and iat.",
+        c"Capped at 300 seconds.",
+        &CLOCK_SKEW,
+        0,
+        MAX_CLOCK_SKEW,
+        GucContext::Suset,
+        GucFlags::UNIT_S,
+    );
+    define_derived(c"tenancy.workspace_id", c"Workspace of the verified identity (read-only).", 0, show_workspace_id);
+    define_derived(c"tenancy.user_id", c"User of the verified identity (read-only).", 1, show_user_id);
+    define_derived(c"tenancy.role", c"Role of the verified identity (read-only).", 2, show_role);
+    unsafe { pg_sys::MarkGUCPrefixReserved(c"tenancy".as_ptr()) };
+}
+
+/// The current `tenancy.token` text, `None` when unset or empty.
+pub fn token() -> Option<&'static str> {
+    let raw = unsafe { TOKEN };
+    if raw.is_null() {
+        return None;
+    }
+    let text = unsafe { CStr::from_ptr(raw) }.to_str().ok()?;
+    (!text.is_empty()).then_some(text)
+}
+
+/// Defines one read-only identity setting.
+fn define_derived(name: &'static CStr, description: &'static CStr, slot: usize, show: unsafe extern "C-unwind" fn() -> *const c_char) {
+    let flags = pg_sys::GUC_NOT_IN_SAMPLE
+        | pg_sys::GUC_NO_RESET_ALL
+        | pg_sys::GUC_DISALLOW_IN_FILE
+        | pg_sys::GUC_DISALLOW_IN_AUTO_FILE;
+    unsafe {
+        pg_sys::DefineCustomStringVariable(
+            name.as_ptr(),
+            description.as_ptr(),
+            c"Derived from the verified tenancy.token; it cannot be set.".as_ptr(),
+            &raw mut DERIVED_STORAGE[slot],
+            ptr::null(),
+            pg_sys::GucContext::PGC_USERSET,
+            flags as i32,
+            Some(refuse_assignment),
+            None,
+            Some(show),
+        );
+    }
+}
+
+/// Sets the error a failing check hook reports (the GUC_check_* macros of guc.h).
+unsafe fn check_error(code: i32, message: &str, hint: Option<&str>) {
+    unsafe {
+        pg_sys::GUC_check_errcode(code);
+        pg_sys::GUC_check_errmsg_string = pstrdup(message);
+        if let Some(hint) = hint {
+            pg_sys::GUC_check_errhint_string = pstrdup(hint);
+        }
+    }
+}
+
+/// Copies a Rust string into the current memory context.
+unsafe fn pstrdup(text: &str) -> *mut c_char {
+    let c = CString::new(text.replace('\0', "")).unwrap_or_default();
+    unsafe { pg_sys::pstrdup(c.as_ptr()) }
+}
+
+/// Check hook of the derived settings: only their built-in default passes.
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn refuse_assignment(_newval: *mut *mut c_char, _extra: *mut *mut c_void, source: pg_sys::GucSource::Type) -> bool {
+    if source == pg_sys::GucSource::PGC_S_DEFAULT {
+        return true;
+    }
+    unsafe {
+        check_error(
+            pgrx::PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE as i32,
+            "identity settings are derived from the verified token and cannot be set",
+            Some("Set tenancy.token (or tenancy.api_key) instead."),
+        );
+    }
+    false
+}
+
+/// Check hook of `tenancy.token`: shape and size always; full verification when a transaction
+/// can run queries (a SET or set_config), so that a bad token fails at the SET itself.
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn check_token(newval: *mut *mut c_char, _extra: *mut *mut c_void, source: pg_sys::GucSource::Type) -> bool {
+    let raw = unsafe { *newval };
+    if raw.is_null() {
+        return true;
+    }
+    let Ok(token) = unsafe { CStr::from_ptr(raw) }.to_str() else {
+        unsafe { check_error(pgrx::PgSqlErrorCode::ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION as i32, "tenancy token is malformed", None) };
+        return false;
+    };
+    if token.is_empty() {
+        return true;
+    }
+    let outcome = jws::check_shape(token).and_then(|()| {
+        if source == pg_sys::GucSource::PGC_S_SESSION && identity::can_query() {
+            identity::resolve(token).map(|_| ())
+        } else {
+            Ok(())
+        }
+    });
+    match outcome {
+        Ok(()) => true,
+        Err(denial) => {
+            identity::note_denial(&denial);
+            unsafe {
+                check_error(
+                    pgrx::PgSqlErrorCode::ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION as i32,
+                    &identity::describe(&denial),
+                    denial.reason.hint(),
+                )
+            };
+            false
+        }
+    }
+}
+
+/// Assign hook of `tenancy.token`: any change, including a rollback's, starts a new generation.
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn assign_token(_newval: *const c_char, _extra: *mut c_void) {
+    identity::token_changed();
+}
+
+/// `SHOW tenancy.token` tells whether a token is set, never the token.
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn show_token() -> *const c_char {
+    if token().is_some() { c"(set)".as_ptr() } else { c"".as_ptr() }
+}
+
+/// Shows one field of the identity already verified for the current token.
+fn show_field(field: impl Fn(&identity::Identity) -> Option<String>) -> *const c_char {
+    let text = identity::peek(field).unwrap_or_default();
+    unsafe { pstrdup(&text) }
+}
+
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn show_workspace_id() -> *const c_char {
+    show_field(|i| i.workspace_id.clone())
+}
+
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn show_user_id() -> *const c_char {
+    show_field(|i| Some(i.user_id.clone()))
+}
+
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn show_role() -> *const c_char {
+    show_field(|i| i.role.clone())
+}

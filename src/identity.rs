@@ -1,0 +1,387 @@
+//! The session's identity: derived from `tenancy.token`, verified, double-checked against
+//! `tenancy.workspaces` and `tenancy.members`, cached per backend, and read by the SQL functions.
+//!
+//! Reads are built for the policy's initPlan: the hot path compares two counters (the token's
+//! generation, bumped by the GUC assign hook on every change including rollbacks, and the cache
+//! epoch, bumped by the relcache callback of `invalidation.rs`) and returns the identity found
+//! last time, so `tenancy.workspace_id()` costs a few nanoseconds after the first call. A miss
+//! looks the token up by its SHA-256 digest (the `SET LOCAL` per transaction pattern) and only an
+//! unknown token pays for signature verification and the membership query.
+
+use crate::gucs;
+use crate::verify::{self, Algorithm, Claims, Denial, KeySet, Reason, TimeRules, TrustedIssuer};
+use pgrx::prelude::*;
+use pgrx::{pg_sys, JsonB, PgSqlErrorCode};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// What a verified token and the membership rows agree on.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub workspace_id: Option<String>,
+    pub organization_id: Option<String>,
+    pub user_id: String,
+    pub role: Option<String>,
+    pub permissions: Vec<String>,
+    pub session_id: Option<String>,
+    pub issuer: String,
+    pub expires_at: i64,
+    pub claims: serde_json::Value,
+}
+
+/// Bumped by the `tenancy.token` assign hook.
+static TOKEN_GENERATION: AtomicU64 = AtomicU64::new(1);
+/// Bumped when issuers, keys, workspaces, members or revocations change.
+static EPOCH: AtomicU64 = AtomicU64::new(1);
+/// Most identities a backend keeps; beyond that the cache starts over.
+const CACHE_CAPACITY: usize = 1024;
+
+thread_local! {
+    /// The identity of the current token generation, for the hot path.
+    static LAST: RefCell<Option<(u64, u64, Rc<Identity>)>> = const { RefCell::new(None) };
+    /// Verified identities by token digest, each tagged with the epoch it was verified in.
+    static CACHE: RefCell<HashMap<[u8; 32], (u64, Rc<Identity>)>> = RefCell::new(HashMap::new());
+    /// Trusted issuers as loaded from `tenancy.issuers`, tagged with their epoch.
+    static ISSUERS: RefCell<Option<(u64, HashMap<String, TrustedIssuer>)>> = const { RefCell::new(None) };
+}
+
+/// Called by the assign hook of `tenancy.token`.
+pub fn token_changed() {
+    TOKEN_GENERATION.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Called when any table the identity depends on changed (any backend, after commit).
+pub fn invalidate() {
+    EPOCH.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Seconds since the Unix epoch, from the server clock.
+fn unix_now() -> i64 {
+    let since_2000 = unsafe { pg_sys::GetCurrentTimestamp() };
+    since_2000.div_euclid(1_000_000) + 946_684_800
+}
+
+/// Whether queries can run here (inside a healthy transaction, with the extension installed).
+pub fn can_query() -> bool {
+    unsafe {
+        pg_sys::IsTransactionState()
+            && !pg_sys::IsAbortedTransactionBlockState()
+            && pg_sys::get_extension_oid(c"pg_tenancy".as_ptr(), true) != pg_sys::InvalidOid
+    }
+}
+
+/// The current identity, or why there is none. Verifies and queries only on a cache miss.
+pub fn current() -> Result<Rc<Identity>, Denial> {
+    let generation = TOKEN_GENERATION.load(Ordering::Relaxed);
+    let epoch = EPOCH.load(Ordering::Relaxed);
+    let hit = LAST.with_borrow(|last| match last {
+        Some((g, e, identity)) if *g == generation && *e == epoch => Some(Rc::clone(identity)),
+        _ => None,
+    });
+    let identity = match hit {
+        Some(identity) => identity,
+        None => {
+            let token = gucs::token().ok_or_else(|| Denial::new(Reason::NoToken, "tenancy.token is not set"))?;
+            let identity = resolve(token)?;
+            LAST.with_borrow_mut(|last| *last = Some((generation, epoch, Rc::clone(&identity))));
+            identity
+        }
+    };
+    let leeway = i64::from(gucs::CLOCK_SKEW.get());
+    let now = unix_now();
+    if now >= identity.expires_at + leeway {
+        return Err(Denial::new(
+            Reason::Expired,
+            format!("expired at {}, now {now} (leeway {leeway} s)", identity.expires_at),
+        ));
+    }
+    Ok(identity)
+}
+
+/// A field of the already-verified identity, without verifying or raising (for SHOW).
+pub fn peek(field: impl Fn(&Identity) -> Option<String>) -> Option<String> {
+    let generation = TOKEN_GENERATION.load(Ordering::Relaxed);
+    let epoch = EPOCH.load(Ordering::Relaxed);
+    if let Some(value) = LAST.with_borrow(|last| match last {
+        Some((g, e, identity)) if *g == generation && *e == epoch => Some(field(identity)),
+        _ => None,
+    }) {
+        return value;
+    }
+    let digest = ring::digest::digest(&ring::digest::SHA256, gucs::token()?.as_bytes());
+    CACHE.with_borrow(|cache| match cache.get(digest.as_ref()) {
+        Some((e, identity)) if *e == epoch => field(identity),
+        _ => None,
+    })
+}
+
+/// Verifies `token` and checks membership, through the digest-keyed cache.
+pub fn resolve(token: &str) -> Result<Rc<Identity>, Denial> {
+    let epoch = EPOCH.load(Ordering::Relaxed);
+    let digest: [u8; 32] = ring::digest::digest(&ring::digest::SHA256, token.as_bytes())
+        .as_ref()
+        .try_into()
+        .expect("SHA-256 is 32 bytes");
+    let cached = CACHE.with_borrow(|cache| match cache.get(&digest) {
+        Some((e, identity)) if *e == epoch => Some(Rc::clone(identity)),
+        _ => None,
+    });
+    if let Some(identity) = cached {
+        return Ok(identity);
+    }
+    if !can_query() {
+        return Err(Denial::new(Reason::NoToken, "identity cannot be verified outside a transaction"));
+    }
+    let time = TimeRules { now: unix_now(), leeway: i64::from(gucs::CLOCK_SKEW.get()) };
+    let claims = with_trusted_issuers(epoch, |issuers| verify::verify(token, issuers, time))?;
+    let seen = verify::SeenClaims {
+        iss: Some(claims.iss.clone()),
+        sub: Some(claims.sub.clone()),
+        org_id: claims.org_id.clone(),
+        sid: claims.sid.clone(),
+        kid: None,
+        exp: Some(claims.exp),
+    };
+    let identity = Rc::new(check_membership(claims).map_err(|d| d.with_seen(&seen))?);
+    CACHE.with_borrow_mut(|cache| {
+        if cache.len() >= CACHE_CAPACITY {
+            cache.clear();
+        }
+        cache.insert(digest, (epoch, Rc::clone(&identity)));
+    });
+    Ok(identity)
+}
+
+/// Runs `f` with the trusted issuers, (re)loading them when the epoch moved.
+fn with_trusted_issuers<R>(epoch: u64, f: impl FnOnce(&HashMap<String, TrustedIssuer>) -> R) -> R {
+    let fresh = ISSUERS.with_borrow(|loaded| matches!(loaded, Some((e, _)) if *e == epoch));
+    if !fresh {
+        let issuers = load_issuers();
+        ISSUERS.with_borrow_mut(|loaded| *loaded = Some((epoch, issuers)));
+    }
+    ISSUERS.with_borrow(|loaded| f(&loaded.as_ref().expect("loaded above").1))
+}
+
+/// Runs `f` as the bootstrap superuser, so that identity lookups do not depend on the caller's
+/// grants; a SECURITY DEFINER function does the same, and an error restores the user on abort.
+fn as_owner<R>(f: impl FnOnce() -> R) -> R {
+    let (mut user, mut context) = (pg_sys::InvalidOid, 0);
+    unsafe {
+        pg_sys::GetUserIdAndSecContext(&mut user, &mut context);
+        pg_sys::SetUserIdAndSecContext(
+            pg_sys::Oid::from(pg_sys::BOOTSTRAP_SUPERUSERID),
+            context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32 | pg_sys::SECURITY_RESTRICTED_OPERATION as i32,
+        );
+    }
+    let result = f();
+    unsafe { pg_sys::SetUserIdAndSecContext(user, context) };
+    result
+}
+
+/// Reads `tenancy.issuers`; a row that no longer passes the key policy is skipped with a warning.
+fn load_issuers() -> HashMap<String, TrustedIssuer> {
+    crate::invalidation::remember_tables();
+    let rows: Vec<(String, Option<String>, String, String)> = as_owner(|| {
+        Spi::connect(|client| {
+            let table = client.select(
+                "SELECT issuer, audience, array_to_string(algorithms, ','), jwks::text FROM tenancy.issuers",
+                None,
+                &[],
+            )?;
+            table
+                .map(|row| {
+                    Ok((
+                        row.get::<String>(1)?.unwrap_or_default(),
+                        row.get::<String>(2)?,
+                        row.get::<String>(3)?.unwrap_or_default(),
+                        row.get::<String>(4)?.unwrap_or_default(),
+                    ))
+                })
+                .collect::<Result<Vec<_>, pgrx::spi::Error>>()
+        })
+    })
+    .unwrap_or_else(|e| error!("could not read tenancy.issuers: {e}"));
+    let mut issuers = HashMap::new();
+    for (issuer, audience, algorithms, jwks) in rows {
+        let names: Vec<String> = algorithms.split(',').map(str::to_owned).collect();
+        let parsed = Algorithm::parse_list(&names)
+            .and_then(|algorithms| KeySet::parse(jwks.as_bytes(), &algorithms).map(|keys| (algorithms, keys)));
+        match parsed {
+            Ok((algorithms, keys)) => {
+                issuers.insert(issuer.clone(), TrustedIssuer { issuer, audience, algorithms, keys });
+            }
+            Err(e) => warning!("issuer \"{}\" skipped: {e}", verify::json::printable(&issuer)),
+        }
+    }
+    issuers
+}
+
+/// The membership query: one row whatever matches, so each refusal has its own reason.
+const MEMBERSHIP_QUERY: &str = "\
+SELECT EXISTS (SELECT 1 FROM tenancy.revoked_sessions r WHERE r.sid OPERATOR(pg_catalog.=) $3),
+       w.workspace_id, w.disabled_at IS NOT NULL, m.user_id IS NOT NULL, m.role, m.disabled_at IS NOT NULL
+  FROM (SELECT 1) AS one
+  LEFT JOIN tenancy.workspaces w ON w.organization_id OPERATOR(pg_catalog.=) $1
+  LEFT JOIN tenancy.members m ON m.workspace_id OPERATOR(pg_catalog.=) w.workspace_id
+                             AND m.user_id OPERATOR(pg_catalog.=) $2";
+
+/// The database's side of the double check.
+fn check_membership(claims: Claims) -> Result<Identity, Denial> {
+    type Row = (bool, Option<String>, bool, bool, Option<String>, bool);
+    let row: Row = as_owner(|| {
+        Spi::connect(|client| {
+            let args = [claims.org_id.clone().into(), claims.sub.clone().into(), claims.sid.clone().into()];
+            let table = client.select(MEMBERSHIP_QUERY, Some(1), &args)?;
+            let row = table.first();
+            Ok::<Row, pgrx::spi::Error>((
+                row.get::<bool>(1)?.unwrap_or(false),
+                row.get::<String>(2)?,
+                row.get::<bool>(3)?.unwrap_or(false),
+                row.get::<bool>(4)?.unwrap_or(false),
+                row.get::<String>(5)?,
+                row.get::<bool>(6)?.unwrap_or(false),
+            ))
+        })
+    })
+    .unwrap_or_else(|e| error!("could not check membership: {e}"));
+    let (revoked, workspace_id, workspace_disabled, is_member, member_role, member_disabled) = row;
+    if revoked {
+        return Err(Denial::new(Reason::SessionRevoked, "the token's sid is in tenancy.revoked_sessions"));
+    }
+    if claims.org_id.is_some() {
+        if workspace_id.is_none() {
+            return Err(Denial::new(Reason::WorkspaceUnknown, "no row of tenancy.workspaces has the token's org_id"));
+        }
+        if workspace_disabled {
+            return Err(Denial::new(Reason::WorkspaceDisabled, "tenancy.workspaces.disabled_at is set"));
+        }
+        if !is_member {
+            return Err(Denial::new(Reason::NotMember, "no row of tenancy.members for the token's sub"));
+        }
+        if member_disabled {
+            return Err(Denial::new(Reason::MemberDisabled, "tenancy.members.disabled_at is set"));
+        }
+    }
+    Ok(Identity {
+        workspace_id,
+        organization_id: claims.org_id,
+        user_id: claims.sub,
+        role: member_role.or(claims.role),
+        permissions: claims.permissions,
+        session_id: claims.sid,
+        issuer: claims.iss,
+        expires_at: claims.exp,
+        claims: serde_json::Value::Object(claims.all),
+    })
+}
+
+/// The client-facing message of a denial.
+pub fn describe(denial: &Denial) -> String {
+    denial.reason.message().to_string()
+}
+
+/// Writes the denial to the server log as one structured line (never the token).
+pub fn note_denial(denial: &Denial) {
+    let line = serde_json::json!({
+        "reason": denial.reason.code(),
+        "critical": denial.reason.is_critical(),
+        "detail": denial.detail,
+        "iss": denial.seen.iss, "sub": denial.seen.sub, "org_id": denial.seen.org_id,
+        "sid": denial.seen.sid, "kid": denial.seen.kid, "exp": denial.seen.exp,
+    });
+    log!("pg_tenancy denial: {line}");
+}
+
+/// Raises a denial as an error with SQLSTATE 28000.
+pub fn raise(denial: Denial) -> ! {
+    note_denial(&denial);
+    crate::errors::raise(
+        PgSqlErrorCode::ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
+        describe(&denial),
+        Some(denial.detail.clone()),
+        denial.reason.hint(),
+    )
+}
+
+/// The current identity, raising SQLSTATE 28000 when there is none.
+fn require() -> Rc<Identity> {
+    current().unwrap_or_else(|d| raise(d))
+}
+
+/// The caller's workspace. Raises when there is no verified identity or it has no workspace.
+#[pg_extern(stable, parallel_restricted)]
+fn workspace_id() -> String {
+    require().workspace_id.clone().unwrap_or_else(|| {
+        raise(Denial::new(Reason::NoWorkspace, "the token was issued outside an organization"))
+    })
+}
+
+/// The caller's user id (WorkOS `user_…`).
+#[pg_extern(stable, parallel_restricted)]
+fn user_id() -> String {
+    require().user_id.clone()
+}
+
+/// The caller's role: the membership row's role when set, else the token's `role` claim.
+#[pg_extern(stable, parallel_restricted)]
+fn role() -> Option<String> {
+    require().role.clone()
+}
+
+/// The token's `permissions` claim.
+#[pg_extern(stable, parallel_restricted)]
+fn permissions() -> Vec<String> {
+    require().permissions.clone()
+}
+
+/// Whether the token grants `permission`.
+#[pg_extern(stable, parallel_restricted)]
+fn has_permission(permission: &str) -> bool {
+    require().permissions.iter().any(|p| p == permission)
+}
+
+/// The WorkOS session id (`sid`).
+#[pg_extern(stable, parallel_restricted)]
+fn session_id() -> Option<String> {
+    require().session_id.clone()
+}
+
+/// Every claim of the verified token.
+#[pg_extern(stable, parallel_restricted)]
+fn claims() -> JsonB {
+    JsonB(require().claims.clone())
+}
+
+/// The whole identity as one row.
+#[pg_extern(stable, parallel_restricted)]
+fn identity() -> TableIterator<
+    'static,
+    (
+        name!(workspace_id, Option<String>),
+        name!(organization_id, Option<String>),
+        name!(user_id, String),
+        name!(role, Option<String>),
+        name!(permissions, Vec<String>),
+        name!(session_id, Option<String>),
+        name!(issuer, String),
+        name!(expires_at, pgrx::datum::TimestampWithTimeZone),
+    ),
+> {
+    let i = require();
+    let expires = pgrx::datum::TimestampWithTimeZone::try_from(
+        (i.expires_at - 946_684_800) * 1_000_000,
+    )
+    .unwrap_or_else(|_| error!("expiry out of range"));
+    TableIterator::once((
+        i.workspace_id.clone(),
+        i.organization_id.clone(),
+        i.user_id.clone(),
+        i.role.clone(),
+        i.permissions.clone(),
+        i.session_id.clone(),
+        i.issuer.clone(),
+        expires,
+    ))
+}
