@@ -1,0 +1,91 @@
+-- Verified identity: tokens of the fixture issuer (tests/fixtures/test-issuer-rsa.pem), valid until 2100.
+\set VERBOSITY default
+CREATE EXTENSION IF NOT EXISTS pg_tenancy;
+SELECT tenancy.add_issuer('https://auth.test/user_management/client_TEST', '{"keys":[{"kty":"RSA","alg":"RS256","use":"sig","kid":"k1","n":"8Yl5yx_FOqDUwvVt7_qahxF0iwnq50-TAtYGtMcJMIYBYEDy53v3HQMmUmAx5Zj0s278KJESOF7CWszOZHKAkRHFsoAAtkG9HI9c6EuwRppqfS1UWLP-6arE465fQvrHqwFvp-PxeGbOmn4MdZdU36kxC3sk3YIxw--mi6NNJudbu5OIrQT3hUQBSf3w682Ld6y66ugVy3P_eZGIkMAgJwB-jyYK4Y0xiiFxnpVh1uWvvuHeIyAv2oQWd_4h2JiNWuGdP3UMQ1PxVYQWOJJbGDy6tNebJZ2da6b3KbFtpcaWwdnxvvW3EmNkCDgWDhLTp95P4SMb2qB19wY5BBXzTQ","e":"AQAB"}]}'::jsonb);
+SELECT issuer, algorithms, key_ids FROM tenancy.issuers;
+INSERT INTO tenancy.workspaces (workspace_id, organization_id, name) VALUES
+    ('ws_acme', 'org_acme', 'Acme'), ('ws_globex', 'org_globex', 'Globex');
+INSERT INTO tenancy.members (workspace_id, user_id, role) VALUES
+    ('ws_acme', 'user_alice', NULL), ('ws_globex', 'user_bob', 'owner');
+CREATE ROLE regress_app NOSUPERUSER NOBYPASSRLS;
+SET ROLE regress_app;
+
+-- Anonymous: every identity read fails loudly.
+SELECT tenancy.workspace_id();
+SELECT tenancy.user_id();
+
+-- A valid token in a transaction, then nothing after COMMIT.
+BEGIN;
+SET LOCAL tenancy.token = 'eyJhbGciOiJSUzI1NiIsImtpZCI6ImsxIiwidHlwIjoiSldUIn0.eyJpc3MiOiJodHRwczovL2F1dGgudGVzdC91c2VyX21hbmFnZW1lbnQvY2xpZW50X1RFU1QiLCJzdWIiOiJ1c2VyX2FsaWNlIiwib3JnX2lkIjoib3JnX2FjbWUiLCJyb2xlIjoibWVtYmVyIiwicGVybWlzc2lvbnMiOlsiZG9jdW1lbnRzOnJlYWQiXSwic2lkIjoic2Vzc2lvbl9hbGljZSIsImlhdCI6MTcwMDAwMDAwMCwiZXhwIjo0MTAyNDQ0ODAwfQ.cLBn0qMHFkbZ47I1GLNOrsDRpigp0-lsB9AV62KkKNeO33oFfSEjej_bBHLSdtQnFMVxdybx8la8EkKO0h20DUk5Rta2l6vRWiu-mnZ9NXyVaQ90FPhi-G_c-IxwYNHx2tWVQDFC265VAui3iZk7HseUEatuWulAQ7w8tcSnrKi1Sxv316Gg3SL9R4ZsFWQUY86Cf-WzDiFnY1kKxOp2xtIPxtavOCOEQpSiuADlR7HLqUwfHr7XT4YIrk32GyWoCv_C5IjVJ-GCjuh8QfOeI0l9lzwUOoYZEiOu7IXI3DibNibcMYT7iOSnJKoYp_jwmrB3ZLM90UYLN8Koem1JHQ';
+SELECT workspace_id, organization_id, user_id, role, permissions, session_id FROM tenancy.identity();
+SHOW tenancy.workspace_id;
+SHOW tenancy.token;
+SELECT tenancy.has_permission('documents:read') AS can_read, tenancy.has_permission('documents:write') AS can_write;
+COMMIT;
+SELECT tenancy.workspace_id();
+
+-- The membership row's role wins over the token's.
+SELECT set_config('tenancy.token', 'eyJhbGciOiJSUzI1NiIsImtpZCI6ImsxIiwidHlwIjoiSldUIn0.eyJpc3MiOiJodHRwczovL2F1dGgudGVzdC91c2VyX21hbmFnZW1lbnQvY2xpZW50X1RFU1QiLCJzdWIiOiJ1c2VyX2JvYiIsIm9yZ19pZCI6Im9yZ19nbG9iZXgiLCJyb2xlIjoiYWRtaW4iLCJwZXJtaXNzaW9ucyI6WyJkb2N1bWVudHM6cmVhZCIsImRvY3VtZW50czp3cml0ZSJdLCJzaWQiOiJzZXNzaW9uX2JvYiIsImlhdCI6MTcwMDAwMDAwMCwiZXhwIjo0MTAyNDQ0ODAwfQ.cp1KZRl3yFd-10f6h1VgDC2KafeAvtR2RZ7lllxK7AnRfiET_PUzDi3KcMa2q6A_QFfRN5bj_dUN6jDQ0hrWzg9oW_h48ZKAaRiV2_i7DDmqMrwI2p8f2oTM1_S6opJ0i9pDmgL03v5z9FsM-Ior33GK41zQdEFJI0G5tIczlq1yfYxezuDTcUDMUA6LlNus-7RARlVeoLFUDyyf-65vuPDLcjNnexXWhFYbfpm_nZNp1kePbbUYgP-oUf-_2U64AHa2mJmcJsYcim05p-A_fIgxqH01VXlKQzToGStdPXvCBVDugJYKNqKNrFjauV7VgEwlNRhppvGeO0NM7K43WQ', false) IS NOT NULL AS set;
+SELECT tenancy.workspace_id(), tenancy.user_id(), tenancy.role();
+RESET tenancy.token;
+SELECT tenancy.user_id();
+
+-- Refused at the SET itself.
+SET tenancy.token = 'eyJhbGciOiJSUzI1NiIsImtpZCI6ImsxIiwidHlwIjoiSldUIn0.eyJpc3MiOiJodHRwczovL2F1dGgudGVzdC91c2VyX21hbmFnZW1lbnQvY2xpZW50X1RFU1QiLCJzdWIiOiJ1c2VyX2FsaWNlIiwib3JnX2lkIjoib3JnX2FjbWUiLCJzaWQiOiJzZXNzaW9uX29sZCIsImlhdCI6MTYwMDAwMDAwMCwiZXhwIjoxNjAwMDAwMzAwfQ.I3zbCd8GFJmbKjkf2L05Jc7GoHj8mNBqmLrSDlYC6yg3of2FHrlYJ5TH65_WQSYRk2Tyfmq6j8DZFkKmPai4zxn3CrTqIeamS2XCPwpOjvcAxs87Bd7c-h7LWhvUpLClIqJRC4xr76rk5qi9e-uTIhmqSrI5OOLUe1oPa0ToDLPPLES4g0xzEXQWvxiEsJDT6CGQr9XkwmPYYFGoidvuZWTYX3VfbWSMSzNueY8FOPWIg-4txqLU60-XiBhHFF7YGn8k5qTQp2gP8u9khkb0BbC-YHQYkxCPkFYDCWnlklfKnNXd9rfOZMtj5qeO0yoXS2q58BJwELYbuMZMvg-eEA';
+SET tenancy.token = 'eyJhbGciOiJSUzI1NiIsImtpZCI6Ims5IiwidHlwIjoiSldUIn0.eyJpc3MiOiJodHRwczovL2F1dGgudGVzdC91c2VyX21hbmFnZW1lbnQvY2xpZW50X1RFU1QiLCJzdWIiOiJ1c2VyX2FsaWNlIiwib3JnX2lkIjoib3JnX2FjbWUiLCJpYXQiOjE3MDAwMDAwMDAsImV4cCI6NDEwMjQ0NDgwMH0.DhYsCImH-mrNMX0agQA-eZsKuWth751hRppBC6WGRHI83w_mInVoQPtpXKiZtwqL6NWn31QtCNR3QM_UPhxIadsvadrITBo-kE3xI8DrXvO881RuiGnjgX-3geyjtI_xpQVh3nN4lAiqs6smmSd3yFoS_GwoJHr9NqclgqPtqRB2RDmOYoykXOUUKx0gzlUgO5mHWOzY-ciEXut3C4Axh1Fih8_zYAQPA20a0z9mTQZUhMasmLf4JWS0rtunDHH3y8o8iValnp9ME8fjNervVkW6Ymm5cs94gFGxsiTB6acYf1lgVIgsGH8JRY6d5pk5sxcEoQKkklZXF-nQymqwPQ';
+SET tenancy.token = 'eyJhbGciOiJSUzI1NiIsImtpZCI6ImsxIiwidHlwIjoiSldUIn0.eyJpc3MiOiJodHRwczovL2F1dGgudGVzdC91c2VyX21hbmFnZW1lbnQvY2xpZW50X1RFU1QiLCJzdWIiOiJ1c2VyX2FsaWNlIiwib3JnX2lkIjoib3JnX2FjbWUiLCJyb2xlIjoibWVtYmVyIiwicGVybWlzc2lvbnMiOlsiZG9jdW1lbnRzOnJlYWQiXSwic2lkIjoic2Vzc2lvbl9hbGljZSIsImlhdCI6MTcwMDAwMDAwMCwiZXhwIjo0MTAyNDQ0ODAwfQ.cp1KZRl3yFd-10f6h1VgDC2KafeAvtR2RZ7lllxK7AnRfiET_PUzDi3KcMa2q6A_QFfRN5bj_dUN6jDQ0hrWzg9oW_h48ZKAaRiV2_i7DDmqMrwI2p8f2oTM1_S6opJ0i9pDmgL03v5z9FsM-Ior33GK41zQdEFJI0G5tIczlq1yfYxezuDTcUDMUA6LlNus-7RARlVeoLFUDyyf-65vuPDLcjNnexXWhFYbfpm_nZNp1kePbbUYgP-oUf-_2U64AHa2mJmcJsYcim05p-A_fIgxqH01VXlKQzToGStdPXvCBVDugJYKNqKNrFjauV7VgEwlNRhppvGeO0NM7K43WQ';
+SET tenancy.token = 'eyJhbGciOiJSUzI1NiIsImtpZCI6ImsxIiwidHlwIjoiSldUIn0.eyJpc3MiOiJodHRwczovL2F1dGgudGVzdC91c2VyX21hbmFnZW1lbnQvY2xpZW50X1RFU1QiLCJzdWIiOiJ1c2VyX21hbGxvcnkiLCJvcmdfaWQiOiJvcmdfYWNtZSIsImlhdCI6MTcwMDAwMDAwMCwiZXhwIjo0MTAyNDQ0ODAwfQ.77YZkT9cGa4eToapsh0LJ3jpowXWDgJoSfcZQpikD4KsjlIQAH-cbemszIQOBp_VuwF2OKRs38AELuwuJvT7a8UhpI0TM3sa9zIzZYfBBCm58n7mtnHKISGxYmP4xmqzGLjEzmYQMBOBKtLM9BPZoPcqTC6LSHfr5nzeuKNX9LzBwtMYhya27ZO40oeG7ibChP_3hUUnboqxJAbqBn7voNKY7V9mg3L8UXmuy9-YZzo8dj9gnBiI6fug8_ffaP3F6RuwM4j4ggottF3eXxHSZ0N85AVN6SZ6dVcbroWV6pewFEL_mpXwvOwRKOdUdpLU4sZbKr0Z5hCxvcBq8Fbasg';
+SET tenancy.token = 'not-a-token';
+SET tenancy.token = 'eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.';
+
+-- Spoofing the derived identity: refused by every route.
+SET tenancy.workspace_id = 'ws_globex';
+SET LOCAL tenancy.user_id = 'user_bob';
+SELECT set_config('tenancy.workspace_id', 'ws_globex', false);
+SELECT set_config('tenancy.role', 'admin', true);
+ALTER ROLE regress_app SET tenancy.workspace_id = 'ws_globex';
+CREATE FUNCTION pg_temp.spoof() RETURNS text LANGUAGE sql SET tenancy.workspace_id = 'ws_globex' AS 'SELECT 1::text';
+SET tenancy.anything_else = 'x';
+RESET tenancy.workspace_id;
+SELECT tenancy.workspace_id();
+
+-- Rolling back to a savepoint restores the identity of the token before it.
+BEGIN;
+SET LOCAL tenancy.token = 'eyJhbGciOiJSUzI1NiIsImtpZCI6ImsxIiwidHlwIjoiSldUIn0.eyJpc3MiOiJodHRwczovL2F1dGgudGVzdC91c2VyX21hbmFnZW1lbnQvY2xpZW50X1RFU1QiLCJzdWIiOiJ1c2VyX2FsaWNlIiwib3JnX2lkIjoib3JnX2FjbWUiLCJyb2xlIjoibWVtYmVyIiwicGVybWlzc2lvbnMiOlsiZG9jdW1lbnRzOnJlYWQiXSwic2lkIjoic2Vzc2lvbl9hbGljZSIsImlhdCI6MTcwMDAwMDAwMCwiZXhwIjo0MTAyNDQ0ODAwfQ.cLBn0qMHFkbZ47I1GLNOrsDRpigp0-lsB9AV62KkKNeO33oFfSEjej_bBHLSdtQnFMVxdybx8la8EkKO0h20DUk5Rta2l6vRWiu-mnZ9NXyVaQ90FPhi-G_c-IxwYNHx2tWVQDFC265VAui3iZk7HseUEatuWulAQ7w8tcSnrKi1Sxv316Gg3SL9R4ZsFWQUY86Cf-WzDiFnY1kKxOp2xtIPxtavOCOEQpSiuADlR7HLqUwfHr7XT4YIrk32GyWoCv_C5IjVJ-GCjuh8QfOeI0l9lzwUOoYZEiOu7IXI3DibNibcMYT7iOSnJKoYp_jwmrB3ZLM90UYLN8Koem1JHQ';
+SAVEPOINT s;
+SET LOCAL tenancy.token = 'eyJhbGciOiJSUzI1NiIsImtpZCI6ImsxIiwidHlwIjoiSldUIn0.eyJpc3MiOiJodHRwczovL2F1dGgudGVzdC91c2VyX21hbmFnZW1lbnQvY2xpZW50X1RFU1QiLCJzdWIiOiJ1c2VyX2JvYiIsIm9yZ19pZCI6Im9yZ19nbG9iZXgiLCJyb2xlIjoiYWRtaW4iLCJwZXJtaXNzaW9ucyI6WyJkb2N1bWVudHM6cmVhZCIsImRvY3VtZW50czp3cml0ZSJdLCJzaWQiOiJzZXNzaW9uX2JvYiIsImlhdCI6MTcwMDAwMDAwMCwiZXhwIjo0MTAyNDQ0ODAwfQ.cp1KZRl3yFd-10f6h1VgDC2KafeAvtR2RZ7lllxK7AnRfiET_PUzDi3KcMa2q6A_QFfRN5bj_dUN6jDQ0hrWzg9oW_h48ZKAaRiV2_i7DDmqMrwI2p8f2oTM1_S6opJ0i9pDmgL03v5z9FsM-Ior33GK41zQdEFJI0G5tIczlq1yfYxezuDTcUDMUA6LlNus-7RARlVeoLFUDyyf-65vuPDLcjNnexXWhFYbfpm_nZNp1kePbbUYgP-oUf-_2U64AHa2mJmcJsYcim05p-A_fIgxqH01VXlKQzToGStdPXvCBVDugJYKNqKNrFjauV7VgEwlNRhppvGeO0NM7K43WQ';
+SELECT tenancy.workspace_id();
+ROLLBACK TO SAVEPOINT s;
+SELECT tenancy.workspace_id();
+COMMIT;
+
+-- Administration is for tenancy_admin only.
+SELECT tenancy.add_issuer('https://evil.test', '{"keys":[]}');
+SELECT tenancy.revoke_session('session_bob');
+SELECT count(*) FROM tenancy.members;
+RESET ROLE;
+
+-- Key policy at load time.
+SELECT tenancy.add_issuer('https://hmac.test', '{"keys":[{"kty":"oct","kid":"h","k":"c2VjcmV0"}]}');
+SELECT tenancy.add_issuer('https://es.test', '{"keys":[{"kty":"RSA","alg":"RS256","use":"sig","kid":"k1","n":"8Yl5yx_FOqDUwvVt7_qahxF0iwnq50-TAtYGtMcJMIYBYEDy53v3HQMmUmAx5Zj0s278KJESOF7CWszOZHKAkRHFsoAAtkG9HI9c6EuwRppqfS1UWLP-6arE465fQvrHqwFvp-PxeGbOmn4MdZdU36kxC3sk3YIxw--mi6NNJudbu5OIrQT3hUQBSf3w682Ld6y66ugVy3P_eZGIkMAgJwB-jyYK4Y0xiiFxnpVh1uWvvuHeIyAv2oQWd_4h2JiNWuGdP3UMQ1PxVYQWOJJbGDy6tNebJZ2da6b3KbFtpcaWwdnxvvW3EmNkCDgWDhLTp95P4SMb2qB19wY5BBXzTQ","e":"AQAB"}]}'::jsonb, NULL, '{ES256}');
+SELECT tenancy.add_issuer('https://none.test', '{"keys":[]}', NULL, '{none}');
+
+-- Revocation and disabling take effect from the next statement.
+SET ROLE regress_app;
+SET tenancy.token = 'eyJhbGciOiJSUzI1NiIsImtpZCI6ImsxIiwidHlwIjoiSldUIn0.eyJpc3MiOiJodHRwczovL2F1dGgudGVzdC91c2VyX21hbmFnZW1lbnQvY2xpZW50X1RFU1QiLCJzdWIiOiJ1c2VyX2JvYiIsIm9yZ19pZCI6Im9yZ19nbG9iZXgiLCJyb2xlIjoiYWRtaW4iLCJwZXJtaXNzaW9ucyI6WyJkb2N1bWVudHM6cmVhZCIsImRvY3VtZW50czp3cml0ZSJdLCJzaWQiOiJzZXNzaW9uX2JvYiIsImlhdCI6MTcwMDAwMDAwMCwiZXhwIjo0MTAyNDQ0ODAwfQ.cp1KZRl3yFd-10f6h1VgDC2KafeAvtR2RZ7lllxK7AnRfiET_PUzDi3KcMa2q6A_QFfRN5bj_dUN6jDQ0hrWzg9oW_h48ZKAaRiV2_i7DDmqMrwI2p8f2oTM1_S6opJ0i9pDmgL03v5z9FsM-Ior33GK41zQdEFJI0G5tIczlq1yfYxezuDTcUDMUA6LlNus-7RARlVeoLFUDyyf-65vuPDLcjNnexXWhFYbfpm_nZNp1kePbbUYgP-oUf-_2U64AHa2mJmcJsYcim05p-A_fIgxqH01VXlKQzToGStdPXvCBVDugJYKNqKNrFjauV7VgEwlNRhppvGeO0NM7K43WQ';
+SELECT tenancy.workspace_id();
+RESET ROLE;
+SELECT tenancy.revoke_session('session_bob');
+SET ROLE regress_app;
+SELECT tenancy.workspace_id();
+RESET tenancy.token;
+RESET ROLE;
+UPDATE tenancy.workspaces SET disabled_at = now() WHERE workspace_id = 'ws_acme';
+SET ROLE regress_app;
+SET tenancy.token = 'eyJhbGciOiJSUzI1NiIsImtpZCI6ImsxIiwidHlwIjoiSldUIn0.eyJpc3MiOiJodHRwczovL2F1dGgudGVzdC91c2VyX21hbmFnZW1lbnQvY2xpZW50X1RFU1QiLCJzdWIiOiJ1c2VyX2FsaWNlIiwib3JnX2lkIjoib3JnX2FjbWUiLCJyb2xlIjoibWVtYmVyIiwicGVybWlzc2lvbnMiOlsiZG9jdW1lbnRzOnJlYWQiXSwic2lkIjoic2Vzc2lvbl9hbGljZSIsImlhdCI6MTcwMDAwMDAwMCwiZXhwIjo0MTAyNDQ0ODAwfQ.cLBn0qMHFkbZ47I1GLNOrsDRpigp0-lsB9AV62KkKNeO33oFfSEjej_bBHLSdtQnFMVxdybx8la8EkKO0h20DUk5Rta2l6vRWiu-mnZ9NXyVaQ90FPhi-G_c-IxwYNHx2tWVQDFC265VAui3iZk7HseUEatuWulAQ7w8tcSnrKi1Sxv316Gg3SL9R4ZsFWQUY86Cf-WzDiFnY1kKxOp2xtIPxtavOCOEQpSiuADlR7HLqUwfHr7XT4YIrk32GyWoCv_C5IjVJ-GCjuh8QfOeI0l9lzwUOoYZEiOu7IXI3DibNibcMYT7iOSnJKoYp_jwmrB3ZLM90UYLN8Koem1JHQ';
+RESET ROLE;
+
+-- Clean up.
+RESET tenancy.token;
+DROP EXTENSION pg_tenancy;
+DROP ROLE regress_app;
