@@ -49,9 +49,24 @@ pub fn init() {
         GucContext::Suset,
         GucFlags::UNIT_S,
     );
-    define_derived(c"tenancy.workspace_id", c"Workspace of the verified identity (read-only).", 0, show_workspace_id);
-    define_derived(c"tenancy.user_id", c"User of the verified identity (read-only).", 1, show_user_id);
-    define_derived(c"tenancy.role", c"Role of the verified identity (read-only).", 2, show_role);
+    define_derived(
+        c"tenancy.workspace_id",
+        c"Workspace of the verified identity (read-only).",
+        0,
+        show_workspace_id,
+    );
+    define_derived(
+        c"tenancy.user_id",
+        c"User of the verified identity (read-only).",
+        1,
+        show_user_id,
+    );
+    define_derived(
+        c"tenancy.role",
+        c"Role of the verified identity (read-only).",
+        2,
+        show_role,
+    );
     unsafe { pg_sys::MarkGUCPrefixReserved(c"tenancy".as_ptr()) };
 }
 
@@ -66,7 +81,12 @@ pub fn token() -> Option<&'static str> {
 }
 
 /// Defines one read-only identity setting.
-fn define_derived(name: &'static CStr, description: &'static CStr, slot: usize, show: unsafe extern "C-unwind" fn() -> *const c_char) {
+fn define_derived(
+    name: &'static CStr,
+    description: &'static CStr,
+    slot: usize,
+    show: unsafe extern "C-unwind" fn() -> *const c_char,
+) {
     let flags = pg_sys::GUC_NOT_IN_SAMPLE
         | pg_sys::GUC_NO_RESET_ALL
         | pg_sys::GUC_DISALLOW_IN_FILE
@@ -106,7 +126,11 @@ unsafe fn pstrdup(text: &str) -> *mut c_char {
 
 /// Check hook of the derived settings: only their built-in default passes.
 #[pgrx::pg_guard]
-unsafe extern "C-unwind" fn refuse_assignment(_newval: *mut *mut c_char, _extra: *mut *mut c_void, source: pg_sys::GucSource::Type) -> bool {
+unsafe extern "C-unwind" fn refuse_assignment(
+    _newval: *mut *mut c_char,
+    _extra: *mut *mut c_void,
+    source: pg_sys::GucSource::Type,
+) -> bool {
     if source == pg_sys::GucSource::PGC_S_DEFAULT {
         return true;
     }
@@ -123,13 +147,23 @@ unsafe extern "C-unwind" fn refuse_assignment(_newval: *mut *mut c_char, _extra:
 /// Check hook of `tenancy.token`: shape and size always; full verification when a transaction
 /// can run queries (a SET or set_config), so that a bad token fails at the SET itself.
 #[pgrx::pg_guard]
-unsafe extern "C-unwind" fn check_token(newval: *mut *mut c_char, _extra: *mut *mut c_void, source: pg_sys::GucSource::Type) -> bool {
+unsafe extern "C-unwind" fn check_token(
+    newval: *mut *mut c_char,
+    _extra: *mut *mut c_void,
+    source: pg_sys::GucSource::Type,
+) -> bool {
     let raw = unsafe { *newval };
     if raw.is_null() {
         return true;
     }
     let Ok(token) = unsafe { CStr::from_ptr(raw) }.to_str() else {
-        unsafe { check_error(pgrx::PgSqlErrorCode::ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION as i32, "tenancy token is malformed", None) };
+        unsafe {
+            check_error(
+                pgrx::PgSqlErrorCode::ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION as i32,
+                "tenancy token is malformed",
+                None,
+            )
+        };
         return false;
     };
     if token.is_empty() {
@@ -167,7 +201,11 @@ unsafe extern "C-unwind" fn assign_token(_newval: *const c_char, _extra: *mut c_
 /// `SHOW tenancy.token` tells whether a token is set, never the token.
 #[pgrx::pg_guard]
 unsafe extern "C-unwind" fn show_token() -> *const c_char {
-    if token().is_some() { c"(set)".as_ptr() } else { c"".as_ptr() }
+    if token().is_some() {
+        c"(set)".as_ptr()
+    } else {
+        c"".as_ptr()
+    }
 }
 
 /// Shows one field of the identity already verified for the current token.

@@ -35,6 +35,9 @@ pub struct Identity {
 static TOKEN_GENERATION: AtomicU64 = AtomicU64::new(1);
 /// Bumped when issuers, keys, workspaces, members or revocations change.
 static EPOCH: AtomicU64 = AtomicU64::new(1);
+/// SHA-256 of a token: the cache key.
+type Digest = [u8; 32];
+
 /// Most identities a backend keeps; beyond that the cache starts over.
 const CACHE_CAPACITY: usize = 1024;
 
@@ -42,7 +45,7 @@ thread_local! {
     /// The identity of the current token generation, for the hot path.
     static LAST: RefCell<Option<(u64, u64, Rc<Identity>)>> = const { RefCell::new(None) };
     /// Verified identities by token digest, each tagged with the epoch it was verified in.
-    static CACHE: RefCell<HashMap<[u8; 32], (u64, Rc<Identity>)>> = RefCell::new(HashMap::new());
+    static CACHE: RefCell<HashMap<Digest, (u64, Rc<Identity>)>> = RefCell::new(HashMap::new());
     /// Trusted issuers as loaded from `tenancy.issuers`, tagged with their epoch.
     static ISSUERS: RefCell<Option<(u64, HashMap<String, TrustedIssuer>)>> = const { RefCell::new(None) };
 }
@@ -132,9 +135,15 @@ pub fn resolve(token: &str) -> Result<Rc<Identity>, Denial> {
         return Ok(identity);
     }
     if !can_query() {
-        return Err(Denial::new(Reason::NoToken, "identity cannot be verified outside a transaction"));
+        return Err(Denial::new(
+            Reason::NoToken,
+            "identity cannot be verified outside a transaction",
+        ));
     }
-    let time = TimeRules { now: unix_now(), leeway: i64::from(gucs::CLOCK_SKEW.get()) };
+    let time = TimeRules {
+        now: unix_now(),
+        leeway: i64::from(gucs::CLOCK_SKEW.get()),
+    };
     let claims = with_trusted_issuers(epoch, |issuers| verify::verify(token, issuers, time))?;
     let seen = verify::SeenClaims {
         iss: Some(claims.iss.clone()),
@@ -210,7 +219,15 @@ fn load_issuers() -> HashMap<String, TrustedIssuer> {
             .and_then(|algorithms| KeySet::parse(jwks.as_bytes(), &algorithms).map(|keys| (algorithms, keys)));
         match parsed {
             Ok((algorithms, keys)) => {
-                issuers.insert(issuer.clone(), TrustedIssuer { issuer, audience, algorithms, keys });
+                issuers.insert(
+                    issuer.clone(),
+                    TrustedIssuer {
+                        issuer,
+                        audience,
+                        algorithms,
+                        keys,
+                    },
+                );
             }
             Err(e) => warning!("issuer \"{}\" skipped: {e}", verify::json::printable(&issuer)),
         }
@@ -232,7 +249,11 @@ fn check_membership(claims: Claims) -> Result<Identity, Denial> {
     type Row = (bool, Option<String>, bool, bool, Option<String>, bool);
     let row: Row = as_owner(|| {
         Spi::connect(|client| {
-            let args = [claims.org_id.clone().into(), claims.sub.clone().into(), claims.sid.clone().into()];
+            let args = [
+                claims.org_id.clone().into(),
+                claims.sub.clone().into(),
+                claims.sid.clone().into(),
+            ];
             let table = client.select(MEMBERSHIP_QUERY, Some(1), &args)?;
             let row = table.first();
             Ok::<Row, pgrx::spi::Error>((
@@ -248,20 +269,35 @@ fn check_membership(claims: Claims) -> Result<Identity, Denial> {
     .unwrap_or_else(|e| error!("could not check membership: {e}"));
     let (revoked, workspace_id, workspace_disabled, is_member, member_role, member_disabled) = row;
     if revoked {
-        return Err(Denial::new(Reason::SessionRevoked, "the token's sid is in tenancy.revoked_sessions"));
+        return Err(Denial::new(
+            Reason::SessionRevoked,
+            "the token's sid is in tenancy.revoked_sessions",
+        ));
     }
     if claims.org_id.is_some() {
         if workspace_id.is_none() {
-            return Err(Denial::new(Reason::WorkspaceUnknown, "no row of tenancy.workspaces has the token's org_id"));
+            return Err(Denial::new(
+                Reason::WorkspaceUnknown,
+                "no row of tenancy.workspaces has the token's org_id",
+            ));
         }
         if workspace_disabled {
-            return Err(Denial::new(Reason::WorkspaceDisabled, "tenancy.workspaces.disabled_at is set"));
+            return Err(Denial::new(
+                Reason::WorkspaceDisabled,
+                "tenancy.workspaces.disabled_at is set",
+            ));
         }
         if !is_member {
-            return Err(Denial::new(Reason::NotMember, "no row of tenancy.members for the token's sub"));
+            return Err(Denial::new(
+                Reason::NotMember,
+                "no row of tenancy.members for the token's sub",
+            ));
         }
         if member_disabled {
-            return Err(Denial::new(Reason::MemberDisabled, "tenancy.members.disabled_at is set"));
+            return Err(Denial::new(
+                Reason::MemberDisabled,
+                "tenancy.members.disabled_at is set",
+            ));
         }
     }
     Ok(Identity {
@@ -314,7 +350,10 @@ fn require() -> Rc<Identity> {
 #[pg_extern(stable, parallel_restricted)]
 fn workspace_id() -> String {
     require().workspace_id.clone().unwrap_or_else(|| {
-        raise(Denial::new(Reason::NoWorkspace, "the token was issued outside an organization"))
+        raise(Denial::new(
+            Reason::NoWorkspace,
+            "the token was issued outside an organization",
+        ))
     })
 }
 
@@ -356,6 +395,7 @@ fn claims() -> JsonB {
 
 /// The whole identity as one row.
 #[pg_extern(stable, parallel_restricted)]
+#[allow(clippy::type_complexity)]
 fn identity() -> TableIterator<
     'static,
     (
@@ -370,10 +410,8 @@ fn identity() -> TableIterator<
     ),
 > {
     let i = require();
-    let expires = pgrx::datum::TimestampWithTimeZone::try_from(
-        (i.expires_at - 946_684_800) * 1_000_000,
-    )
-    .unwrap_or_else(|_| error!("expiry out of range"));
+    let expires = pgrx::datum::TimestampWithTimeZone::try_from((i.expires_at - 946_684_800) * 1_000_000)
+        .unwrap_or_else(|_| error!("expiry out of range"));
     TableIterator::once((
         i.workspace_id.clone(),
         i.organization_id.clone(),

@@ -6,8 +6,8 @@
 //! identity epoch. Nothing polls, and no shared memory is needed.
 
 use crate::identity;
-use pgrx::prelude::*;
 use pgrx::pg_sys;
+use pgrx::prelude::*;
 use std::cell::RefCell;
 
 /// The tables whose changes invalidate identities.
@@ -42,7 +42,12 @@ pub fn remember_tables() {
 #[pg_guard]
 unsafe extern "C-unwind" fn on_relcache_invalidation(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
     let ours = relid == pg_sys::InvalidOid
-        || TABLE_OIDS.with(|known| known.try_borrow().map(|k| k.is_empty() || k.contains(&relid)).unwrap_or(true));
+        || TABLE_OIDS.with(|known| {
+            known
+                .try_borrow()
+                .map(|k| k.is_empty() || k.contains(&relid))
+                .unwrap_or(true)
+        });
     if ours {
         identity::invalidate();
     }

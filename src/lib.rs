@@ -3,11 +3,15 @@
 //! Who the user is comes from a verified WorkOS access token; what they may touch is enforced
 //! by the database on every query. Each module has one concern; `_PG_init` calls each `init()`.
 
+// A `Denial` is a value on the refusal path only; boxing it would add noise to every `?`.
+#![allow(clippy::result_large_err)]
+
 mod admin;
 mod errors;
 mod gucs;
 mod identity;
 mod invalidation;
+mod pg_tests;
 pub mod verify;
 
 pgrx::pg_module_magic!();

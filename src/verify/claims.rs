@@ -43,8 +43,8 @@ pub fn seen(payload: &Map<String, Value>, kid: Option<&str>) -> SeenClaims {
 
 /// Applies the time, audience and type rules and extracts the claims.
 pub fn check(payload: Map<String, Value>, audience: Option<&str>, time: TimeRules) -> Result<Claims, Denial> {
-    let exp = numeric_date(&payload, "exp")?
-        .ok_or_else(|| Denial::new(Reason::InvalidClaim, "claim \"exp\" is required"))?;
+    let exp =
+        numeric_date(&payload, "exp")?.ok_or_else(|| Denial::new(Reason::InvalidClaim, "claim \"exp\" is required"))?;
     if time.now >= exp.saturating_add(time.leeway) {
         return Err(Denial::new(
             Reason::Expired,
@@ -53,12 +53,18 @@ pub fn check(payload: Map<String, Value>, audience: Option<&str>, time: TimeRule
     }
     if let Some(nbf) = numeric_date(&payload, "nbf")? {
         if nbf > time.now.saturating_add(time.leeway) {
-            return Err(Denial::new(Reason::NotYetValid, format!("valid from {nbf}, now {}", time.now)));
+            return Err(Denial::new(
+                Reason::NotYetValid,
+                format!("valid from {nbf}, now {}", time.now),
+            ));
         }
     }
     if let Some(iat) = numeric_date(&payload, "iat")? {
         if iat > time.now.saturating_add(time.leeway) {
-            return Err(Denial::new(Reason::IssuedInFuture, format!("issued at {iat}, now {}", time.now)));
+            return Err(Denial::new(
+                Reason::IssuedInFuture,
+                format!("issued at {iat}, now {}", time.now),
+            ));
         }
     }
     if let Some(expected) = audience {
@@ -68,7 +74,10 @@ pub fn check(payload: Map<String, Value>, audience: Option<&str>, time: TimeRule
             _ => false,
         };
         if !matches {
-            return Err(Denial::new(Reason::AudienceMismatch, "the issuer requires an audience the token lacks"));
+            return Err(Denial::new(
+                Reason::AudienceMismatch,
+                "the issuer requires an audience the token lacks",
+            ));
         }
     }
     let iss = required_string(&payload, "iss")?;
@@ -95,9 +104,15 @@ fn numeric_date(payload: &Map<String, Value>, name: &str) -> Result<Option<i64>,
         None => Ok(None),
         Some(Value::Number(n)) => match n.as_f64() {
             Some(f) if f.is_finite() && f.abs() < 1e15 => Ok(Some(f.floor() as i64)),
-            _ => Err(Denial::new(Reason::InvalidClaim, format!("claim \"{name}\" is out of range"))),
+            _ => Err(Denial::new(
+                Reason::InvalidClaim,
+                format!("claim \"{name}\" is out of range"),
+            )),
         },
-        Some(_) => Err(Denial::new(Reason::InvalidClaim, format!("claim \"{name}\" must be a number"))),
+        Some(_) => Err(Denial::new(
+            Reason::InvalidClaim,
+            format!("claim \"{name}\" must be a number"),
+        )),
     }
 }
 
@@ -112,7 +127,10 @@ fn optional_string(payload: &Map<String, Value>, name: &str) -> Result<Option<St
     match payload.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(Denial::new(Reason::InvalidClaim, format!("claim \"{name}\" must be a string"))),
+        Some(_) => Err(Denial::new(
+            Reason::InvalidClaim,
+            format!("claim \"{name}\" must be a string"),
+        )),
     }
 }
 
@@ -125,6 +143,9 @@ fn string_list(payload: &Map<String, Value>, name: &str) -> Result<Vec<String>, 
             .map(|v| v.as_str().map(str::to_owned))
             .collect::<Option<Vec<_>>>()
             .ok_or_else(|| Denial::new(Reason::InvalidClaim, format!("claim \"{name}\" must hold strings"))),
-        Some(_) => Err(Denial::new(Reason::InvalidClaim, format!("claim \"{name}\" must be an array"))),
+        Some(_) => Err(Denial::new(
+            Reason::InvalidClaim,
+            format!("claim \"{name}\" must be an array"),
+        )),
     }
 }

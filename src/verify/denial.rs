@@ -141,7 +141,11 @@ pub struct Denial {
 impl Denial {
     /// A denial with a detail and no claims seen yet.
     pub fn new(reason: Reason, detail: impl Into<String>) -> Denial {
-        Denial { reason, detail: detail.into(), seen: SeenClaims::default() }
+        Denial {
+            reason,
+            detail: detail.into(),
+            seen: SeenClaims::default(),
+        }
     }
 
     /// Attaches what the token claimed.

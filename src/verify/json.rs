@@ -57,10 +57,7 @@ impl<'de> Visitor<'de> for StrictVisitor {
         let mut object = Map::new();
         while let Some(name) = map.next_key::<String>()? {
             if object.contains_key(&name) {
-                return Err(de::Error::custom(format!(
-                    "duplicate member \"{}\"",
-                    printable(&name)
-                )));
+                return Err(de::Error::custom(format!("duplicate member \"{}\"", printable(&name))));
             }
             let StrictValue(v) = map.next_value()?;
             object.insert(name, v);

@@ -102,11 +102,9 @@ impl Jwk {
             Material::Rsa { n, e } => RsaPublicKeyComponents { n, e }
                 .verify(&signature::RSA_PKCS1_2048_8192_SHA256, message, signature)
                 .is_ok(),
-            Material::P256 { point } => {
-                UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, point)
-                    .verify(message, signature)
-                    .is_ok()
-            }
+            Material::P256 { point } => UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, point)
+                .verify(message, signature)
+                .is_ok(),
             Material::Ed25519 { x } => UnparsedPublicKey::new(&signature::ED25519, x)
                 .verify(message, signature)
                 .is_ok(),
@@ -205,7 +203,12 @@ fn parse_key(m: &Map<String, Value>, allowed: &[Algorithm]) -> Result<Jwk, Strin
             if crv != "Ed25519" {
                 return Err(format!("curve \"{}\" is not supported", json::printable(crv)));
             }
-            (Material::Ed25519 { x: fixed_member(m, "x", 32)? }, Algorithm::EdDsa)
+            (
+                Material::Ed25519 {
+                    x: fixed_member(m, "x", 32)?,
+                },
+                Algorithm::EdDsa,
+            )
         }
         other => return Err(format!("kty \"{}\" is not supported", json::printable(other))),
     };
@@ -224,7 +227,11 @@ fn parse_key(m: &Map<String, Value>, allowed: &[Algorithm]) -> Result<Jwk, Strin
             natural_alg.name()
         ));
     }
-    Ok(Jwk { kid: kid.to_owned(), alg: natural_alg, material })
+    Ok(Jwk {
+        kid: kid.to_owned(),
+        alg: natural_alg,
+        material,
+    })
 }
 
 /// Decodes and vets an RSA public key.
@@ -238,7 +245,9 @@ fn rsa_material(m: &Map<String, Value>) -> Result<Material, String> {
     if n.last().is_none_or(|b| b & 1 == 0) {
         return Err("RSA modulus is even".into());
     }
-    let e_value = e.iter().try_fold(0u64, |acc, b| acc.checked_mul(256).map(|v| v | u64::from(*b)));
+    let e_value = e
+        .iter()
+        .try_fold(0u64, |acc, b| acc.checked_mul(256).map(|v| v | u64::from(*b)));
     match e_value {
         Some(v) if v >= 3 && v & 1 == 1 && v < (1 << 33) => {}
         _ => return Err("RSA public exponent must be odd and between 3 and 2^33".into()),

@@ -51,15 +51,16 @@ pub fn check_shape(token: &str) -> Result<(), Denial> {
 pub fn parse(token: &str) -> Result<Parsed<'_>, Denial> {
     check_shape(token)?;
     let mut parts = token.splitn(3, '.');
-    let (h, p, s) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let header_bytes = base64url::decode(h)
-        .ok_or_else(|| Denial::new(Reason::Malformed, "header is not base64url"))?;
-    let payload = base64url::decode(p)
-        .ok_or_else(|| Denial::new(Reason::Malformed, "payload is not base64url"))?;
-    let signature = base64url::decode(s)
-        .ok_or_else(|| Denial::new(Reason::Malformed, "signature is not base64url"))?;
-    let header = json::parse_object(&header_bytes)
-        .map_err(|e| Denial::new(Reason::Malformed, format!("header: {e}")))?;
+    let (h, p, s) = (
+        parts.next().unwrap_or(""),
+        parts.next().unwrap_or(""),
+        parts.next().unwrap_or(""),
+    );
+    let header_bytes = base64url::decode(h).ok_or_else(|| Denial::new(Reason::Malformed, "header is not base64url"))?;
+    let payload = base64url::decode(p).ok_or_else(|| Denial::new(Reason::Malformed, "payload is not base64url"))?;
+    let signature = base64url::decode(s).ok_or_else(|| Denial::new(Reason::Malformed, "signature is not base64url"))?;
+    let header =
+        json::parse_object(&header_bytes).map_err(|e| Denial::new(Reason::Malformed, format!("header: {e}")))?;
     let alg = match header.get("alg") {
         Some(Value::String(a)) => a.clone(),
         _ => return Err(Denial::new(Reason::Malformed, "header has no string \"alg\"")),
@@ -70,16 +71,29 @@ pub fn parse(token: &str) -> Result<Parsed<'_>, Denial> {
         Some(_) => return Err(Denial::new(Reason::Malformed, "header \"kid\" is not a string")),
     };
     if header.contains_key("crit") {
-        return Err(Denial::new(Reason::CriticalHeader, "no critical extension is understood"));
+        return Err(Denial::new(
+            Reason::CriticalHeader,
+            "no critical extension is understood",
+        ));
     }
     if let Some(member) = EMBEDDED_KEY_MEMBERS.iter().find(|m| header.contains_key(**m)) {
         return Err(Denial::new(Reason::EmbeddedKey, format!("header member \"{member}\"")));
     }
     if header.contains_key("enc") || header.contains_key("zip") {
-        return Err(Denial::new(Reason::Malformed, "encrypted or compressed tokens are not accepted"));
+        return Err(Denial::new(
+            Reason::Malformed,
+            "encrypted or compressed tokens are not accepted",
+        ));
     }
     let signing_input = &token[..h.len() + 1 + p.len()];
-    Ok(Parsed { header, alg, kid, payload, signing_input, signature })
+    Ok(Parsed {
+        header,
+        alg,
+        kid,
+        payload,
+        signing_input,
+        signature,
+    })
 }
 
 /// Checks the algorithm against `allowed`, finds the key by `kid` and verifies the signature.
@@ -103,7 +117,12 @@ pub fn verify_signature(parsed: &Parsed, keys: &KeySet, allowed: &[Algorithm]) -
     if key.alg != alg {
         return Err(Denial::new(
             Reason::AlgorithmNotAllowed,
-            format!("alg {} does not fit the {} key \"{}\"", alg.name(), key.kty(), json::printable(kid)),
+            format!(
+                "alg {} does not fit the {} key \"{}\"",
+                alg.name(),
+                key.kty(),
+                json::printable(kid)
+            ),
         ));
     }
     if !key.verify(alg, parsed.signing_input.as_bytes(), &parsed.signature) {

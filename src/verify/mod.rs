@@ -48,8 +48,8 @@ impl Trust for std::collections::HashMap<String, TrustedIssuer> {
 /// Verifies a compact JWS access token and returns its claims, or why it is refused.
 pub fn verify(token: &str, trust: &(impl Trust + ?Sized), time: TimeRules) -> Result<Claims, Denial> {
     let parsed = jws::parse(token)?;
-    let payload = json::parse_object(&parsed.payload)
-        .map_err(|e| Denial::new(Reason::Malformed, format!("payload: {e}")))?;
+    let payload =
+        json::parse_object(&parsed.payload).map_err(|e| Denial::new(Reason::Malformed, format!("payload: {e}")))?;
     let seen = claims::seen(&payload, parsed.kid.as_deref());
     let iss = match payload.get("iss") {
         Some(serde_json::Value::String(iss)) => iss.as_str(),

@@ -14,12 +14,16 @@ use std::path::PathBuf;
 
 /// A path inside `../shared/testdata`, the read-only test data beside the repository.
 pub fn shared(relative: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/testdata").join(relative)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/testdata")
+        .join(relative)
 }
 
 /// A path inside the repository's own `tests/fixtures`.
 pub fn fixture(relative: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(relative)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(relative)
 }
 
 /// Decodes lowercase or uppercase hex.
@@ -105,7 +109,11 @@ impl Signer {
 
 /// Builds a compact JWS from raw header and payload text, signed by `signer`.
 pub fn mint_raw(signer: &Signer, header: &str, payload: &str) -> String {
-    let input = format!("{}.{}", base64url::encode(header.as_bytes()), base64url::encode(payload.as_bytes()));
+    let input = format!(
+        "{}.{}",
+        base64url::encode(header.as_bytes()),
+        base64url::encode(payload.as_bytes())
+    );
     let sig = signer.sign(input.as_bytes());
     format!("{input}.{}", base64url::encode(&sig))
 }
@@ -128,7 +136,12 @@ pub fn trust_for(signer: &Signer, audience: Option<&str>) -> Vec<TrustedIssuer> 
     let jwks = json!({"keys": [signer.jwk("k1")]}).to_string();
     let algorithms = vec![signer.alg()];
     let keys = KeySet::parse(jwks.as_bytes(), &algorithms).expect("test jwks");
-    vec![TrustedIssuer { issuer: ISSUER.into(), audience: audience.map(Into::into), algorithms, keys }]
+    vec![TrustedIssuer {
+        issuer: ISSUER.into(),
+        audience: audience.map(Into::into),
+        algorithms,
+        keys,
+    }]
 }
 
 pub const AT_NOW: TimeRules = TimeRules { now: NOW, leeway: 30 };

@@ -9,17 +9,33 @@ fn real() -> (String, Vec<TrustedIssuer>) {
     let jwks = std::fs::read(shared("workos/real-jwks.json")).unwrap();
     let keys = KeySet::parse(&jwks, &[Algorithm::Rs256]).expect("the real WorkOS JWKS loads");
     let issuer = "https://api.workos.com/user_management/client_01JXWR78G1RS943SJZG9G9KFDW";
-    let trust = vec![TrustedIssuer { issuer: issuer.into(), audience: None, algorithms: vec![Algorithm::Rs256], keys }];
+    let trust = vec![TrustedIssuer {
+        issuer: issuer.into(),
+        audience: None,
+        algorithms: vec![Algorithm::Rs256],
+        keys,
+    }];
     (token.trim().to_owned(), trust)
 }
 
 #[test]
 fn accepted_inside_its_lifetime() {
     let (token, trust) = real();
-    let claims = verify(&token, trust.as_slice(), TimeRules { now: 1_757_144_400, leeway: 30 }).expect("verifies");
+    let claims = verify(
+        &token,
+        trust.as_slice(),
+        TimeRules {
+            now: 1_757_144_400,
+            leeway: 30,
+        },
+    )
+    .expect("verifies");
     assert_eq!(claims.sub, "user_01K4EZC631GGHFKB5VXEARPB0G");
     assert_eq!(claims.sid.as_deref(), Some("session_01K4EZC6PYSEB5JWSKFDZFGWDB"));
-    assert_eq!(claims.iss, "https://api.workos.com/user_management/client_01JXWR78G1RS943SJZG9G9KFDW");
+    assert_eq!(
+        claims.iss,
+        "https://api.workos.com/user_management/client_01JXWR78G1RS943SJZG9G9KFDW"
+    );
     assert_eq!(claims.org_id, None, "issued outside an organization");
     assert_eq!(claims.exp, 1_757_144_604);
 }
@@ -27,7 +43,15 @@ fn accepted_inside_its_lifetime() {
 #[test]
 fn refused_as_expired_today() {
     let (token, trust) = real();
-    let denial = verify(&token, trust.as_slice(), TimeRules { now: 1_795_000_000, leeway: 30 }).unwrap_err();
+    let denial = verify(
+        &token,
+        trust.as_slice(),
+        TimeRules {
+            now: 1_795_000_000,
+            leeway: 30,
+        },
+    )
+    .unwrap_err();
     assert_eq!(denial.reason, Reason::Expired);
     assert_eq!(denial.seen.sub.as_deref(), Some("user_01K4EZC631GGHFKB5VXEARPB0G"));
 }
@@ -39,6 +63,14 @@ fn one_flipped_signature_bit_is_refused() {
     sig[10] ^= 1;
     let prefix = &token[..token.rfind('.').unwrap()];
     let forged = format!("{prefix}.{}", base64url::encode(&sig));
-    let denial = verify(&forged, trust.as_slice(), TimeRules { now: 1_757_144_400, leeway: 30 }).unwrap_err();
+    let denial = verify(
+        &forged,
+        trust.as_slice(),
+        TimeRules {
+            now: 1_757_144_400,
+            leeway: 30,
+        },
+    )
+    .unwrap_err();
     assert_eq!(denial.reason, Reason::BadSignature);
 }

@@ -32,8 +32,16 @@ impl Tally {
         for (id, why) in &self.skipped {
             println!("  skipped tcId {id}: {why}");
         }
-        assert!(self.invalid_accepted.is_empty(), "{file}: invalid accepted {:?}", self.invalid_accepted);
-        assert!(self.valid_rejected.is_empty(), "{file}: valid rejected {:?}", self.valid_rejected);
+        assert!(
+            self.invalid_accepted.is_empty(),
+            "{file}: invalid accepted {:?}",
+            self.invalid_accepted
+        );
+        assert!(
+            self.valid_rejected.is_empty(),
+            "{file}: valid rejected {:?}",
+            self.valid_rejected
+        );
         assert!(self.passed > 0, "{file}: no case ran");
     }
 }
@@ -86,7 +94,11 @@ fn rsa_pkcs1_3072_sha256() {
 
 #[test]
 fn ecdsa_p256_sha256_p1363() {
-    signature_file("ecdsa_secp256r1_sha256_p1363_test.json", "publicKeyJwk", Algorithm::Es256);
+    signature_file(
+        "ecdsa_secp256r1_sha256_p1363_test.json",
+        "publicKeyJwk",
+        Algorithm::Es256,
+    );
 }
 
 #[test]
@@ -111,7 +123,9 @@ fn policy_reason(keyset: &Value) -> Option<String> {
             return Some("symmetric (HMAC) keys are refused by design".into());
         }
         if !alg.is_empty() && Algorithm::from_name(alg).is_none() {
-            return Some(format!("{alg} is not in pg_tenancy's algorithm set (RS256, ES256, EdDSA)"));
+            return Some(format!(
+                "{alg} is not in pg_tenancy's algorithm set (RS256, ES256, EdDSA)"
+            ));
         }
         if key["key_ops"] == json!(["sign, verify"]) {
             return Some("key_ops [\"sign, verify\"] names no \"verify\" operation; refused by policy".into());
@@ -132,11 +146,15 @@ fn jws_file(file: &str, keyset_of: impl Fn(&Value) -> Value) {
             let id = t["tcId"].as_u64().unwrap();
             let result = t["result"].as_str().unwrap();
             let Some(token) = t["jws"].as_str() else {
-                tally.skipped.push((id, "JSON serialization is not a token form".into()));
+                tally
+                    .skipped
+                    .push((id, "JSON serialization is not a token form".into()));
                 continue;
             };
             let accepted = match &loaded {
-                Ok(keys) => jws::parse(token).and_then(|p| jws::verify_signature(&p, keys, &all)).is_ok(),
+                Ok(keys) => jws::parse(token)
+                    .and_then(|p| jws::verify_signature(&p, keys, &all))
+                    .is_ok(),
                 Err(_) => false,
             };
             if result == "valid" && !accepted {
@@ -162,7 +180,12 @@ fn json_web_signatures() {
 #[test]
 fn json_web_keys() {
     jws_file("json_web_key_test.json", |g| {
-        let keys: Vec<Value> = g["private"]["keys"].as_array().unwrap().iter().map(public_only).collect();
+        let keys: Vec<Value> = g["private"]["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(public_only)
+            .collect();
         json!({"keys": keys})
     });
 }

@@ -1,0 +1,1 @@
+//! Client integration tests live in `tests/`; see `tests/common/mod.rs`.

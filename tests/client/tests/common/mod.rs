@@ -1,0 +1,127 @@
+//! Shared set-up of the client tests: a database with the extension, a trusted local issuer,
+//! two workspaces, a protected table, and an application role that cannot bypass RLS.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use postgres::{Client, NoTls};
+use ring::rand::SystemRandom;
+use ring::signature::{RsaKeyPair, RSA_PKCS1_SHA256};
+use serde_json::{json, Value};
+use std::sync::OnceLock;
+
+pub const ISSUER: &str = "https://auth.test/user_management/client_TEST";
+pub const DATABASE: &str = "tenancy_client_tests";
+pub const APP_ROLE: &str = "tenancy_client_app";
+
+/// Host and port of the throw-away cluster started by `scripts/test`.
+fn endpoint() -> (String, String) {
+    let host = std::env::var("PG_TENANCY_TEST_HOST").unwrap_or_else(|_| "127.0.0.1".into());
+    let port = std::env::var("PG_TENANCY_TEST_PORT").expect("PG_TENANCY_TEST_PORT: run through scripts/test");
+    (host, port)
+}
+
+/// A connection as `user` to `dbname`, with extra `options` (startup parameters).
+pub fn connect_with(user: &str, dbname: &str, options: &str) -> Result<Client, postgres::Error> {
+    let (host, port) = endpoint();
+    let mut config = format!("host={host} port={port} user={user} dbname={dbname}");
+    if !options.is_empty() {
+        config.push_str(&format!(" options='{options}'"));
+    }
+    Client::connect(&config, NoTls)
+}
+
+/// A connection as the application role, after the one-time set-up.
+pub fn app() -> Client {
+    setup();
+    connect_with(APP_ROLE, DATABASE, "").expect("app connection")
+}
+
+/// A superuser connection to the test database, after the one-time set-up.
+pub fn admin() -> Client {
+    setup();
+    connect_with("postgres", DATABASE, "").expect("admin connection")
+}
+
+/// Signs WorkOS-shaped claims with the repository's test key (kid "k1").
+pub fn mint(claims: &Value) -> String {
+    let der = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/test-issuer-rsa.pk8")).unwrap();
+    let key = RsaKeyPair::from_pkcs8(&der).unwrap();
+    let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"RS256","kid":"k1","typ":"JWT"}"#);
+    let input = format!("{header}.{}", URL_SAFE_NO_PAD.encode(claims.to_string()));
+    let mut sig = vec![0; key.public().modulus_len()];
+    key.sign(&RSA_PKCS1_SHA256, &SystemRandom::new(), input.as_bytes(), &mut sig)
+        .unwrap();
+    format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig))
+}
+
+/// A valid token for `sub` in `org`, expiring in five minutes.
+pub fn token(sub: &str, org: &str) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    mint(
+        &json!({"iss": ISSUER, "sub": sub, "org_id": org, "role": "member", "sid": format!("session_{sub}"),
+                 "permissions": ["documents:read"], "iat": now, "exp": now + 300}),
+    )
+}
+
+/// The SQLSTATE of an error, for assertions.
+pub fn sqlstate(e: &postgres::Error) -> String {
+    e.code()
+        .map(|c| c.code().to_string())
+        .unwrap_or_else(|| format!("no SQLSTATE: {e}"))
+}
+
+/// Creates the database and its fixtures once per test binary.
+pub fn setup() {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        let mut postgres = connect_with("postgres", "postgres", "").expect("superuser connection");
+        postgres
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)"))
+            .unwrap();
+        postgres.batch_execute(&format!("CREATE DATABASE {DATABASE}")).unwrap();
+        postgres
+            .batch_execute(&format!(
+                "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{APP_ROLE}') THEN
+                     CREATE ROLE {APP_ROLE} LOGIN NOSUPERUSER NOBYPASSRLS; END IF; END $$"
+            ))
+            .unwrap();
+        let jwks = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../fixtures/test-issuer-jwks.json"
+        ))
+        .unwrap();
+        let mut db = connect_with("postgres", DATABASE, "").unwrap();
+        db.batch_execute(&format!(
+            "CREATE EXTENSION pg_tenancy;
+             CREATE EXTENSION vector;
+             SELECT tenancy.add_issuer('{ISSUER}', '{jwks}'::jsonb);
+             INSERT INTO tenancy.workspaces VALUES ('ws_acme', 'org_acme', 'Acme', NULL),
+                                                   ('ws_globex', 'org_globex', 'Globex', NULL),
+                                                   ('ws_initech', 'org_initech', 'Initech', NULL);
+             INSERT INTO tenancy.members VALUES ('ws_acme', 'user_alice', NULL, NULL),
+                                                ('ws_globex', 'user_bob', NULL, NULL),
+                                                ('ws_initech', 'user_carol', NULL, NULL);
+             CREATE TABLE documents (
+                 id bigserial PRIMARY KEY,
+                 workspace_id text NOT NULL DEFAULT tenancy.workspace_id(),
+                 title text NOT NULL,
+                 embedding vector(3));
+             CREATE INDEX ON documents (workspace_id);
+             ALTER TABLE documents ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;
+             CREATE POLICY tenant ON documents
+                 USING (workspace_id = (SELECT tenancy.workspace_id()))
+                 WITH CHECK (workspace_id = (SELECT tenancy.workspace_id()));
+             GRANT SELECT, INSERT, UPDATE, DELETE ON documents TO {APP_ROLE};
+             GRANT USAGE ON SEQUENCE documents_id_seq TO {APP_ROLE};
+             ALTER TABLE documents DISABLE ROW LEVEL SECURITY;
+             INSERT INTO documents (workspace_id, title, embedding) VALUES
+                 ('ws_acme', 'acme plan', '[1,0,0]'), ('ws_acme', 'acme budget', '[0.9,0.1,0]'),
+                 ('ws_globex', 'globex secret', '[1,0,0]'), ('ws_initech', 'initech memo', '[0,1,0]');
+             ALTER TABLE documents ENABLE ROW LEVEL SECURITY;"
+        ))
+        .unwrap();
+    });
+}
