@@ -113,20 +113,25 @@ pub fn peek(field: impl Fn(&Identity) -> Option<String>) -> Option<String> {
     }) {
         return value;
     }
-    let digest = ring::digest::digest(&ring::digest::SHA256, gucs::token()?.as_bytes());
-    CACHE.with_borrow(|cache| match cache.get(digest.as_ref()) {
+    let digest = digest_of(gucs::token()?);
+    CACHE.with_borrow(|cache| match cache.get(&digest) {
         Some((e, identity)) if *e == epoch => field(identity),
         _ => None,
     })
 }
 
+/// The cache key of a token.
+fn digest_of(token: &str) -> Digest {
+    ring::digest::digest(&ring::digest::SHA256, token.as_bytes())
+        .as_ref()
+        .try_into()
+        .expect("SHA-256 is 32 bytes")
+}
+
 /// Verifies `token` and checks membership, through the digest-keyed cache.
 pub fn resolve(token: &str) -> Result<Rc<Identity>, Denial> {
     let epoch = EPOCH.load(Ordering::Relaxed);
-    let digest: [u8; 32] = ring::digest::digest(&ring::digest::SHA256, token.as_bytes())
-        .as_ref()
-        .try_into()
-        .expect("SHA-256 is 32 bytes");
+    let digest = digest_of(token);
     let cached = CACHE.with_borrow(|cache| match cache.get(&digest) {
         Some((e, identity)) if *e == epoch => Some(Rc::clone(identity)),
         _ => None,

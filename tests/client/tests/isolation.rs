@@ -20,8 +20,7 @@ fn each_user_sees_only_their_workspace() {
         ("user_bob", "org_globex", vec!["globex secret"]),
     ] {
         let mut tx = app.transaction().unwrap();
-        tx.execute("SELECT set_config('tenancy.token', $1, true)", &[&token(sub, org)])
-            .unwrap();
+        set_local_token(&mut tx, sub, org);
         let titles: Vec<String> = tx
             .query("SELECT title FROM documents ORDER BY title", &[])
             .unwrap()
@@ -51,11 +50,7 @@ fn each_user_sees_only_their_workspace() {
 fn writes_cannot_target_another_workspace() {
     let mut app = app();
     let mut tx = app.transaction().unwrap();
-    tx.execute(
-        "SELECT set_config('tenancy.token', $1, true)",
-        &[&token("user_alice", "org_acme")],
-    )
-    .unwrap();
+    set_local_token(&mut tx, "user_alice", "org_acme");
     let err = tx
         .execute(
             "INSERT INTO documents (workspace_id, title) VALUES ('ws_globex', 'planted')",
@@ -65,11 +60,7 @@ fn writes_cannot_target_another_workspace() {
     assert_eq!(sqlstate(&err), "42501", "{err}");
     drop(tx);
     let mut tx = app.transaction().unwrap();
-    tx.execute(
-        "SELECT set_config('tenancy.token', $1, true)",
-        &[&token("user_alice", "org_acme")],
-    )
-    .unwrap();
+    set_local_token(&mut tx, "user_alice", "org_acme");
     let moved = tx
         .execute(
             "UPDATE documents SET title = 'stolen' WHERE workspace_id = 'ws_globex'",
@@ -93,11 +84,7 @@ fn writes_cannot_target_another_workspace() {
 fn set_local_ends_with_its_transaction() {
     let mut app = app();
     let mut tx = app.transaction().unwrap();
-    tx.execute(
-        "SELECT set_config('tenancy.token', $1, true)",
-        &[&token("user_alice", "org_acme")],
-    )
-    .unwrap();
+    set_local_token(&mut tx, "user_alice", "org_acme");
     assert_eq!(tx.query("SELECT 1 FROM documents", &[]).unwrap().len(), 2);
     tx.commit().unwrap();
     let err = app.query("SELECT 1 FROM documents", &[]).unwrap_err();

@@ -66,6 +66,12 @@ pub fn token(sub: &str, org: &str) -> String {
     )
 }
 
+/// `SET LOCAL tenancy.token` for `sub` in `org`, as a bound parameter, inside `tx`.
+pub fn set_local_token(tx: &mut postgres::Transaction, sub: &str, org: &str) {
+    tx.execute("SELECT set_config('tenancy.token', $1, true)", &[&token(sub, org)])
+        .unwrap();
+}
+
 /// The SQLSTATE of an error, for assertions.
 pub fn sqlstate(e: &postgres::Error) -> String {
     e.code()
