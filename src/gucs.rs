@@ -20,6 +20,11 @@ static mut DERIVED_STORAGE: [*mut c_char; 3] = [ptr::null_mut(); 3];
 
 /// `tenancy.clock_skew`: seconds of tolerated clock difference for `exp`, `nbf` and `iat`.
 pub static CLOCK_SKEW: GucSetting<i32> = GucSetting::<i32>::new(30);
+/// `tenancy.auto_protect`: protect new tables that have a workspace column (event trigger).
+pub static AUTO_PROTECT: GucSetting<bool> = GucSetting::<bool>::new(false);
+/// `tenancy.auto_protect_schemas`: comma-separated schemas the event trigger watches.
+pub static AUTO_PROTECT_SCHEMAS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"public"));
+
 /// Upper bound of `tenancy.clock_skew`: a leeway longer than a WorkOS token's life is a mistake.
 pub const MAX_CLOCK_SKEW: i32 = 300;
 
@@ -48,6 +53,22 @@ pub fn init() {
         MAX_CLOCK_SKEW,
         GucContext::Suset,
         GucFlags::UNIT_S,
+    );
+    GucRegistry::define_bool_guc(
+        c"tenancy.auto_protect",
+        c"Protect every new table that has a workspace column in a watched schema.",
+        c"When off, creating such a table raises a WARNING instead. Schemas: tenancy.auto_protect_schemas.",
+        &AUTO_PROTECT,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"tenancy.auto_protect_schemas",
+        c"Comma-separated schemas whose new tables tenancy.auto_protect watches.",
+        c"",
+        &AUTO_PROTECT_SCHEMAS,
+        GucContext::Suset,
+        GucFlags::from_bits_truncate(pg_sys::GUC_LIST_INPUT as i32),
     );
     define_derived(
         c"tenancy.workspace_id",
@@ -169,6 +190,16 @@ unsafe extern "C-unwind" fn check_token(
     if token.is_empty() {
         return true;
     }
+    if is_stored_source(source) {
+        unsafe {
+            check_error(
+                pgrx::PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE as i32,
+                "tenancy.token cannot be stored in role, database or function settings",
+                Some("Those are readable by every user (pg_roles, pg_proc). Set the token per session or transaction."),
+            )
+        };
+        return false;
+    }
     let outcome = jws::check_shape(token).and_then(|()| {
         if source == pg_sys::GucSource::PGC_S_SESSION && identity::can_query() {
             identity::resolve(token).map(|_| ())
@@ -190,6 +221,17 @@ unsafe extern "C-unwind" fn check_token(
             false
         }
     }
+}
+
+/// Whether a value comes from, or is being validated for, a catalog that every user can read:
+/// `ALTER ROLE/DATABASE … SET` (pg_db_role_setting, shown by `pg_roles.rolconfig`) or a function's
+/// `SET` clause (`pg_proc.proconfig`). PGC_S_TEST is the validation of both.
+fn is_stored_source(source: pg_sys::GucSource::Type) -> bool {
+    use pg_sys::GucSource::*;
+    matches!(
+        source,
+        PGC_S_TEST | PGC_S_DATABASE | PGC_S_USER | PGC_S_DATABASE_USER | PGC_S_GLOBAL
+    )
 }
 
 /// Assign hook of `tenancy.token`: any change, including a rollback's, starts a new generation.

@@ -11,7 +11,8 @@
 use crate::gucs;
 use crate::verify::{self, Algorithm, Claims, Denial, KeySet, Reason, TimeRules, TrustedIssuer};
 use pgrx::prelude::*;
-use pgrx::{pg_sys, JsonB, PgSqlErrorCode};
+use pgrx::spi::OwnedPreparedStatement;
+use pgrx::{pg_sys, JsonB, PgBuiltInOids, PgOid, PgSqlErrorCode};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -48,6 +49,8 @@ thread_local! {
     static CACHE: RefCell<HashMap<Digest, (u64, Rc<Identity>)>> = RefCell::new(HashMap::new());
     /// Trusted issuers as loaded from `tenancy.issuers`, tagged with their epoch.
     static ISSUERS: RefCell<Option<(u64, HashMap<String, TrustedIssuer>)>> = const { RefCell::new(None) };
+    /// The membership query, planned once per backend (its plan is revalidated by PostgreSQL).
+    static MEMBERSHIP_PLAN: RefCell<Option<OwnedPreparedStatement>> = const { RefCell::new(None) };
 }
 
 /// Called by the assign hook of `tenancy.token`.
@@ -66,10 +69,14 @@ fn unix_now() -> i64 {
     since_2000.div_euclid(1_000_000) + 946_684_800
 }
 
-/// Whether queries can run here (inside a healthy transaction, with the extension installed).
+/// Whether queries can run here: inside a healthy transaction, with the extension installed, and
+/// not in a parallel worker (which restores the leader's `tenancy.token` while it starts, where SPI
+/// cannot run; identity functions are PARALLEL RESTRICTED, so workers never need an identity).
 pub fn can_query() -> bool {
     unsafe {
-        pg_sys::IsTransactionState()
+        pg_sys::ParallelWorkerNumber < 0
+            && !pg_sys::InitializingParallelWorker
+            && pg_sys::IsTransactionState()
             && !pg_sys::IsAbortedTransactionBlockState()
             && pg_sys::get_extension_oid(c"pg_tenancy".as_ptr(), true) != pg_sys::InvalidOid
     }
@@ -259,7 +266,13 @@ fn check_membership(claims: Claims) -> Result<Identity, Denial> {
                 claims.sub.clone().into(),
                 claims.sid.clone().into(),
             ];
-            let table = client.select(MEMBERSHIP_QUERY, Some(1), &args)?;
+            let table = MEMBERSHIP_PLAN.with_borrow_mut(|plan| {
+                if plan.is_none() {
+                    let text = PgOid::BuiltIn(PgBuiltInOids::TEXTOID);
+                    *plan = Some(client.prepare(MEMBERSHIP_QUERY, &[text, text, text])?.keep());
+                }
+                client.select(plan.as_ref().expect("prepared above"), Some(1), &args)
+            })?;
             let row = table.first();
             Ok::<Row, pgrx::spi::Error>((
                 row.get::<bool>(1)?.unwrap_or(false),

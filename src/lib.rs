@@ -12,6 +12,7 @@ mod gucs;
 mod identity;
 mod invalidation;
 mod pg_tests;
+mod redaction;
 pub mod verify;
 
 pgrx::pg_module_magic!();
@@ -24,6 +25,7 @@ pgrx::extension_sql_file!("../sql/admin.sql", name = "admin", finalize);
 pub extern "C-unwind" fn _PG_init() {
     gucs::init();
     invalidation::init();
+    redaction::init();
 }
 
 #[cfg(test)]
