@@ -46,6 +46,27 @@ fn a_plain_set_leaves_no_token_in_pg_stat_activity() {
             "{statement}: the SET still took effect"
         );
     }
+    // scripts/cluster preloads pg_stat_statements after pg_tenancy, so its hooks run first: the
+    // in-place masking must still reach the text it stores.
+    let mut admin = admin();
+    admin
+        .batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        .unwrap();
+    client.batch_execute(&format!("SET tenancy.token = '{token}'")).unwrap();
+    let stored: Vec<String> = admin
+        .query(
+            "SELECT query FROM pg_stat_statements WHERE query LIKE '%tenancy.token%'",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(!stored.is_empty(), "pg_stat_statements tracks the SET");
+    assert!(
+        stored.iter().all(|q| !q.contains(signature)),
+        "pg_stat_statements keeps a token: {stored:?}"
+    );
 }
 
 #[test]
