@@ -1,0 +1,814 @@
+-- pg_tenancy: row-level security installer (protect / unprotect), its registry, the event
+-- triggers that guard new tables and follow renames and drops, and the audit views
+-- (runs after the Rust functions and admin.sql: it needs tenancy.workspace_id() and friends).
+--
+-- Conventions: every function pins search_path; catalog names are formatted with %I / %L;
+-- protect and unprotect are SECURITY INVOKER, so PostgreSQL's own ownership checks apply to the
+-- DDL they run. The registry is written by the caller too: its row-level security lets a role
+-- touch only the rows of tables it owns (see tenancy.protections below), so no SECURITY DEFINER
+-- helper has to guess who its caller was. Only the bookkeeping event triggers (renames, drops)
+-- and the preload check run as the extension owner.
+
+-- Registry of protected tables: one row per protected table or partition. Tables are named by
+-- schema and table text (no regclass/oid: those change across pg_dump and block pg_upgrade);
+-- renames and drops are followed by the event triggers below. The flags record what protect
+-- itself turned on, so that unprotect removes exactly that.
+CREATE TABLE tenancy.protections (
+    schema_name       text NOT NULL,
+    table_name        text NOT NULL,
+    workspace_column  text NOT NULL CHECK (workspace_column <> ''),
+    user_column       text CHECK (user_column <> ''),
+    write_permission  text CHECK (write_permission <> ''),
+    enabled_rls       boolean NOT NULL DEFAULT false,
+    forced_rls        boolean NOT NULL DEFAULT false,
+    set_default       boolean NOT NULL DEFAULT false,
+    previous_default  text,
+    protected_at      timestamptz NOT NULL DEFAULT now(),
+    protected_by      name NOT NULL DEFAULT current_user,
+    PRIMARY KEY (schema_name, table_name),
+    CHECK (user_column IS DISTINCT FROM workspace_column)
+);
+COMMENT ON TABLE tenancy.protections IS 'tables protected by tenancy.protect(): columns, permission, and what protect turned on (so unprotect undoes exactly that)';
+
+-- pg_dump keeps the rows of configuration tables; pg_extension_config_dump only works inside the
+-- extension script, so a standalone development load (psql -f) skips it.
+DO $config$
+BEGIN
+    IF EXISTS (SELECT FROM pg_catalog.pg_depend d
+                WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass
+                  AND d.objid OPERATOR(pg_catalog.=) 'tenancy.protections'::pg_catalog.regclass
+                  AND d.deptype OPERATOR(pg_catalog.=) 'e') THEN
+        PERFORM pg_catalog.pg_extension_config_dump('tenancy.protections', '');
+    END IF;
+END
+$config$;
+
+-- True when the current role may manage the registry row of schema.table: it owns the table
+-- (or is a member of its owner), or the table no longer exists (a stale row anyone may clear).
+CREATE FUNCTION tenancy._may_manage(schema_name text, table_name text) RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT CASE WHEN c.oid IS NULL THEN true
+                ELSE pg_has_role(current_user, c.relowner, 'USAGE') END
+      FROM (SELECT to_regclass(format('%I.%I', $1, $2)) AS rel) r
+      LEFT JOIN pg_class c ON c.oid OPERATOR(pg_catalog.=) r.rel
+$$;
+
+-- True when schema.table exists and the current role owns it (or is a member of its owner).
+CREATE FUNCTION tenancy._owns(schema_name text, table_name text) RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT coalesce(pg_has_role(current_user, c.relowner, 'USAGE'), false)
+      FROM (SELECT to_regclass(format('%I.%I', $1, $2)) AS rel) r
+      LEFT JOIN pg_class c ON c.oid OPERATOR(pg_catalog.=) r.rel
+$$;
+
+ALTER TABLE tenancy.protections ENABLE ROW LEVEL SECURITY;
+CREATE POLICY owners ON tenancy.protections
+    USING (tenancy._may_manage(schema_name, table_name))
+    WITH CHECK (tenancy._owns(schema_name, table_name));
+CREATE POLICY auditors ON tenancy.protections FOR SELECT TO tenancy_admin, tenancy_auditor
+    USING (true);
+REVOKE ALL ON tenancy.protections FROM PUBLIC;
+GRANT SELECT, INSERT, UPDATE, DELETE ON tenancy.protections TO PUBLIC;
+
+-- The deparsed form of the caller's identity in a column's type, as an initPlan:
+-- "( SELECT tenancy.workspace_id() AS workspace_id)", "( SELECT (tenancy.user_id())::uuid AS user_id)".
+-- It is written exactly as pg_get_expr prints it under search_path pg_catalog, so that the text
+-- protect installs and the text the catalog shows can be compared for equality.
+CREATE FUNCTION tenancy._identity_expr(fn text, typ oid) RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT CASE WHEN typ OPERATOR(pg_catalog.=) 'pg_catalog.text'::regtype
+                THEN format('( SELECT tenancy.%s() AS %s)', fn, fn)
+                ELSE format('( SELECT (tenancy.%s())::%s AS %s)', fn, format_type(typ, NULL), fn) END
+$$;
+
+-- The column default protect installs for a workspace column of type typ, in deparsed form.
+CREATE FUNCTION tenancy._default_expr(typ oid) RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT CASE WHEN typ OPERATOR(pg_catalog.=) 'pg_catalog.text'::regtype
+                THEN 'tenancy.workspace_id()'
+                ELSE format('(tenancy.workspace_id())::%s', format_type(typ, NULL)) END
+$$;
+
+-- The type of a live column of rel, or NULL when there is none.
+CREATE FUNCTION tenancy._column_type(rel oid, col text) RETURNS oid
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT a.atttypid FROM pg_attribute a
+     WHERE a.attrelid OPERATOR(pg_catalog.=) rel AND a.attname OPERATOR(pg_catalog.=) col
+       AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped
+$$;
+
+-- The policies protect writes on rel for these settings, in deparsed form: one permissive
+-- policy for every command (the workspace, and the user when given), and with write_permission
+-- one restrictive policy per write command. No rows when a column is missing.
+CREATE FUNCTION tenancy._policy_spec(rel oid, workspace_column text, user_column text, write_permission text)
+RETURNS TABLE (policy_name name, permissive boolean, command "char", qual text, with_check text)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    ws_type oid := tenancy._column_type(rel, workspace_column);
+    user_type oid;
+    tenant text;
+    allowed text;
+BEGIN
+    IF ws_type IS NULL THEN
+        RETURN;
+    END IF;
+    tenant := format('(%I = %s)', workspace_column, tenancy._identity_expr('workspace_id', ws_type));
+    IF user_column IS NOT NULL THEN
+        user_type := tenancy._column_type(rel, user_column);
+        IF user_type IS NULL THEN
+            RETURN;
+        END IF;
+        tenant := format('(%s AND (%I = %s))', tenant, user_column, tenancy._identity_expr('user_id', user_type));
+    END IF;
+    RETURN QUERY SELECT 'tenancy_workspace'::name, true, '*'::"char", tenant, tenant;
+    IF write_permission IS NOT NULL THEN
+        allowed := format('( SELECT tenancy.has_permission(%L::text) AS has_permission)', write_permission);
+        RETURN QUERY VALUES ('tenancy_write_insert'::name, false, 'a'::"char", NULL::text, allowed),
+                            ('tenancy_write_update'::name, false, 'w'::"char", allowed, allowed),
+                            ('tenancy_write_delete'::name, false, 'd'::"char", allowed, NULL::text);
+    END IF;
+END
+$$;
+
+-- The policies on rel whose names pg_tenancy uses, as the catalog shows them (same shape as
+-- _policy_spec; to_public is false when a policy was narrowed to roles).
+CREATE FUNCTION tenancy._live_policies(rel oid)
+RETURNS TABLE (policy_name name, permissive boolean, command "char", qual text, with_check text, to_public boolean)
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT p.polname, p.polpermissive, p.polcmd, pg_get_expr(p.polqual, p.polrelid),
+           pg_get_expr(p.polwithcheck, p.polrelid), p.polroles OPERATOR(pg_catalog.=) '{0}'::oid[]
+      FROM pg_policy p
+     WHERE p.polrelid OPERATOR(pg_catalog.=) rel
+       AND p.polname IN ('tenancy_workspace', 'tenancy_write_insert', 'tenancy_write_update', 'tenancy_write_delete')
+$$;
+
+-- True when rel carries exactly the policies protect would write now for these settings:
+-- none missing, none altered (expression, command, kind or roles), none extra.
+CREATE FUNCTION tenancy._policies_intact(rel oid, workspace_column text, user_column text, write_permission text)
+RETURNS boolean LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    WITH spec AS (SELECT * FROM tenancy._policy_spec(rel, workspace_column, user_column, write_permission)),
+         live AS (SELECT policy_name, permissive, command, qual, with_check FROM tenancy._live_policies(rel)
+                   WHERE to_public)
+    SELECT EXISTS (SELECT FROM spec)
+       AND NOT EXISTS (SELECT * FROM spec EXCEPT SELECT * FROM live)
+       AND (SELECT count(*) FROM tenancy._live_policies(rel)) OPERATOR(pg_catalog.=) (SELECT count(*) FROM spec)
+$$;
+
+-- The comment protect puts on a table's tenancy_workspace policy: the table's registry key.
+-- Comments travel with pg_dump and with renames, so the rename follower can find the old key.
+CREATE FUNCTION tenancy._registry_mark(schema_name text, table_name text) RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT 'pg_tenancy:' OPERATOR(pg_catalog.||) format('%I.%I', schema_name, table_name)
+$$;
+
+-- The registry key (schema, table) named by a policy comment, or NULL when it is not one of ours.
+CREATE FUNCTION tenancy._registry_key(mark text) RETURNS text[]
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    key text[];
+BEGIN
+    IF mark IS NULL OR left(mark, 11) OPERATOR(pg_catalog.<>) 'pg_tenancy:' THEN
+        RETURN NULL;
+    END IF;
+    key := parse_ident(substr(mark, 12));
+    RETURN CASE WHEN cardinality(key) OPERATOR(pg_catalog.=) 2 THEN key END;
+EXCEPTION WHEN invalid_parameter_value THEN
+    RETURN NULL;
+END
+$$;
+
+-- Raises a clear error unless col is a usable tenant column of rel: it exists (42703), has
+-- type text, uuid or bigint (42804), and is neither generated nor an identity column (22023).
+CREATE FUNCTION tenancy._check_column(rel oid, col text, what text) RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    col_info record;
+BEGIN
+    SELECT a.atttypid, a.attgenerated, a.attidentity INTO col_info FROM pg_attribute a
+     WHERE a.attrelid OPERATOR(pg_catalog.=) rel AND a.attname OPERATOR(pg_catalog.=) col
+       AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'column "%" of relation "%" does not exist', col, rel::regclass
+            USING ERRCODE = '42703',
+                  HINT = format('Name the table''s %s with the %s argument.', what,
+                                replace(what, ' ', '_'));
+    END IF;
+    IF col_info.atttypid NOT IN ('pg_catalog.text'::regtype, 'pg_catalog.uuid'::regtype, 'pg_catalog.int8'::regtype) THEN
+        RAISE EXCEPTION '% "%" of relation "%" has type %, not text, uuid or bigint',
+                        what, col, rel::regclass, format_type(col_info.atttypid, NULL)
+            USING ERRCODE = '42804',
+                  HINT = format('Change its type, e.g. ALTER TABLE %s ALTER COLUMN %I TYPE text.', rel::regclass, col);
+    END IF;
+    IF col_info.attgenerated OPERATOR(pg_catalog.<>) '' OR col_info.attidentity OPERATOR(pg_catalog.<>) '' THEN
+        RAISE EXCEPTION '% "%" of relation "%" is a generated or identity column', what, col, rel::regclass
+            USING ERRCODE = '22023',
+                  HINT = 'The workspace and user columns are filled from the caller''s identity.';
+    END IF;
+END
+$$;
+
+-- Raises 42501 unless the current role owns rel (or is a member of its owner), with the
+-- wording PostgreSQL uses; the DDL protect runs would refuse anyway, this says so up front.
+CREATE FUNCTION tenancy._require_owner(rel oid) RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_class c WHERE c.oid OPERATOR(pg_catalog.=) rel
+                      AND pg_has_role(current_user, c.relowner, 'USAGE')) THEN
+        RAISE EXCEPTION 'must be owner of table %', rel::regclass
+            USING ERRCODE = '42501',
+                  HINT = 'Only the table''s owner (or a member of the owning role) can protect or unprotect it.';
+    END IF;
+END
+$$;
+
+-- Restores the default protect replaced on column col of rel (or drops it), but only while the
+-- column still carries protect's own default: a default changed since is left alone.
+CREATE FUNCTION tenancy._restore_default(rel oid, col text, previous text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    typ oid := tenancy._column_type(rel, col);
+    current_default text;
+BEGIN
+    IF typ IS NULL THEN
+        RETURN;
+    END IF;
+    SELECT pg_get_expr(d.adbin, d.adrelid) INTO current_default FROM pg_attrdef d
+      JOIN pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) d.adrelid AND a.attnum OPERATOR(pg_catalog.=) d.adnum
+     WHERE d.adrelid OPERATOR(pg_catalog.=) rel AND a.attname OPERATOR(pg_catalog.=) col;
+    IF current_default IS DISTINCT FROM tenancy._default_expr(typ) THEN
+        RETURN;
+    END IF;
+    IF previous IS NULL THEN
+        EXECUTE format('ALTER TABLE %s ALTER COLUMN %I DROP DEFAULT', rel::regclass, col);
+    ELSE
+        EXECUTE format('ALTER TABLE %s ALTER COLUMN %I SET DEFAULT %s', rel::regclass, col, previous);
+    END IF;
+END
+$$;
+
+-- Protects one table or partition (the settings are already validated): RLS on and forced,
+-- exactly protect's policies, the workspace default, the registry row. Issues no DDL for what
+-- is already in place, so a second call changes nothing.
+CREATE FUNCTION tenancy._protect_one(rel oid, ws_col text, user_col text, permission text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    c record;
+    reg tenancy.protections;
+    registered boolean;
+    p record;
+    ws_type oid;
+    ws_attnum int2;
+    ours text;
+    current_default text;
+    enabled boolean;
+    forced boolean;
+    set_default boolean;
+    previous text;
+BEGIN
+    PERFORM tenancy._require_owner(rel);
+    PERFORM tenancy._check_column(rel, ws_col, 'workspace column');
+    IF user_col IS NOT NULL THEN
+        PERFORM tenancy._check_column(rel, user_col, 'user column');
+    END IF;
+    SELECT n.nspname, k.relname, k.relrowsecurity, k.relforcerowsecurity INTO c
+      FROM pg_class k JOIN pg_namespace n ON n.oid OPERATOR(pg_catalog.=) k.relnamespace
+     WHERE k.oid OPERATOR(pg_catalog.=) rel;
+    SELECT * INTO reg FROM tenancy.protections r
+     WHERE r.schema_name OPERATOR(pg_catalog.=) c.nspname AND r.table_name OPERATOR(pg_catalog.=) c.relname
+       FOR UPDATE;
+    registered := FOUND;
+
+    -- Row-level security on, and forced so that the owner is filtered too.
+    enabled := coalesce(reg.enabled_rls, false);
+    forced := coalesce(reg.forced_rls, false);
+    IF NOT c.relrowsecurity THEN
+        EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', rel::regclass);
+        enabled := true;
+    END IF;
+    IF NOT c.relforcerowsecurity THEN
+        EXECUTE format('ALTER TABLE %s FORCE ROW LEVEL SECURITY', rel::regclass);
+        forced := true;
+    END IF;
+
+    -- Policies: drop ours that differ from the spec, create the missing ones.
+    FOR p IN SELECT l.policy_name FROM tenancy._live_policies(rel) l
+              WHERE NOT l.to_public
+                 OR NOT EXISTS (SELECT FROM tenancy._policy_spec(rel, ws_col, user_col, permission) s
+                                 WHERE (s.policy_name, s.permissive, s.command, s.qual, s.with_check)
+                                       IS NOT DISTINCT FROM (l.policy_name, l.permissive, l.command, l.qual, l.with_check))
+    LOOP
+        EXECUTE format('DROP POLICY %I ON %s', p.policy_name, rel::regclass);
+    END LOOP;
+    FOR p IN SELECT s.* FROM tenancy._policy_spec(rel, ws_col, user_col, permission) s
+              WHERE s.policy_name NOT IN (SELECT l.policy_name FROM tenancy._live_policies(rel) l)
+    LOOP
+        EXECUTE format('CREATE POLICY %I ON %s AS %s FOR %s TO PUBLIC%s%s', p.policy_name, rel::regclass,
+                       CASE WHEN p.permissive THEN 'PERMISSIVE' ELSE 'RESTRICTIVE' END,
+                       CASE p.command WHEN '*' THEN 'ALL' WHEN 'a' THEN 'INSERT' WHEN 'w' THEN 'UPDATE'
+                                      WHEN 'd' THEN 'DELETE' END,
+                       ' USING (' OPERATOR(pg_catalog.||) p.qual OPERATOR(pg_catalog.||) ')',
+                       ' WITH CHECK (' OPERATOR(pg_catalog.||) p.with_check OPERATOR(pg_catalog.||) ')');
+    END LOOP;
+    IF NOT EXISTS (SELECT FROM pg_policy pol JOIN pg_description d
+                     ON d.objoid OPERATOR(pg_catalog.=) pol.oid
+                    AND d.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_policy'::regclass
+                    AND d.objsubid OPERATOR(pg_catalog.=) 0
+                  WHERE pol.polrelid OPERATOR(pg_catalog.=) rel AND pol.polname OPERATOR(pg_catalog.=) 'tenancy_workspace'
+                    AND d.description OPERATOR(pg_catalog.=) tenancy._registry_mark(c.nspname, c.relname)) THEN
+        EXECUTE format('COMMENT ON POLICY tenancy_workspace ON %s IS %L', rel::regclass,
+                       tenancy._registry_mark(c.nspname, c.relname));
+    END IF;
+
+    -- Permissive policies of others are OR-ed with ours: say so now (tenancy.coverage lists them too).
+    FOR p IN SELECT pol.polname FROM pg_policy pol
+              WHERE pol.polrelid OPERATOR(pg_catalog.=) rel AND pol.polpermissive
+                AND pol.polname NOT IN ('tenancy_workspace', 'tenancy_write_insert', 'tenancy_write_update', 'tenancy_write_delete')
+              ORDER BY pol.polname
+    LOOP
+        RAISE WARNING 'table % has permissive policy "%" that pg_tenancy did not write', rel::regclass, p.polname
+            USING DETAIL = 'Permissive policies are OR-ed together: it widens what the workspace policy allows.',
+                  HINT = 'Drop it, or recreate it AS RESTRICTIVE.';
+    END LOOP;
+
+    -- The workspace column defaults to the caller's workspace; remember what it replaced.
+    set_default := coalesce(reg.set_default, false);
+    previous := reg.previous_default;
+    IF registered AND reg.workspace_column OPERATOR(pg_catalog.<>) ws_col THEN
+        IF reg.set_default THEN
+            PERFORM tenancy._restore_default(rel, reg.workspace_column, reg.previous_default);
+        END IF;
+        set_default := false;
+        previous := NULL;
+    END IF;
+    SELECT a.atttypid, a.attnum INTO ws_type, ws_attnum FROM pg_attribute a
+     WHERE a.attrelid OPERATOR(pg_catalog.=) rel AND a.attname OPERATOR(pg_catalog.=) ws_col;
+    ours := tenancy._default_expr(ws_type);
+    SELECT pg_get_expr(d.adbin, d.adrelid) INTO current_default FROM pg_attrdef d
+     WHERE d.adrelid OPERATOR(pg_catalog.=) rel AND d.adnum OPERATOR(pg_catalog.=) ws_attnum;
+    IF current_default IS DISTINCT FROM ours THEN
+        EXECUTE format('ALTER TABLE %s ALTER COLUMN %I SET DEFAULT %s', rel::regclass, ws_col, ours);
+        IF NOT set_default OR current_default !~ '^\(?tenancy\.workspace_id\(\)' THEN
+            previous := current_default;
+        END IF;
+        set_default := true;
+    END IF;
+
+    -- Every statement filters on the workspace column: it wants an index.
+    IF NOT EXISTS (SELECT FROM pg_index i
+                    WHERE i.indrelid OPERATOR(pg_catalog.=) rel AND i.indkey[0] OPERATOR(pg_catalog.=) ws_attnum
+                      AND i.indpred IS NULL) THEN
+        RAISE WARNING 'no index on table % leads with column "%"', rel::regclass, ws_col
+            USING DETAIL = 'Every query on a protected table filters on its workspace column.',
+                  HINT = format('CREATE INDEX ON %s (%I);', rel::regclass, ws_col);
+    END IF;
+
+    INSERT INTO tenancy.protections AS r (schema_name, table_name, workspace_column, user_column, write_permission,
+                                          enabled_rls, forced_rls, set_default, previous_default)
+    VALUES (c.nspname, c.relname, ws_col, user_col, permission, enabled, forced, set_default, previous)
+    ON CONFLICT (schema_name, table_name) DO UPDATE
+       SET workspace_column = excluded.workspace_column, user_column = excluded.user_column,
+           write_permission = excluded.write_permission, enabled_rls = excluded.enabled_rls,
+           forced_rls = excluded.forced_rls, set_default = excluded.set_default,
+           previous_default = excluded.previous_default, protected_at = now(), protected_by = current_user
+     WHERE (r.workspace_column, r.user_column, r.write_permission, r.enabled_rls, r.forced_rls, r.set_default,
+            r.previous_default) IS DISTINCT FROM
+           (excluded.workspace_column, excluded.user_column, excluded.write_permission, excluded.enabled_rls,
+            excluded.forced_rls, excluded.set_default, excluded.previous_default);
+END
+$$;
+
+-- Protects a table for multi-tenancy: enables and forces row-level security and installs the
+-- policies that show, update and delete only the caller's workspace's rows (and, with
+-- user_column, only the caller's own rows), refuse writes into another workspace, and with
+-- write_permission require tenancy.has_permission(write_permission) for every write. The
+-- workspace column defaults to the caller's workspace. A partitioned table is protected with
+-- every partition; partitions attached later are not (call protect again). Idempotent.
+CREATE FUNCTION tenancy.protect(tbl regclass, workspace_column name DEFAULT 'workspace_id',
+                                user_column name DEFAULT NULL, write_permission text DEFAULT NULL)
+RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    k record;
+    part record;
+BEGIN
+    IF tbl IS NULL THEN
+        RAISE EXCEPTION 'table must not be null' USING ERRCODE = '22023';
+    END IF;
+    IF workspace_column IS NULL OR workspace_column OPERATOR(pg_catalog.=) '' THEN
+        RAISE EXCEPTION 'workspace_column must not be null or empty' USING ERRCODE = '22023';
+    END IF;
+    IF user_column OPERATOR(pg_catalog.=) '' THEN
+        RAISE EXCEPTION 'user_column must not be empty' USING ERRCODE = '22023',
+            HINT = 'Pass NULL (the default) for a table shared by the whole workspace.';
+    END IF;
+    IF user_column OPERATOR(pg_catalog.=) workspace_column THEN
+        RAISE EXCEPTION 'user_column and workspace_column must differ' USING ERRCODE = '22023';
+    END IF;
+    IF write_permission !~ '^[A-Za-z0-9][A-Za-z0-9_.:/*-]{0,199}$' THEN
+        RAISE EXCEPTION 'write_permission "%" is not a permission slug', write_permission
+            USING ERRCODE = '22023',
+                  HINT = 'Use the WorkOS permission slug, e.g. ''documents:write'' (letters, digits and _ . : / * -).';
+    END IF;
+    SELECT c.relkind, n.nspname INTO k FROM pg_class c JOIN pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
+     WHERE c.oid OPERATOR(pg_catalog.=) tbl;
+    IF k.relkind NOT IN ('r', 'p') THEN
+        RAISE EXCEPTION '"%" is not a table', tbl
+            USING ERRCODE = '42809', HINT = 'Protect the tables a view or materialized view reads instead.';
+    END IF;
+    IF k.nspname IN ('pg_catalog', 'information_schema', 'tenancy') OR k.nspname ~ '^pg_toast' THEN
+        RAISE EXCEPTION 'table % is in system schema "%"', tbl, k.nspname USING ERRCODE = '22023';
+    END IF;
+    PERFORM tenancy._require_owner(tbl);
+    FOR part IN SELECT t.relid, c.relkind
+                  FROM (SELECT tbl::oid AS relid, 0 AS level
+                        UNION SELECT pt.relid, pt.level FROM pg_partition_tree(tbl) pt) t
+                  JOIN pg_class c ON c.oid OPERATOR(pg_catalog.=) t.relid
+                 ORDER BY t.level, c.relname
+    LOOP
+        IF part.relkind NOT IN ('r', 'p') THEN
+            RAISE WARNING 'partition % of % is not a table and is left unprotected', part.relid::regclass, tbl
+                USING DETAIL = 'Rows reached through the parent are still filtered by its policies.';
+            CONTINUE;
+        END IF;
+        PERFORM tenancy._protect_one(part.relid, workspace_column, user_column, write_permission);
+    END LOOP;
+END
+$$;
+
+-- Removes one table's protection: pg_tenancy's policies, the default protect set (restoring the
+-- one it replaced), and FORCE / ENABLE ROW LEVEL SECURITY when protect turned them on and no
+-- other policy remains (a remaining policy is the owner's own, which RLS keeps meaningful).
+CREATE FUNCTION tenancy._unprotect_one(rel oid) RETURNS boolean
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    c record;
+    reg tenancy.protections;
+    p record;
+    others boolean;
+BEGIN
+    PERFORM tenancy._require_owner(rel);
+    SELECT n.nspname, k.relname, k.relrowsecurity, k.relforcerowsecurity INTO c
+      FROM pg_class k JOIN pg_namespace n ON n.oid OPERATOR(pg_catalog.=) k.relnamespace
+     WHERE k.oid OPERATOR(pg_catalog.=) rel;
+    SELECT * INTO reg FROM tenancy.protections r
+     WHERE r.schema_name OPERATOR(pg_catalog.=) c.nspname AND r.table_name OPERATOR(pg_catalog.=) c.relname
+       FOR UPDATE;
+    IF NOT FOUND AND NOT EXISTS (SELECT FROM tenancy._live_policies(rel)) THEN
+        RETURN false;
+    END IF;
+    FOR p IN SELECT l.policy_name FROM tenancy._live_policies(rel) l ORDER BY 1 LOOP
+        EXECUTE format('DROP POLICY %I ON %s', p.policy_name, rel::regclass);
+    END LOOP;
+    IF reg.schema_name IS NULL THEN
+        RETURN true;
+    END IF;
+    IF reg.set_default THEN
+        PERFORM tenancy._restore_default(rel, reg.workspace_column, reg.previous_default);
+    END IF;
+    others := EXISTS (SELECT FROM pg_policy pol WHERE pol.polrelid OPERATOR(pg_catalog.=) rel);
+    IF others AND (reg.forced_rls OR reg.enabled_rls) THEN
+        RAISE NOTICE 'table % keeps row-level security: it has policies pg_tenancy did not write', rel::regclass;
+    END IF;
+    IF reg.forced_rls AND c.relforcerowsecurity AND NOT others THEN
+        EXECUTE format('ALTER TABLE %s NO FORCE ROW LEVEL SECURITY', rel::regclass);
+    END IF;
+    IF reg.enabled_rls AND c.relrowsecurity AND NOT others THEN
+        EXECUTE format('ALTER TABLE %s DISABLE ROW LEVEL SECURITY', rel::regclass);
+    END IF;
+    DELETE FROM tenancy.protections r
+     WHERE r.schema_name OPERATOR(pg_catalog.=) c.nspname AND r.table_name OPERATOR(pg_catalog.=) c.relname;
+    RETURN true;
+END
+$$;
+
+-- Removes exactly what tenancy.protect() added to a table and its partitions: the policies, the
+-- workspace default it set, and FORCE / ENABLE ROW LEVEL SECURITY only if protect turned them on.
+CREATE FUNCTION tenancy.unprotect(tbl regclass) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    part record;
+    any_protected boolean := false;
+BEGIN
+    IF tbl IS NULL THEN
+        RAISE EXCEPTION 'table must not be null' USING ERRCODE = '22023';
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_class c WHERE c.oid OPERATOR(pg_catalog.=) tbl AND c.relkind IN ('r', 'p')) THEN
+        RAISE EXCEPTION '"%" is not a table', tbl USING ERRCODE = '42809';
+    END IF;
+    PERFORM tenancy._require_owner(tbl);
+    FOR part IN SELECT t.relid
+                  FROM (SELECT tbl::oid AS relid, 0 AS level
+                        UNION SELECT pt.relid, pt.level FROM pg_partition_tree(tbl) pt) t
+                  JOIN pg_class c ON c.oid OPERATOR(pg_catalog.=) t.relid
+                 WHERE c.relkind IN ('r', 'p')
+                 ORDER BY t.level DESC, c.relname
+    LOOP
+        any_protected := tenancy._unprotect_one(part.relid) OR any_protected;
+    END LOOP;
+    IF NOT any_protected THEN
+        RAISE NOTICE 'table % is not protected, skipping', tbl;
+    END IF;
+END
+$$;
+
+GRANT EXECUTE ON FUNCTION tenancy.protect(regclass, name, name, text), tenancy.unprotect(regclass) TO PUBLIC;
+
+-- The schemas tenancy.auto_protect_schemas lists (comma-separated; unset or empty means public).
+CREATE FUNCTION tenancy._auto_protect_schemas() RETURNS text[]
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT coalesce(array_agg(btrim(s, ' "')) FILTER (WHERE btrim(s, ' "') OPERATOR(pg_catalog.<>) ''), '{public}')
+      FROM unnest(string_to_array(coalesce(nullif(current_setting('tenancy.auto_protect_schemas', true), ''), 'public'), ',')) s
+$$;
+
+-- Event trigger (ddl_command_end of CREATE TABLE, CREATE TABLE AS, SELECT INTO): a new table in
+-- one of tenancy.auto_protect_schemas that has a workspace_id column (or is a partition of a
+-- protected table) is protected when tenancy.auto_protect is on, else named in a WARNING.
+-- Runs as the creator, who owns the new table; temporary and extension tables are skipped.
+CREATE FUNCTION tenancy._guard_new_tables() RETURNS event_trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    auto boolean := coalesce(nullif(current_setting('tenancy.auto_protect', true), '')::boolean, false);
+    schemas text[] := tenancy._auto_protect_schemas();
+    t record;
+    parent tenancy.protections;
+    ws text;
+BEGIN
+    FOR t IN SELECT DISTINCT c.oid, n.nspname, c.relname, c.relispartition
+               FROM pg_event_trigger_ddl_commands() e
+               JOIN pg_class c ON c.oid OPERATOR(pg_catalog.=) e.objid
+               JOIN pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
+              WHERE e.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::regclass AND NOT e.in_extension
+                AND c.relkind IN ('r', 'p') AND c.relpersistence OPERATOR(pg_catalog.<>) 't'
+                AND n.nspname OPERATOR(pg_catalog.=) ANY (schemas)
+    LOOP
+        parent := NULL;
+        IF t.relispartition THEN
+            SELECT r.* INTO parent FROM pg_inherits i
+              JOIN pg_class pc ON pc.oid OPERATOR(pg_catalog.=) i.inhparent
+              JOIN pg_namespace pn ON pn.oid OPERATOR(pg_catalog.=) pc.relnamespace
+              JOIN tenancy.protections r ON r.schema_name OPERATOR(pg_catalog.=) pn.nspname
+                                        AND r.table_name OPERATOR(pg_catalog.=) pc.relname
+             WHERE i.inhrelid OPERATOR(pg_catalog.=) t.oid;
+        END IF;
+        ws := coalesce(parent.workspace_column, 'workspace_id');
+        IF tenancy._column_type(t.oid, ws) IS NULL THEN
+            CONTINUE;
+        END IF;
+        IF auto THEN
+            PERFORM tenancy.protect(t.oid::regclass, ws, parent.user_column, parent.write_permission);
+        ELSE
+            RAISE WARNING 'table %.% has a workspace column but is not protected', quote_ident(t.nspname), quote_ident(t.relname)
+                USING DETAIL = 'Without row-level security every workspace''s rows are visible to every caller.',
+                      HINT = format('Run SELECT tenancy.protect(%L)%s, or set tenancy.auto_protect = on.',
+                                    format('%I.%I', t.nspname, t.relname),
+                                    CASE WHEN parent.schema_name IS NOT NULL
+                                         THEN ' with the parent''s arguments' ELSE '' END);
+        END IF;
+    END LOOP;
+END
+$$;
+
+-- Event trigger (ddl_command_end of ALTER TABLE and ALTER SCHEMA): follows renames and SET
+-- SCHEMA. Each protected table's tenancy_workspace policy carries its registry key as a comment;
+-- a key that no longer matches the table's name moves the registry row to the new name.
+-- Runs as the extension owner: a schema's owner may rename tables it does not own.
+CREATE FUNCTION tenancy._follow_renames() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    m record;
+BEGIN
+    FOR m IN SELECT pol.polrelid, n.nspname, c.relname, tenancy._registry_key(d.description) AS key
+               FROM pg_policy pol
+               JOIN pg_class c ON c.oid OPERATOR(pg_catalog.=) pol.polrelid
+               JOIN pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
+               JOIN pg_description d ON d.objoid OPERATOR(pg_catalog.=) pol.oid
+                AND d.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_policy'::regclass
+                AND d.objsubid OPERATOR(pg_catalog.=) 0
+              WHERE pol.polname OPERATOR(pg_catalog.=) 'tenancy_workspace'
+    LOOP
+        CONTINUE WHEN m.key IS NULL OR m.key OPERATOR(pg_catalog.=) ARRAY[m.nspname::text, m.relname::text];
+        DELETE FROM tenancy.protections r
+         WHERE r.schema_name OPERATOR(pg_catalog.=) m.nspname AND r.table_name OPERATOR(pg_catalog.=) m.relname
+           AND EXISTS (SELECT FROM tenancy.protections o WHERE o.schema_name OPERATOR(pg_catalog.=) m.key[1]
+                          AND o.table_name OPERATOR(pg_catalog.=) m.key[2]);
+        UPDATE tenancy.protections r SET schema_name = m.nspname, table_name = m.relname
+         WHERE r.schema_name OPERATOR(pg_catalog.=) m.key[1] AND r.table_name OPERATOR(pg_catalog.=) m.key[2];
+        EXECUTE format('COMMENT ON POLICY tenancy_workspace ON %I.%I IS %L', m.nspname, m.relname,
+                       tenancy._registry_mark(m.nspname, m.relname));
+    END LOOP;
+END
+$$;
+
+-- Event trigger (sql_drop): forgets the registry rows of dropped tables. Runs as the extension
+-- owner, since the row of a table that is gone no longer names an owner.
+CREATE FUNCTION tenancy._forget_dropped() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF to_regclass('tenancy.protections') IS NULL THEN
+        RETURN;
+    END IF;
+    DELETE FROM tenancy.protections r USING pg_event_trigger_dropped_objects() d
+     WHERE d.object_type OPERATOR(pg_catalog.=) 'table' AND NOT d.is_temporary
+       AND r.schema_name OPERATOR(pg_catalog.=) d.schema_name AND r.table_name OPERATOR(pg_catalog.=) d.object_name;
+END
+$$;
+
+-- Whether pg_tenancy is in shared_preload_libraries (a superuser-only setting, hence the definer).
+CREATE FUNCTION tenancy._preloaded() RETURNS boolean
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT 'pg_tenancy' OPERATOR(pg_catalog.=) ANY (
+        SELECT btrim(s, ' "') FROM unnest(string_to_array(current_setting('shared_preload_libraries'), ',')) s)
+$$;
+REVOKE ALL ON FUNCTION tenancy._preloaded() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION tenancy._preloaded() TO tenancy_admin, tenancy_auditor;
+
+-- One row per protected table or partition, with the state that keeps it protected.
+CREATE VIEW tenancy.protected_tables AS
+SELECT p.schema_name, p.table_name, p.workspace_column, p.user_column, p.write_permission,
+       (SELECT format('%I.%I', pn.nspname, pc.relname) FROM pg_catalog.pg_inherits i
+          JOIN pg_catalog.pg_class pc ON pc.oid OPERATOR(pg_catalog.=) i.inhparent
+          JOIN pg_catalog.pg_namespace pn ON pn.oid OPERATOR(pg_catalog.=) pc.relnamespace
+         WHERE i.inhrelid OPERATOR(pg_catalog.=) c.oid AND c.relispartition) AS partition_of,
+       coalesce(c.relrowsecurity, false) AS rls_enabled,
+       coalesce(c.relforcerowsecurity, false) AS rls_forced,
+       c.oid IS NOT NULL AND tenancy._policies_intact(c.oid, p.workspace_column, p.user_column, p.write_permission)
+           AS policies_intact,
+       EXISTS (SELECT FROM pg_catalog.pg_index i JOIN pg_catalog.pg_attribute a
+                 ON a.attrelid OPERATOR(pg_catalog.=) i.indrelid AND a.attnum OPERATOR(pg_catalog.=) i.indkey[0]
+                WHERE i.indrelid OPERATOR(pg_catalog.=) c.oid AND i.indpred IS NULL
+                  AND a.attname OPERATOR(pg_catalog.=) p.workspace_column) AS index_present,
+       CASE WHEN c.relkind OPERATOR(pg_catalog.=) 'p'
+            THEN (SELECT sum(greatest(l.reltuples, 0))::bigint FROM pg_catalog.pg_partition_tree(c.oid) t
+                    JOIN pg_catalog.pg_class l ON l.oid OPERATOR(pg_catalog.=) t.relid WHERE t.isleaf)
+            WHEN c.reltuples OPERATOR(pg_catalog.>=) 0 THEN c.reltuples::bigint END AS row_estimate
+  FROM tenancy.protections p
+  LEFT JOIN pg_catalog.pg_namespace n ON n.nspname OPERATOR(pg_catalog.=) p.schema_name
+  LEFT JOIN pg_catalog.pg_class c ON c.relnamespace OPERATOR(pg_catalog.=) n.oid
+        AND c.relname OPERATOR(pg_catalog.=) p.table_name AND c.relkind IN ('r', 'p');
+COMMENT ON VIEW tenancy.protected_tables IS 'tables protected by tenancy.protect(): RLS state, policies unmodified, index, size';
+
+-- One row per finding that weakens tenant isolation, with a severity and the fix; no rows is a
+-- clean bill of health. The bootstrap superuser is not listed: pg_tenancy itself runs its
+-- membership checks as that role, so it must exist; keep it for administration only.
+CREATE VIEW tenancy.coverage AS
+WITH user_tables AS (
+    SELECT c.oid, n.nspname, c.relname, c.relkind, c.relowner, c.relrowsecurity, c.relforcerowsecurity,
+           c.relispartition, c.relacl, format('%I.%I', n.nspname, c.relname) AS qualified
+      FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
+     WHERE c.relkind IN ('r', 'p')
+       AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'tenancy')
+       AND n.nspname !~ '^pg_(toast|temp_)'
+       AND NOT EXISTS (SELECT FROM pg_catalog.pg_depend d
+                        WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass
+                          AND d.objid OPERATOR(pg_catalog.=) c.oid AND d.deptype OPERATOR(pg_catalog.=) 'e')
+), protected AS (
+    SELECT t.*, p.workspace_column, p.user_column, p.write_permission
+      FROM tenancy.protections p
+      JOIN user_tables t ON t.nspname OPERATOR(pg_catalog.=) p.schema_name AND t.relname OPERATOR(pg_catalog.=) p.table_name
+), tenant_columns AS (
+    SELECT 'workspace_id'::text AS attname UNION SELECT p.workspace_column FROM tenancy.protections p
+)
+SELECT 'medium'::text AS severity, 'not_preloaded'::text AS finding, 'shared_preload_libraries'::text AS object,
+       'pg_tenancy is not in shared_preload_libraries: until a backend loads the library, tenancy.* settings are unchecked placeholders'::text AS detail,
+       'add pg_tenancy to shared_preload_libraries (ALTER SYSTEM SET shared_preload_libraries = …) and restart'::text AS fix
+ WHERE NOT tenancy._preloaded()
+UNION ALL
+SELECT 'critical', 'unprotected_table', t.qualified,
+       format('has tenant column %I but no pg_tenancy protection: every workspace''s rows are visible', a.attname),
+       CASE WHEN par.qualified IS NOT NULL
+            THEN format('SELECT tenancy.protect(%L);  -- a partition attached after its parent was protected', par.qualified)
+            WHEN a.attname OPERATOR(pg_catalog.=) 'workspace_id' THEN format('SELECT tenancy.protect(%L);', t.qualified)
+            ELSE format('SELECT tenancy.protect(%L, %L);', t.qualified, a.attname) END
+  FROM user_tables t
+  CROSS JOIN LATERAL (SELECT min(a.attname) AS attname FROM pg_catalog.pg_attribute a
+                       WHERE a.attrelid OPERATOR(pg_catalog.=) t.oid AND a.attnum OPERATOR(pg_catalog.>) 0
+                         AND NOT a.attisdropped AND a.attname IN (SELECT attname FROM tenant_columns)) a
+  LEFT JOIN LATERAL (SELECT p.qualified FROM pg_catalog.pg_inherits i JOIN protected p ON p.oid OPERATOR(pg_catalog.=) i.inhparent
+                      WHERE i.inhrelid OPERATOR(pg_catalog.=) t.oid) par ON true
+ WHERE a.attname IS NOT NULL AND t.oid NOT IN (SELECT oid FROM protected)
+UNION ALL
+SELECT 'low', 'stale_registry_row', format('%I.%I', p.schema_name, p.table_name),
+       'registered as protected but no such table exists (restored without it, or dropped while the event triggers were off)',
+       format('DELETE FROM tenancy.protections WHERE schema_name = %L AND table_name = %L;', p.schema_name, p.table_name)
+  FROM tenancy.protections p
+ WHERE NOT EXISTS (SELECT FROM user_tables t WHERE t.nspname OPERATOR(pg_catalog.=) p.schema_name
+                      AND t.relname OPERATOR(pg_catalog.=) p.table_name)
+UNION ALL
+SELECT 'critical', 'rls_disabled', p.qualified, 'protected, but row-level security is disabled: the policies are ignored',
+       format('SELECT tenancy.protect(%L%s);', p.qualified,
+              CASE WHEN p.workspace_column OPERATOR(pg_catalog.<>) 'workspace_id' THEN format(', %L', p.workspace_column) ELSE '' END)
+  FROM protected p WHERE NOT p.relrowsecurity
+UNION ALL
+SELECT CASE WHEN p.oid IS NOT NULL THEN 'high' ELSE 'medium' END, 'rls_not_forced', t.qualified,
+       'row-level security is enabled but not forced: the table''s owner sees and writes every row',
+       format('ALTER TABLE %s FORCE ROW LEVEL SECURITY;', t.qualified)
+  FROM user_tables t LEFT JOIN protected p ON p.oid OPERATOR(pg_catalog.=) t.oid
+ WHERE t.relrowsecurity AND NOT t.relforcerowsecurity
+UNION ALL
+SELECT 'critical', 'policies_modified', p.qualified,
+       'pg_tenancy''s policies are missing or differ from what tenancy.protect() writes',
+       format('SELECT tenancy.protect(%L, %L, %L, %L);', p.qualified, p.workspace_column, p.user_column, p.write_permission)
+  FROM protected p
+ WHERE NOT tenancy._policies_intact(p.oid, p.workspace_column, p.user_column, p.write_permission)
+UNION ALL
+SELECT CASE WHEN pol.polpermissive THEN 'high' ELSE 'low' END, 'foreign_policy',
+       format('%I on %s', pol.polname, p.qualified),
+       CASE WHEN pol.polpermissive
+            THEN 'permissive policy not written by pg_tenancy: permissive policies are OR-ed together, so it widens access'
+            ELSE 'restrictive policy not written by pg_tenancy: it only narrows access, but a non-leakproof function in it may see other workspaces'' rows' END,
+       CASE WHEN pol.polpermissive
+            THEN format('DROP POLICY %I ON %s;  -- or recreate it AS RESTRICTIVE', pol.polname, p.qualified)
+            ELSE format('review policy %I on %s; drop it if it is not needed', pol.polname, p.qualified) END
+  FROM protected p JOIN pg_catalog.pg_policy pol ON pol.polrelid OPERATOR(pg_catalog.=) p.oid
+ WHERE pol.polname NOT IN ('tenancy_workspace', 'tenancy_write_insert', 'tenancy_write_update', 'tenancy_write_delete')
+UNION ALL
+SELECT 'high', 'role_bypasses_rls', quote_ident(r.rolname),
+       CASE WHEN r.rolsuper THEN 'a superuser that can log in: row-level security never applies to it'
+            ELSE 'a role with BYPASSRLS that can log in: row-level security never applies to it' END,
+       CASE WHEN r.rolsuper THEN format('ALTER ROLE %I NOSUPERUSER;  -- or NOLOGIN; applications must not connect as superusers', r.rolname)
+            ELSE format('ALTER ROLE %I NOBYPASSRLS;', r.rolname) END
+  FROM pg_catalog.pg_roles r
+ WHERE r.rolcanlogin AND (r.rolsuper OR r.rolbypassrls) AND r.oid OPERATOR(pg_catalog.<>) 10
+UNION ALL
+SELECT 'critical', 'owner_bypasses_rls', p.qualified,
+       format('owned by %I, a superuser or BYPASSRLS role: FORCE ROW LEVEL SECURITY has no effect on it', r.rolname),
+       format('ALTER TABLE %s OWNER TO <a NOLOGIN, NOBYPASSRLS role>;', p.qualified)
+  FROM protected p JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) p.relowner
+ WHERE r.rolsuper OR r.rolbypassrls
+UNION ALL
+SELECT 'high', 'owner_can_login', format('%I owns %s', r.rolname, p.qualified),
+       CASE WHEN r.oid OPERATOR(pg_catalog.=) p.relowner
+            THEN 'a login role owns a protected table: it can disable row-level security or drop the policies'
+            ELSE format('a login role is a member of %I, owner of a protected table: it can disable row-level security or drop the policies',
+                        pg_catalog.pg_get_userbyid(p.relowner)) END,
+       format('ALTER TABLE %s OWNER TO <a NOLOGIN role>;  -- and run migrations with SET ROLE', p.qualified)
+  FROM protected p JOIN pg_catalog.pg_roles r ON pg_catalog.pg_has_role(r.oid, p.relowner, 'MEMBER')
+ WHERE r.rolcanlogin AND NOT r.rolsuper AND NOT r.rolbypassrls
+UNION ALL
+SELECT CASE WHEN v.relkind OPERATOR(pg_catalog.=) 'm' THEN 'critical' ELSE 'high' END,
+       CASE WHEN v.relkind OPERATOR(pg_catalog.=) 'm' THEN 'materialized_view' ELSE 'view_not_security_invoker' END,
+       format('%I.%I', vn.nspname, v.relname),
+       CASE WHEN v.relkind OPERATOR(pg_catalog.=) 'm'
+            THEN format('materialized view over protected table %s: it stores every workspace''s rows without row-level security', p.qualified)
+            ELSE format('view over protected table %s without security_invoker: the policies are checked as the view''s owner', p.qualified) END,
+       CASE WHEN v.relkind OPERATOR(pg_catalog.=) 'm'
+            THEN format('DROP MATERIALIZED VIEW %I.%I;  -- or keep it out of the application''s reach', vn.nspname, v.relname)
+            ELSE format('ALTER VIEW %I.%I SET (security_invoker = true);', vn.nspname, v.relname) END
+  FROM protected p
+  JOIN pg_catalog.pg_depend d ON d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass
+   AND d.refobjid OPERATOR(pg_catalog.=) p.oid AND d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_rewrite'::pg_catalog.regclass
+  JOIN pg_catalog.pg_rewrite rw ON rw.oid OPERATOR(pg_catalog.=) d.objid
+  JOIN pg_catalog.pg_class v ON v.oid OPERATOR(pg_catalog.=) rw.ev_class AND v.oid OPERATOR(pg_catalog.<>) p.oid
+  JOIN pg_catalog.pg_namespace vn ON vn.oid OPERATOR(pg_catalog.=) v.relnamespace
+ WHERE v.relkind IN ('v', 'm')
+   AND NOT (v.relkind OPERATOR(pg_catalog.=) 'v' AND EXISTS (
+            SELECT FROM pg_catalog.pg_options_to_table(v.reloptions) o
+             WHERE o.option_name OPERATOR(pg_catalog.=) 'security_invoker'
+               AND lower(o.option_value) IN ('true', 'on', 'yes', '1')))
+ GROUP BY v.relkind, vn.nspname, v.relname, p.qualified
+UNION ALL
+SELECT 'medium', 'security_definer_function', format('%I.%I(%s)', fn.nspname, f.proname, pg_catalog.pg_get_function_identity_arguments(f.oid)),
+       format('SECURITY DEFINER function owned by %I, owner of protected table %s: it runs with the owner''s rights',
+              pg_catalog.pg_get_userbyid(f.proowner), min(p.qualified)),
+       format('ALTER FUNCTION %I.%I(%s) SECURITY INVOKER;  -- or give it another owner', fn.nspname, f.proname,
+              pg_catalog.pg_get_function_identity_arguments(f.oid))
+  FROM pg_catalog.pg_proc f
+  JOIN pg_catalog.pg_namespace fn ON fn.oid OPERATOR(pg_catalog.=) f.pronamespace
+  JOIN protected p ON p.relowner OPERATOR(pg_catalog.=) f.proowner
+ WHERE f.prosecdef AND fn.nspname NOT IN ('pg_catalog', 'information_schema')
+   AND NOT EXISTS (SELECT FROM pg_catalog.pg_depend d
+                    WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass
+                      AND d.objid OPERATOR(pg_catalog.=) f.oid AND d.deptype OPERATOR(pg_catalog.=) 'e')
+ GROUP BY fn.nspname, f.proname, f.oid, f.proowner
+UNION ALL
+SELECT 'high', 'truncate_granted', format('%s to %s', p.qualified,
+              CASE WHEN acl.grantee OPERATOR(pg_catalog.=) 0 THEN 'PUBLIC' ELSE quote_ident(pg_catalog.pg_get_userbyid(acl.grantee)) END),
+       'TRUNCATE ignores row-level security: the grantee can empty every workspace''s rows',
+       format('REVOKE TRUNCATE ON %s FROM %s;', p.qualified,
+              CASE WHEN acl.grantee OPERATOR(pg_catalog.=) 0 THEN 'PUBLIC' ELSE quote_ident(pg_catalog.pg_get_userbyid(acl.grantee)) END)
+  FROM protected p CROSS JOIN LATERAL pg_catalog.aclexplode(p.relacl) acl
+ WHERE acl.privilege_type OPERATOR(pg_catalog.=) 'TRUNCATE' AND acl.grantee OPERATOR(pg_catalog.<>) p.relowner
+UNION ALL
+SELECT 'medium', 'unique_without_workspace', format('%s on %s', quote_ident(ic.relname), p.qualified),
+       format('unique index without %I: inserting a key another workspace uses fails, revealing that it exists', p.workspace_column),
+       format('make it unique on (%I, …), e.g. a primary key (%I, id)', p.workspace_column, p.workspace_column)
+  FROM protected p
+  JOIN pg_catalog.pg_index i ON i.indrelid OPERATOR(pg_catalog.=) p.oid AND i.indisunique
+  JOIN pg_catalog.pg_class ic ON ic.oid OPERATOR(pg_catalog.=) i.indexrelid
+  JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) p.oid AND a.attname OPERATOR(pg_catalog.=) p.workspace_column
+ WHERE NOT (a.attnum OPERATOR(pg_catalog.=) ANY (i.indkey::int2[]))
+   AND NOT (p.relispartition AND EXISTS (SELECT FROM pg_catalog.pg_inherits ii
+                                          WHERE ii.inhrelid OPERATOR(pg_catalog.=) i.indexrelid));
+COMMENT ON VIEW tenancy.coverage IS 'findings that weaken tenant isolation, each with a severity and a fix; empty means a clean bill of health';
+
+REVOKE ALL ON tenancy.protected_tables, tenancy.coverage FROM PUBLIC;
+GRANT SELECT ON tenancy.protected_tables, tenancy.coverage TO tenancy_admin, tenancy_auditor;
+
+-- Created last, so that nothing above fires them.
+CREATE EVENT TRIGGER tenancy_guard_new_tables ON ddl_command_end
+    WHEN TAG IN ('CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO')
+    EXECUTE FUNCTION tenancy._guard_new_tables();
+CREATE EVENT TRIGGER tenancy_follow_renames ON ddl_command_end
+    WHEN TAG IN ('ALTER TABLE', 'ALTER SCHEMA')
+    EXECUTE FUNCTION tenancy._follow_renames();
+CREATE EVENT TRIGGER tenancy_forget_dropped ON sql_drop
+    EXECUTE FUNCTION tenancy._forget_dropped();
