@@ -262,7 +262,7 @@ DECLARE
     current_default text;
     enabled boolean;
     forced boolean;
-    set_default boolean;
+    defaulted boolean;
     previous text;
 BEGIN
     PERFORM tenancy._require_owner(rel);
@@ -273,9 +273,11 @@ BEGIN
     SELECT n.nspname, k.relname, k.relrowsecurity, k.relforcerowsecurity INTO c
       FROM pg_class k JOIN pg_namespace n ON n.oid OPERATOR(pg_catalog.=) k.relnamespace
      WHERE k.oid OPERATOR(pg_catalog.=) rel;
+    -- Serializes protect and unprotect of one table without blocking reads and writes, and
+    -- without writing anything (a second protect must leave no trace, not even a row lock).
+    EXECUTE format('LOCK TABLE %s IN SHARE UPDATE EXCLUSIVE MODE', rel::regclass);
     SELECT * INTO reg FROM tenancy.protections r
-     WHERE r.schema_name OPERATOR(pg_catalog.=) c.nspname AND r.table_name OPERATOR(pg_catalog.=) c.relname
-       FOR UPDATE;
+     WHERE r.schema_name OPERATOR(pg_catalog.=) c.nspname AND r.table_name OPERATOR(pg_catalog.=) c.relname;
     registered := FOUND;
 
     -- Row-level security on, and forced so that the owner is filtered too.
@@ -331,13 +333,13 @@ BEGIN
     END LOOP;
 
     -- The workspace column defaults to the caller's workspace; remember what it replaced.
-    set_default := coalesce(reg.set_default, false);
+    defaulted := coalesce(reg.set_default, false);
     previous := reg.previous_default;
     IF registered AND reg.workspace_column OPERATOR(pg_catalog.<>) ws_col THEN
         IF reg.set_default THEN
             PERFORM tenancy._restore_default(rel, reg.workspace_column, reg.previous_default);
         END IF;
-        set_default := false;
+        defaulted := false;
         previous := NULL;
     END IF;
     SELECT a.atttypid, a.attnum INTO ws_type, ws_attnum FROM pg_attribute a
@@ -347,10 +349,10 @@ BEGIN
      WHERE d.adrelid OPERATOR(pg_catalog.=) rel AND d.adnum OPERATOR(pg_catalog.=) ws_attnum;
     IF current_default IS DISTINCT FROM ours THEN
         EXECUTE format('ALTER TABLE %s ALTER COLUMN %I SET DEFAULT %s', rel::regclass, ws_col, ours);
-        IF NOT set_default OR current_default !~ '^\(?tenancy\.workspace_id\(\)' THEN
+        IF NOT defaulted OR current_default !~ '^\(?tenancy\.workspace_id\(\)' THEN
             previous := current_default;
         END IF;
-        set_default := true;
+        defaulted := true;
     END IF;
 
     -- Every statement filters on the workspace column: it wants an index.
@@ -362,18 +364,21 @@ BEGIN
                   HINT = format('CREATE INDEX ON %s (%I);', rel::regclass, ws_col);
     END IF;
 
-    INSERT INTO tenancy.protections AS r (schema_name, table_name, workspace_column, user_column, write_permission,
-                                          enabled_rls, forced_rls, set_default, previous_default)
-    VALUES (c.nspname, c.relname, ws_col, user_col, permission, enabled, forced, set_default, previous)
-    ON CONFLICT (schema_name, table_name) DO UPDATE
-       SET workspace_column = excluded.workspace_column, user_column = excluded.user_column,
-           write_permission = excluded.write_permission, enabled_rls = excluded.enabled_rls,
-           forced_rls = excluded.forced_rls, set_default = excluded.set_default,
-           previous_default = excluded.previous_default, protected_at = now(), protected_by = current_user
-     WHERE (r.workspace_column, r.user_column, r.write_permission, r.enabled_rls, r.forced_rls, r.set_default,
-            r.previous_default) IS DISTINCT FROM
-           (excluded.workspace_column, excluded.user_column, excluded.write_permission, excluded.enabled_rls,
-            excluded.forced_rls, excluded.set_default, excluded.previous_default);
+    -- The registry row, written only when something changed (ON CONFLICT would lock the row
+    -- even when it changes nothing).
+    IF NOT registered THEN
+        INSERT INTO tenancy.protections (schema_name, table_name, workspace_column, user_column, write_permission,
+                                         enabled_rls, forced_rls, set_default, previous_default)
+        VALUES (c.nspname, c.relname, ws_col, user_col, permission, enabled, forced, defaulted, previous);
+    ELSIF (reg.workspace_column, reg.user_column, reg.write_permission, reg.enabled_rls, reg.forced_rls,
+           reg.set_default, reg.previous_default) IS DISTINCT FROM
+          (ws_col, user_col, permission, enabled, forced, defaulted, previous) THEN
+        UPDATE tenancy.protections r
+           SET workspace_column = ws_col, user_column = user_col, write_permission = permission,
+               enabled_rls = enabled, forced_rls = forced, set_default = defaulted,
+               previous_default = previous, protected_at = now(), protected_by = current_user
+         WHERE r.schema_name OPERATOR(pg_catalog.=) c.nspname AND r.table_name OPERATOR(pg_catalog.=) c.relname;
+    END IF;
 END
 $$;
 
@@ -449,9 +454,9 @@ BEGIN
     SELECT n.nspname, k.relname, k.relrowsecurity, k.relforcerowsecurity INTO c
       FROM pg_class k JOIN pg_namespace n ON n.oid OPERATOR(pg_catalog.=) k.relnamespace
      WHERE k.oid OPERATOR(pg_catalog.=) rel;
+    EXECUTE format('LOCK TABLE %s IN SHARE UPDATE EXCLUSIVE MODE', rel::regclass);
     SELECT * INTO reg FROM tenancy.protections r
-     WHERE r.schema_name OPERATOR(pg_catalog.=) c.nspname AND r.table_name OPERATOR(pg_catalog.=) c.relname
-       FOR UPDATE;
+     WHERE r.schema_name OPERATOR(pg_catalog.=) c.nspname AND r.table_name OPERATOR(pg_catalog.=) c.relname;
     IF NOT FOUND AND NOT EXISTS (SELECT FROM tenancy._live_policies(rel)) THEN
         RETURN false;
     END IF;
@@ -735,14 +740,17 @@ SELECT 'critical', 'owner_bypasses_rls', p.qualified,
   FROM protected p JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) p.relowner
  WHERE r.rolsuper OR r.rolbypassrls
 UNION ALL
-SELECT 'high', 'owner_can_login', format('%I owns %s', r.rolname, p.qualified),
+SELECT 'high', 'owner_can_login', quote_ident(r.rolname),
+       format('%s %s protected table(s), e.g. %s: it can disable row-level security or drop the policies',
+              CASE WHEN r.oid OPERATOR(pg_catalog.=) p.relowner THEN 'a login role that owns'
+                   ELSE format('a login role that is a member of %I, owner of', pg_catalog.pg_get_userbyid(p.relowner)) END,
+              count(*), min(p.qualified)),
        CASE WHEN r.oid OPERATOR(pg_catalog.=) p.relowner
-            THEN 'a login role owns a protected table: it can disable row-level security or drop the policies'
-            ELSE format('a login role is a member of %I, owner of a protected table: it can disable row-level security or drop the policies',
-                        pg_catalog.pg_get_userbyid(p.relowner)) END,
-       format('ALTER TABLE %s OWNER TO <a NOLOGIN role>;  -- and run migrations with SET ROLE', p.qualified)
+            THEN format('ALTER ROLE %I NOLOGIN;  -- let a NOLOGIN role own the tables; migrate with SET ROLE', r.rolname)
+            ELSE format('REVOKE %I FROM %I;  -- or ALTER ROLE %I NOLOGIN', pg_catalog.pg_get_userbyid(p.relowner), r.rolname, r.rolname) END
   FROM protected p JOIN pg_catalog.pg_roles r ON pg_catalog.pg_has_role(r.oid, p.relowner, 'MEMBER')
  WHERE r.rolcanlogin AND NOT r.rolsuper AND NOT r.rolbypassrls
+ GROUP BY r.oid, r.rolname, p.relowner
 UNION ALL
 SELECT CASE WHEN v.relkind OPERATOR(pg_catalog.=) 'm' THEN 'critical' ELSE 'high' END,
        CASE WHEN v.relkind OPERATOR(pg_catalog.=) 'm' THEN 'materialized_view' ELSE 'view_not_security_invoker' END,
