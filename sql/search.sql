@@ -1,0 +1,388 @@
+-- pg_tenancy: tenant-scoped vector search (issue 5). Runs after policy.sql: it reads the
+-- registry tenancy.protections. See docs/search.md for the design and the measurements behind
+-- the thresholds.
+--
+-- pgvector is NOT needed at CREATE EXTENSION time. Nothing here names a pgvector type, operator
+-- or function statically: the query vector is an `anycompatible` argument, the column's type is
+-- read from pg_attribute at call time, and every pgvector object is reached through dynamic SQL
+-- qualified with the schema that holds the column's type (so search_path cannot redirect it).
+-- vector, halfvec and sparsevec columns are accepted.
+--
+-- Conventions: every function pins search_path; identifiers go through %I and values through
+-- %L or USING; the caller's workspace and user come from tenancy.workspace_id() and
+-- tenancy.user_id(), never from an argument. Search runs as the caller (SECURITY INVOKER): the
+-- table's own policies apply on top of the filter nearest adds itself.
+
+-- What tenancy.nearest needs to know about a searchable column, checked: the table (from the
+-- row type the caller passed), its registry row, the column's type, and the pgvector operator
+-- and operator class of the metric. Raises 42809 (not a table row type), 55000 (not protected),
+-- 42703 (no such column), 42804 (not a vector column), 22023 (unknown metric), 22004 (NULLs).
+CREATE FUNCTION tenancy._vector_target(row_type regtype, col name, metric text,
+    OUT rel oid, OUT rel_name text, OUT workspace_column text, OUT workspace_type text,
+    OUT user_column text, OUT user_type text, OUT vector_type text, OUT vector_base text,
+    OUT vector_schema text, OUT dims int, OUT op text, OUT opclass text)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    c record;
+    reg record;
+    a record;
+BEGIN
+    IF col IS NULL THEN
+        RAISE EXCEPTION 'column must not be null' USING ERRCODE = '22004';
+    END IF;
+    IF metric IS NULL THEN
+        RAISE EXCEPTION 'metric must not be null' USING ERRCODE = '22004',
+            HINT = 'Use ''cosine'' (the default), ''l2'' or ''inner_product''.';
+    END IF;
+    IF metric NOT IN ('cosine', 'l2', 'inner_product') THEN
+        RAISE EXCEPTION 'unknown metric "%"', metric USING ERRCODE = '22023',
+            HINT = 'Use ''cosine'' (operator <=>), ''l2'' (<->) or ''inner_product'' (<#>).';
+    END IF;
+    SELECT k.oid, k.relkind, n.nspname, k.relname INTO c
+      FROM pg_type t JOIN pg_class k ON k.oid OPERATOR(pg_catalog.=) t.typrelid
+      JOIN pg_namespace n ON n.oid OPERATOR(pg_catalog.=) k.relnamespace
+     WHERE t.oid OPERATOR(pg_catalog.=) row_type;
+    IF NOT FOUND OR c.relkind NOT IN ('r', 'p') THEN
+        RAISE EXCEPTION 'type % is not the row type of a table', row_type USING ERRCODE = '42809',
+            HINT = 'Pass a typed NULL of the table''s row type, e.g. tenancy.nearest(NULL::documents, ''embedding'', $1).';
+    END IF;
+    rel := c.oid;
+    rel_name := format('%I.%I', c.nspname, c.relname);
+    SELECT p.workspace_column, p.user_column INTO reg FROM tenancy._protection(c.nspname, c.relname) p;
+    IF reg.workspace_column IS NULL THEN
+        RAISE EXCEPTION 'table % is not protected by pg_tenancy', rel_name USING ERRCODE = '55000',
+            HINT = format('Protect it first: SELECT tenancy.protect(%L);', rel_name);
+    END IF;
+    workspace_column := reg.workspace_column;
+    workspace_type := format_type(tenancy._column_type(rel, workspace_column), NULL);
+    user_column := reg.user_column;
+    IF user_column IS NOT NULL THEN
+        user_type := format_type(tenancy._column_type(rel, user_column), NULL);
+    END IF;
+    IF workspace_type IS NULL OR (user_column IS NOT NULL AND user_type IS NULL) THEN
+        RAISE EXCEPTION 'table % lost its tenant column', rel_name USING ERRCODE = '55000',
+            HINT = 'Check SELECT * FROM tenancy.protected_tables and protect the table again.';
+    END IF;
+    SELECT at.atttypid, at.atttypmod, t.typname, tn.nspname INTO a
+      FROM pg_attribute at JOIN pg_type t ON t.oid OPERATOR(pg_catalog.=) at.atttypid
+      JOIN pg_namespace tn ON tn.oid OPERATOR(pg_catalog.=) t.typnamespace
+     WHERE at.attrelid OPERATOR(pg_catalog.=) rel AND at.attname OPERATOR(pg_catalog.=) col
+       AND at.attnum OPERATOR(pg_catalog.>) 0 AND NOT at.attisdropped;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'column "%" of relation % does not exist', col, rel_name USING ERRCODE = '42703';
+    END IF;
+    IF a.typname NOT IN ('vector', 'halfvec', 'sparsevec')
+       OR NOT EXISTS (SELECT FROM pg_depend d JOIN pg_extension e ON e.oid OPERATOR(pg_catalog.=) d.refobjid
+                       WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_type'::regclass
+                         AND d.objid OPERATOR(pg_catalog.=) a.atttypid AND d.deptype OPERATOR(pg_catalog.=) 'e'
+                         AND e.extname OPERATOR(pg_catalog.=) 'vector') THEN
+        RAISE EXCEPTION 'column "%" of relation % has type %, not a pgvector type', col, rel_name,
+                        format_type(a.atttypid, a.atttypmod) USING ERRCODE = '42804',
+            HINT = 'Search a vector, halfvec or sparsevec column (CREATE EXTENSION vector).';
+    END IF;
+    vector_type := format_type(a.atttypid, a.atttypmod);
+    vector_base := format('%I.%I', a.nspname, a.typname);
+    vector_schema := a.nspname;
+    dims := CASE WHEN a.atttypmod OPERATOR(pg_catalog.>) 0 THEN a.atttypmod END;
+    op := format('OPERATOR(%I.%s)', a.nspname,
+                 CASE metric WHEN 'cosine' THEN '<=>' WHEN 'l2' THEN '<->' ELSE '<#>' END);
+    opclass := format('%I.%I', a.nspname,
+                      a.typname OPERATOR(pg_catalog.||) CASE metric WHEN 'cosine' THEN '_cosine_ops'
+                                                                     WHEN 'l2' THEN '_l2_ops' ELSE '_ip_ops' END);
+END
+$$;
+
+-- The tenant columns of a protected table, from the registry (whose row-level security hides
+-- rows from roles that do not own the table, so this reads it as the extension owner). What it
+-- returns is no secret: pg_policies shows the same columns to every role.
+CREATE FUNCTION tenancy._protection(schema_name text, table_name text)
+RETURNS TABLE (workspace_column text, user_column text)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT p.workspace_column, p.user_column FROM tenancy.protections p
+     WHERE p.schema_name OPERATOR(pg_catalog.=) $1 AND p.table_name OPERATOR(pg_catalog.=) $2
+$$;
+REVOKE ALL ON FUNCTION tenancy._protection(text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION tenancy._protection(text, text) TO PUBLIC;
+
+-- The comment that marks a per-workspace HNSW index made by tenancy.create_vector_index; search
+-- finds the index by it (pg_description is indexed by object, so the lookup is a few probes).
+CREATE FUNCTION tenancy._vector_index_mark(col text, metric text, workspace_id text) RETURNS text
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT format('pg_tenancy:hnsw:%s:%s:%s', metric, col, workspace_id)
+$$;
+
+-- The valid per-workspace HNSW index of rel for (column, metric, workspace), or NULL.
+CREATE FUNCTION tenancy._vector_index_of(rel oid, col text, metric text, workspace_id text) RETURNS regclass
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT i.indexrelid::regclass FROM pg_index i
+      JOIN pg_description d ON d.objoid OPERATOR(pg_catalog.=) i.indexrelid
+                           AND d.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::regclass
+                           AND d.objsubid OPERATOR(pg_catalog.=) 0
+     WHERE i.indrelid OPERATOR(pg_catalog.=) rel AND i.indisvalid AND i.indisready
+       AND d.description OPERATOR(pg_catalog.=) tenancy._vector_index_mark(col, metric, workspace_id)
+     LIMIT 1
+$$;
+
+-- The filter on the caller's identity, as SQL over alias t: the workspace column equals
+-- tenancy.workspace_id() (and the user column tenancy.user_id()), each a literal of the
+-- column's type, so the planner sees a constant (it can match a per-workspace partial index).
+-- Raises 28000 without a verified identity.
+CREATE FUNCTION tenancy._scope(workspace_column text, workspace_type text, user_column text, user_type text)
+RETURNS text LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    scope text := format('t.%I OPERATOR(pg_catalog.=) %L::%s', workspace_column, tenancy.workspace_id(), workspace_type);
+BEGIN
+    IF user_column IS NOT NULL THEN
+        scope := scope OPERATOR(pg_catalog.||)
+                 format(' AND t.%I OPERATOR(pg_catalog.=) %L::%s', user_column, tenancy.user_id(), user_type);
+    END IF;
+    RETURN scope;
+END
+$$;
+
+-- The strategy for the caller's workspace: 'exact' when the scope has at most
+-- tenancy._exact_max_rows() rows, counted through the workspace B-tree and stopping one row
+-- past the threshold (so the count costs at most that many index entries however large the
+-- workspace, and is never stale); otherwise 'hnsw_workspace' when the workspace has its own
+-- HNSW index for this column and metric, else 'hnsw' (the shared index, iterative scan).
+CREATE FUNCTION tenancy._strategy(rel oid, rel_name text, scope text, col text, metric text)
+RETURNS text LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    n bigint;
+BEGIN
+    EXECUTE format('SELECT count(*) FROM (SELECT FROM %s t WHERE %s LIMIT %s) s',
+                   rel_name, scope, tenancy._exact_max_rows() OPERATOR(pg_catalog.+) 1) INTO n;
+    IF n OPERATOR(pg_catalog.<=) tenancy._exact_max_rows() THEN
+        RETURN 'exact';
+    END IF;
+    RETURN CASE WHEN tenancy._vector_index_of(rel, col, metric, tenancy.workspace_id()) IS NULL
+                THEN 'hnsw' ELSE 'hnsw_workspace' END;
+END
+$$;
+
+-- Workspaces with at most this many rows are searched exactly. Measured (docs/search.md,
+-- 64-dim vectors, 2 cores): an exact top-10 over 5,000 rows takes about as long as an HNSW
+-- scan with ef_search 200 plus re-ranking, and the bounded count that decides costs ≤ 1 ms.
+CREATE FUNCTION tenancy._exact_max_rows() RETURNS integer
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$ SELECT 5000 $$;
+
+-- The strategy tenancy.nearest would use now for the caller on this table and column:
+-- 'exact', 'hnsw' or 'hnsw_workspace' (see tenancy.nearest). For tests and EXPLAIN-style checks.
+CREATE FUNCTION tenancy.nearest_strategy(tbl anyelement, "column" name, metric text DEFAULT 'cosine')
+RETURNS text LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    tgt record := tenancy._vector_target(pg_typeof(tbl)::regtype, "column", metric);
+BEGIN
+    RETURN tenancy._strategy(tgt.rel, tgt.rel_name,
+                             tenancy._scope(tgt.workspace_column, tgt.workspace_type, tgt.user_column, tgt.user_type),
+                             "column", metric);
+END
+$$;
+
+-- The caller's k nearest rows of a protected table: whole rows (item, of the table's row type)
+-- and their distance (cosine distance, L2 distance, or the negative inner product, as pgvector's
+-- <=>, <-> and <#> return them), nearest first. Always filters on the caller's workspace (and
+-- user, for a user-scoped table) from the verified token, so it stays scoped for a role that
+-- bypasses row-level security; runs as the caller, so the table's policies apply too.
+--   SELECT (n.item).*, n.distance FROM tenancy.nearest(NULL::documents, 'embedding', $1::vector, 10) n;
+-- Strategy per call (docs/search.md): a bounded count of the workspace's rows through its B-tree
+-- (at most exact_max_rows + 1 index entries) picks an exact scan of the workspace's rows when it
+-- has at most exact_max_rows rows; otherwise an HNSW scan (the workspace's own partial index from
+-- tenancy.create_vector_index when there is one, else the shared index with iterative scan) with
+-- ef_search raised and candidates re-ranked exactly; an HNSW scan that comes back with fewer than
+-- k rows falls back to the exact scan, so a workspace with n rows always yields min(k, n) rows.
+CREATE FUNCTION tenancy.nearest(tbl anyelement, "column" name, query anycompatible,
+                                k integer DEFAULT 10, metric text DEFAULT 'cosine')
+RETURNS TABLE (item anyelement, distance double precision)
+LANGUAGE plpgsql VOLATILE ROWS 10 SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_variable
+DECLARE
+    max_k constant integer := 1000;          -- hnsw.ef_search cannot exceed 1000
+    ef_floor constant integer := 200;        -- ef_search of the HNSW strategies (at least)
+    candidates constant integer := 100;      -- HNSW candidates re-ranked exactly (at least k)
+    tgt record;
+    qdims integer;
+    scope text;
+    saved_ef text;
+    saved_iter text;
+BEGIN
+    IF query IS NULL THEN
+        RAISE EXCEPTION 'query vector must not be null' USING ERRCODE = '22004';
+    END IF;
+    IF k IS NULL THEN
+        RAISE EXCEPTION 'k must not be null' USING ERRCODE = '22004';
+    END IF;
+    IF k OPERATOR(pg_catalog.<) 1 OR k OPERATOR(pg_catalog.>) max_k THEN
+        RAISE EXCEPTION 'k must be between 1 and %, not %', max_k, k USING ERRCODE = '22023',
+            HINT = 'Page through more results with a larger k up to the limit, or use plain SQL with LIMIT.';
+    END IF;
+    tgt := tenancy._vector_target(pg_typeof(tbl)::regtype, "column", metric);
+
+    -- The query: cast to the column's base type (this also loads pgvector and its settings),
+    -- then compared in dimension with the column.
+    BEGIN
+        IF tgt.vector_base LIKE '%.sparsevec' THEN
+            EXECUTE format('SELECT NULL::int FROM (SELECT $1::%s) q', tgt.vector_base) INTO qdims USING query;
+        ELSE
+            EXECUTE format('SELECT %I.vector_dims($1::%s)', tgt.vector_schema, tgt.vector_base) INTO qdims USING query;
+        END IF;
+    EXCEPTION WHEN cannot_coerce OR undefined_function OR datatype_mismatch THEN
+        RAISE EXCEPTION 'query has type %, which cannot be cast to %', pg_typeof(query), tgt.vector_type
+            USING ERRCODE = '42804', HINT = format('Pass a %s, e.g. $1::%s.', tgt.vector_type, tgt.vector_base);
+    END;
+    IF tgt.dims IS NOT NULL AND qdims IS NOT NULL AND qdims OPERATOR(pg_catalog.<>) tgt.dims THEN
+        RAISE EXCEPTION 'query vector has % dimensions, column "%" has %', qdims, "column", tgt.dims
+            USING ERRCODE = '22023', HINT = 'Embed the query with the same model as the column.';
+    END IF;
+
+    scope := tenancy._scope(tgt.workspace_column, tgt.workspace_type, tgt.user_column, tgt.user_type);
+    IF tenancy._strategy(tgt.rel, tgt.rel_name, scope, "column", metric) OPERATOR(pg_catalog.<>) 'exact' THEN
+        saved_ef := current_setting('hnsw.ef_search', true);
+        saved_iter := current_setting('hnsw.iterative_scan', true);
+        PERFORM set_config('hnsw.ef_search',
+                           greatest(ef_floor, k, coalesce(saved_ef, '40')::int)::text, true);
+        PERFORM set_config('hnsw.iterative_scan', 'relaxed_order', true);
+        -- One statement, one snapshot: h is the HNSW scan (the workspace's own index when there
+        -- is one, which the literal scope lets the planner match, else the shared index),
+        -- ordered by the index, filtered on the scope and cut at the candidate count; the outer
+        -- ORDER BY re-ranks the candidates exactly (relaxed order). The exact branch runs only
+        -- when h came back with fewer than k rows (a one-time filter on h's count): the scan hit
+        -- hnsw.max_scan_tuples, or the workspace shrank since it was counted.
+        RETURN QUERY EXECUTE format(
+            'WITH h AS MATERIALIZED (SELECT t AS item, t.%1$I %2$s $1::%3$s AS distance FROM %4$s t '
+            '                         WHERE %5$s ORDER BY t.%1$I %2$s $1::%3$s LIMIT %6$s) '
+            'SELECT u.item, u.distance FROM ('
+            '    SELECT h.item, h.distance FROM h WHERE (SELECT count(*) FROM h) OPERATOR(pg_catalog.>=) %7$s '
+            '    UNION ALL '
+            '    SELECT e.item, e.distance FROM (SELECT t AS item, t.%1$I %2$s $1::%3$s AS distance FROM %4$s t '
+            '                                     WHERE %5$s AND t.%1$I IS NOT NULL OFFSET 0) e '
+            '     WHERE (SELECT count(*) FROM h) OPERATOR(pg_catalog.<) %7$s) u '
+            'ORDER BY u.distance LIMIT %7$s',
+            "column", tgt.op, tgt.vector_type, tgt.rel_name, scope, greatest(candidates, k), k)
+            USING query;
+        PERFORM set_config('hnsw.ef_search', coalesce(saved_ef, '40'), true);
+        PERFORM set_config('hnsw.iterative_scan', coalesce(saved_iter, 'off'), true);
+        RETURN;
+    END IF;
+
+    -- Exact: every row of the workspace, through its B-tree; OFFSET 0 keeps the planner from
+    -- answering the ORDER BY … LIMIT with the HNSW index (whose filtered scan can come back short).
+    RETURN QUERY EXECUTE format('SELECT s.item, s.distance FROM (SELECT t AS item, t.%1$I %2$s $1::%3$s AS distance '
+                                'FROM %4$s t WHERE %5$s AND t.%1$I IS NOT NULL OFFSET 0) s '
+                                'ORDER BY s.distance LIMIT %6$s',
+                                "column", tgt.op, tgt.vector_type, tgt.rel_name, scope, k)
+                 USING query;
+END
+$$;
+
+-- Builds an HNSW index over the rows of one workspace (a partial index, WHERE workspace column =
+-- workspace_id) for tenancy.nearest to use when that workspace searches, and returns it. For
+-- the largest workspaces: their searches then walk a graph of their own rows only. Runs as the
+-- caller, who must own the table; builds serially (max_parallel_maintenance_workers = 0:
+-- CVE-2026-3172 affects parallel HNSW builds in pgvector <= 0.8.1) and in the caller's
+-- transaction, holding a SHARE lock that blocks writes to the table until it commits (for a
+-- non-blocking build run the statement tenancy.vector_index_ddl returns, with CONCURRENTLY).
+-- Idempotent: an existing valid index for the same workspace, column and metric is returned.
+-- The index's predicate names the workspace id, and catalogs are readable by every role.
+CREATE FUNCTION tenancy.create_vector_index(tbl regclass, "column" name, workspace_id text,
+                                            metric text DEFAULT 'cosine', m integer DEFAULT 16,
+                                            ef_construction integer DEFAULT 64)
+RETURNS regclass LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp SET max_parallel_maintenance_workers = 0 AS $$
+DECLARE
+    existing regclass;
+BEGIN
+    IF tbl IS NULL OR workspace_id IS NULL THEN
+        RAISE EXCEPTION 'table and workspace_id must not be null' USING ERRCODE = '22004';
+    END IF;
+    PERFORM tenancy._require_owner(tbl);
+    existing := tenancy._vector_index_of(tbl, "column", metric, workspace_id);
+    IF existing IS NOT NULL THEN
+        RETURN existing;
+    END IF;
+    EXECUTE tenancy.vector_index_ddl(tbl, "column", workspace_id, metric, m, ef_construction, false);
+    existing := tenancy._vector_index_of(tbl, "column", metric, workspace_id);
+    RETURN existing;
+END
+$$;
+
+-- The CREATE INDEX and COMMENT statements tenancy.create_vector_index runs, for running by hand
+-- (concurrent => true gives CREATE INDEX CONCURRENTLY, which must run outside a transaction
+-- block and after SET max_parallel_maintenance_workers = 0). Checks its arguments like nearest.
+CREATE FUNCTION tenancy.vector_index_ddl(tbl regclass, "column" name, workspace_id text,
+                                         metric text DEFAULT 'cosine', m integer DEFAULT 16,
+                                         ef_construction integer DEFAULT 64, concurrent boolean DEFAULT true)
+RETURNS text LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    tgt record;
+    name text;
+BEGIN
+    IF tbl IS NULL OR workspace_id IS NULL OR concurrent IS NULL THEN
+        RAISE EXCEPTION 'table, workspace_id and concurrent must not be null' USING ERRCODE = '22004';
+    END IF;
+    IF m IS NULL OR ef_construction IS NULL OR m NOT BETWEEN 2 AND 100
+       OR ef_construction NOT BETWEEN 4 AND 1000 OR ef_construction OPERATOR(pg_catalog.<) 2 * m THEN
+        RAISE EXCEPTION 'm must be between 2 and 100 and ef_construction between 2 * m and 1000'
+            USING ERRCODE = '22023', HINT = 'The defaults (m 16, ef_construction 64) are pgvector''s.';
+    END IF;
+    tgt := tenancy._vector_target((SELECT c.reltype FROM pg_class c WHERE c.oid OPERATOR(pg_catalog.=) tbl),
+                                  "column", metric);
+    IF tgt.vector_base LIKE '%.sparsevec' THEN
+        RAISE EXCEPTION 'HNSW indexes on sparsevec are not supported here' USING ERRCODE = '0A000';
+    END IF;
+    -- A name that is unique per (table, column, metric, workspace) and fits in 63 bytes.
+    name := format('%s_%s_ws_%s', left((SELECT c.relname FROM pg_class c WHERE c.oid OPERATOR(pg_catalog.=) tbl), 30),
+                   left(metric, 3), left(md5(format('%s:%s', "column", workspace_id)), 16));
+    RETURN format('CREATE INDEX %s%I ON %s USING hnsw (%I %s) WITH (m = %s, ef_construction = %s) WHERE %I OPERATOR(pg_catalog.=) %L::%s; '
+                  'COMMENT ON INDEX %I.%I IS %L;',
+                  CASE WHEN concurrent THEN 'CONCURRENTLY ' ELSE '' END, name, tgt.rel_name, "column", tgt.opclass,
+                  m, ef_construction, tgt.workspace_column, workspace_id, tgt.workspace_type,
+                  (SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
+                    WHERE c.oid OPERATOR(pg_catalog.=) tbl), name,
+                  tenancy._vector_index_mark("column", metric, workspace_id));
+END
+$$;
+
+-- Automatic policy: gives every workspace with at least min_rows rows in tbl its own HNSW index
+-- (tenancy.create_vector_index), skipping those that have one; returns the workspaces and
+-- indexes made. The counts span workspaces, so the caller must own the table and bypass its
+-- row-level security (a superuser or a BYPASSRLS owner, e.g. from a nightly job). Under 100,000
+-- rows an index of its own gains little over the exact scan plus the shared index (docs/search.md).
+CREATE FUNCTION tenancy.create_vector_indexes(tbl regclass, "column" name, min_rows bigint DEFAULT 20000,
+                                              metric text DEFAULT 'cosine')
+RETURNS TABLE (workspace_id text, index regclass, row_count bigint)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET max_parallel_maintenance_workers = 0 AS $$
+DECLARE
+    tgt record;
+    w record;
+BEGIN
+    IF tbl IS NULL OR min_rows IS NULL THEN
+        RAISE EXCEPTION 'table and min_rows must not be null' USING ERRCODE = '22004';
+    END IF;
+    PERFORM tenancy._require_owner(tbl);
+    tgt := tenancy._vector_target((SELECT c.reltype FROM pg_class c WHERE c.oid OPERATOR(pg_catalog.=) tbl),
+                                  "column", metric);
+    IF row_security_active(tbl) THEN
+        RAISE EXCEPTION 'counting rows per workspace of % needs a role that bypasses its row-level security', tbl
+            USING ERRCODE = '42501',
+                  HINT = 'Run it as a superuser or a BYPASSRLS role that owns the table, or name each workspace with tenancy.create_vector_index.';
+    END IF;
+    FOR w IN EXECUTE format('SELECT t.%1$I::text AS ws, count(*) AS n FROM %2$s t WHERE t.%3$I IS NOT NULL '
+                            'GROUP BY 1 HAVING count(*) OPERATOR(pg_catalog.>=) %4$s ORDER BY 2 DESC, 1',
+                            tgt.workspace_column, tgt.rel_name, "column", min_rows)
+    LOOP
+        IF tenancy._vector_index_of(tbl, "column", metric, w.ws) IS NULL THEN
+            workspace_id := w.ws;
+            row_count := w.n;
+            index := tenancy.create_vector_index(tbl, "column", w.ws, metric);
+            RETURN NEXT;
+        END IF;
+    END LOOP;
+END
+$$;
+
+GRANT EXECUTE ON FUNCTION tenancy.nearest(anyelement, name, anycompatible, integer, text),
+                          tenancy.nearest_strategy(anyelement, name, text),
+                          tenancy.create_vector_index(regclass, name, text, text, integer, integer),
+                          tenancy.vector_index_ddl(regclass, name, text, text, integer, integer, boolean),
+                          tenancy.create_vector_indexes(regclass, name, bigint, text) TO PUBLIC;
