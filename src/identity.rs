@@ -13,7 +13,7 @@ use crate::verify::{self, Algorithm, Claims, Denial, KeySet, Reason, TimeRules, 
 use pgrx::prelude::*;
 use pgrx::spi::OwnedPreparedStatement;
 use pgrx::{pg_sys, JsonB, PgBuiltInOids, PgOid, PgSqlErrorCode};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -49,6 +49,8 @@ thread_local! {
     static CACHE: RefCell<HashMap<Digest, (u64, Rc<Identity>)>> = RefCell::new(HashMap::new());
     /// Trusted issuers as loaded from `tenancy.issuers`, tagged with their epoch.
     static ISSUERS: RefCell<Option<(u64, HashMap<String, TrustedIssuer>)>> = const { RefCell::new(None) };
+    /// The epoch in which the extension was last seen installed (0: not seen).
+    static EXTENSION_SEEN: Cell<u64> = const { Cell::new(0) };
     /// The membership query, planned once per backend (its plan is revalidated by PostgreSQL).
     static MEMBERSHIP_PLAN: RefCell<Option<OwnedPreparedStatement>> = const { RefCell::new(None) };
 }
@@ -73,13 +75,28 @@ fn unix_now() -> i64 {
 /// not in a parallel worker (which restores the leader's `tenancy.token` while it starts, where SPI
 /// cannot run; identity functions are PARALLEL RESTRICTED, so workers never need an identity).
 pub fn can_query() -> bool {
-    unsafe {
+    let healthy = unsafe {
         pg_sys::ParallelWorkerNumber < 0
             && !pg_sys::InitializingParallelWorker
             && pg_sys::IsTransactionState()
             && !pg_sys::IsAbortedTransactionBlockState()
-            && pg_sys::get_extension_oid(c"pg_tenancy".as_ptr(), true) != pg_sys::InvalidOid
+    };
+    healthy && extension_installed()
+}
+
+/// Whether `CREATE EXTENSION pg_tenancy` ran in this database. A catalog scan costs about a
+/// microsecond, a third of a cached `SET LOCAL`, so a positive answer is remembered for the
+/// current epoch: `DROP EXTENSION` drops the identity tables, which bumps the epoch.
+fn extension_installed() -> bool {
+    let epoch = EPOCH.load(Ordering::Relaxed);
+    if EXTENSION_SEEN.get() == epoch {
+        return true;
     }
+    let installed = unsafe { pg_sys::get_extension_oid(c"pg_tenancy".as_ptr(), true) } != pg_sys::InvalidOid;
+    if installed {
+        EXTENSION_SEEN.set(epoch);
+    }
+    installed
 }
 
 /// The current identity, or why there is none. Verifies and queries only on a cache miss.

@@ -18,7 +18,12 @@ pub mod verify;
 pgrx::pg_module_magic!();
 
 pgrx::extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
-pgrx::extension_sql_file!("../sql/admin.sql", name = "admin", finalize);
+pgrx::extension_sql_file!(
+    "../sql/admin.sql",
+    name = "admin",
+    requires = [admin::_vet_jwks, invalidation::invalidate_identities]
+);
+pgrx::extension_sql_file!("../sql/policy.sql", name = "policy", finalize);
 
 /// Registers settings and callbacks when the library is loaded (preloaded or on first use).
 #[pgrx::pg_guard]

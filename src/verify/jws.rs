@@ -33,15 +33,15 @@ pub fn check_shape(token: &str) -> Result<(), Denial> {
             format!("{} bytes, the limit is {MAX_TOKEN_BYTES}", token.len()),
         ));
     }
-    let segments: Vec<&str> = token.split('.').collect();
-    if segments.len() != 3 {
+    let segments = token.split('.').count();
+    if segments != 3 {
         return Err(Denial::new(
             Reason::Malformed,
-            format!("{} segments instead of 3", segments.len()),
+            format!("{segments} segments instead of 3"),
         ));
     }
-    let alphabet = |s: &str| s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if segments[0].is_empty() || segments[2].is_empty() || !segments.iter().all(|s| alphabet(s)) {
+    let alphabet = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.';
+    if token.starts_with('.') || token.ends_with('.') || !token.bytes().all(alphabet) {
         return Err(Denial::new(Reason::Malformed, "segments must be non-empty base64url"));
     }
     Ok(())

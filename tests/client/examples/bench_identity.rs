@@ -1,0 +1,252 @@
+//! What an identity costs, measured against a baseline in the same run (scripts/bench-identity).
+//!
+//! 1. Cold `SET LOCAL tenancy.token`: a token never seen before (RS256 verify + membership query).
+//! 2. Cached `SET LOCAL tenancy.token`: a token this backend verified before (SHA-256 + lookup).
+//! 3. One call of `tenancy.workspace_id()`, beside the two patterns in use today.
+//!    (1–3 are loops inside the server; the baseline loop differs only by the measured step.)
+//! 4. pgbench TPS of `BEGIN; SET LOCAL tenancy.token …; SELECT …; COMMIT` against the same
+//!    transaction without the token line, and against a protected table.
+
+#[path = "../tests/common/mod.rs"]
+#[allow(dead_code)]
+mod common;
+
+use common::{connect_with, mint, ISSUER};
+use serde_json::json;
+use std::process::Command;
+
+const DATABASE: &str = "tenancy_bench";
+const APP_ROLE: &str = "tenancy_bench_app";
+/// Distinct tokens for the cold measurement (more than the per-backend cache holds).
+const COLD_TOKENS: usize = 3000;
+
+/// The server-side loops: each returns microseconds per iteration.
+const LOOPS: &str = r#"
+CREATE FUNCTION bench_set(tokens text[], setting text, rounds int) RETURNS float8
+LANGUAGE plpgsql AS $$
+DECLARE t0 timestamptz := clock_timestamp(); n int := array_length(tokens, 1);
+BEGIN
+    FOR i IN 1 .. rounds LOOP
+        PERFORM set_config(setting, tokens[1 + (i % n)], true);
+    END LOOP;
+    RETURN extract(epoch FROM clock_timestamp() - t0) * 1e6 / rounds;
+END $$;
+CREATE FUNCTION bench_calls(expression text, rounds int) RETURNS float8
+LANGUAGE plpgsql AS $$
+DECLARE t0 timestamptz := clock_timestamp();
+BEGIN
+    EXECUTE format('SELECT count(%s) FROM generate_series(1, %s) AS g', expression, rounds);
+    RETURN extract(epoch FROM clock_timestamp() - t0) * 1e6 / rounds;
+END $$;
+"#;
+
+/// Seconds since the Unix epoch.
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A token for the benchmark user, made distinct by `jti`.
+fn bench_token(jti: usize) -> String {
+    mint(
+        &json!({"iss": ISSUER, "sub": "user_bench", "org_id": "org_bench", "role": "member",
+                 "sid": "session_bench", "jti": format!("jti_{jti}"), "iat": now(), "exp": now() + 3600}),
+    )
+}
+
+/// Creates the benchmark database: the extension, one workspace, a plain and a protected table.
+fn set_up() {
+    let mut postgres = connect_with("postgres", "postgres", "").expect("superuser connection");
+    postgres
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)"))
+        .unwrap();
+    postgres.batch_execute(&format!("CREATE DATABASE {DATABASE}")).unwrap();
+    postgres
+        .batch_execute(&format!(
+            "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{APP_ROLE}') THEN
+                 CREATE ROLE {APP_ROLE} LOGIN NOSUPERUSER NOBYPASSRLS; END IF; END $$"
+        ))
+        .unwrap();
+    let jwks = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../fixtures/test-issuer-jwks.json"
+    ))
+    .unwrap();
+    let mut db = connect_with("postgres", DATABASE, "").unwrap();
+    db.batch_execute(&format!(
+        "CREATE EXTENSION pg_tenancy;
+         SELECT tenancy.add_issuer('{ISSUER}', '{jwks}'::jsonb);
+         INSERT INTO tenancy.workspaces
+             SELECT 'ws_' || i, CASE WHEN i = 0 THEN 'org_bench' ELSE 'org_' || i END, NULL, NULL
+               FROM generate_series(0, 99) i;
+         INSERT INTO tenancy.members VALUES ('ws_0', 'user_bench', NULL, NULL);
+         CREATE TABLE plain_items (id int PRIMARY KEY, workspace_id text NOT NULL, v int NOT NULL);
+         INSERT INTO plain_items SELECT i, 'ws_' || (i % 100), i FROM generate_series(1, 100000) i;
+         CREATE TABLE items (LIKE plain_items INCLUDING ALL);
+         INSERT INTO items SELECT * FROM plain_items;
+         CREATE INDEX ON items (workspace_id);
+         ALTER TABLE items ENABLE ROW LEVEL SECURITY;
+         CREATE POLICY tenant ON items USING (workspace_id = (SELECT tenancy.workspace_id()));
+         GRANT SELECT ON plain_items, items TO {APP_ROLE};
+         ANALYZE;
+         {LOOPS}
+         GRANT EXECUTE ON FUNCTION bench_set, bench_calls TO {APP_ROLE};"
+    ))
+    .unwrap();
+}
+
+/// Runs `f` `runs` times and keeps the fastest (least disturbed) figure.
+fn best_of(runs: usize, mut f: impl FnMut() -> f64) -> f64 {
+    (0..runs).map(|_| f()).fold(f64::INFINITY, f64::min)
+}
+
+/// One server-side loop, in microseconds per iteration.
+fn measure(app: &mut postgres::Client, sql: &str, params: &[&(dyn postgres::types::ToSql + Sync)]) -> f64 {
+    let mut tx = app.transaction().unwrap();
+    let micros: f64 = tx.query_one(sql, params).unwrap().get(0);
+    tx.rollback().unwrap();
+    micros
+}
+
+/// TPS reported by pgbench for one script, as the application role.
+fn pgbench(script: &str, seconds: u32) -> f64 {
+    let dir = std::env::temp_dir().join(format!("pg_tenancy_bench_{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("script.sql");
+    std::fs::write(&file, script).unwrap();
+    let port = std::env::var("PG_TENANCY_TEST_PORT").unwrap();
+    let out = Command::new("pgbench")
+        .args([
+            "-n",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-U",
+            APP_ROLE,
+            "-c",
+            "2",
+            "-j",
+            "2",
+        ])
+        .args(["-T", &seconds.to_string(), "-f", file.to_str().unwrap(), DATABASE])
+        .output()
+        .expect("pgbench on PATH");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "pgbench failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text.lines()
+        .find_map(|l| l.strip_prefix("tps = "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no tps in: {text}"))
+}
+
+fn main() {
+    set_up();
+    let mut app = connect_with(APP_ROLE, DATABASE, "").unwrap();
+    let cold: Vec<String> = (0..COLD_TOKENS).map(bench_token).collect();
+    let warm = vec![bench_token(COLD_TOKENS), bench_token(COLD_TOKENS + 1)];
+
+    // Warm-up: the issuers and the membership plan are loaded once per backend.
+    measure(&mut app, "SELECT bench_set($1, 'tenancy.token', 2)", &[&warm]);
+    let dummy_cold = best_of(3, || {
+        measure(
+            &mut app,
+            "SELECT bench_set($1, 'bench.dummy', $2)",
+            &[&cold, &(COLD_TOKENS as i32)],
+        )
+    });
+    let token_cold = best_of(3, || {
+        // A fresh connection has an empty cache, so every token is verified.
+        let mut fresh = connect_with(APP_ROLE, DATABASE, "").unwrap();
+        measure(&mut fresh, "SELECT bench_set($1, 'tenancy.token', 1)", &[&warm]);
+        measure(
+            &mut fresh,
+            "SELECT bench_set($1, 'tenancy.token', $2)",
+            &[&cold, &(COLD_TOKENS as i32)],
+        )
+    });
+    let rounds = 200_000_i32;
+    let dummy_warm = best_of(3, || {
+        measure(&mut app, "SELECT bench_set($1, 'bench.dummy', $2)", &[&warm, &rounds])
+    });
+    let token_warm = best_of(3, || {
+        measure(&mut app, "SELECT bench_set($1, 'tenancy.token', $2)", &[&warm, &rounds])
+    });
+
+    app.execute("SELECT set_config('tenancy.token', $1, false)", &[&warm[0]])
+        .unwrap();
+    app.batch_execute(
+        "SET app.workspace_id = 'ws_0';
+         SET request.jwt.claims = '{\"sub\":\"user_bench\",\"org_id\":\"org_bench\",\"role\":\"member\",\"exp\":9999999999}'",
+    )
+    .unwrap();
+    let calls = 2_000_000_i32;
+    let mut per_call = |expression: &str| {
+        best_of(3, || {
+            measure(&mut app, "SELECT bench_calls($1, $2)", &[&expression, &calls])
+        })
+    };
+    let base_call = per_call("g");
+    let ours = per_call("tenancy.workspace_id()");
+    let setting = per_call("current_setting('app.workspace_id')");
+    let claims = per_call("current_setting('request.jwt.claims')::jsonb ->> 'org_id'");
+
+    // Ids of workspace ws_0 (the benchmark user's) are multiples of 100. The token line either
+    // rides in BEGIN's round trip (`\\;` makes one compound query, as a driver sending
+    // "BEGIN; SET LOCAL …" does) or costs a round trip of its own.
+    let token = &warm[0];
+    let pick = "\\set id 100 * random(1, 999)\n";
+    let scripts = [
+        format!("{pick}BEGIN;\nSELECT v FROM plain_items WHERE id = :id;\nCOMMIT;\n"),
+        format!("{pick}BEGIN \\; SET LOCAL tenancy.token = '{token}';\nSELECT v FROM plain_items WHERE id = :id;\nCOMMIT;\n"),
+        format!("{pick}BEGIN;\nSET LOCAL tenancy.token = '{token}';\nSELECT v FROM plain_items WHERE id = :id;\nCOMMIT;\n"),
+        format!("{pick}BEGIN \\; SET LOCAL tenancy.token = '{token}';\nSELECT v FROM items WHERE id = :id;\nCOMMIT;\n"),
+    ];
+    let seconds = 10;
+    let mut tps = [0.0_f64; 4];
+    for _ in 0..3 {
+        for (best, script) in tps.iter_mut().zip(&scripts) {
+            *best = best.max(pgbench(script, seconds));
+        }
+    }
+
+    println!("| measurement | figure | target |");
+    println!("|---|---|---|");
+    println!(
+        "| cold `SET LOCAL tenancy.token` (RS256 verify + membership), {COLD_TOKENS} distinct tokens | {:.1} µs | ≤ 100 µs |",
+        token_cold - dummy_cold
+    );
+    println!(
+        "| cached `SET LOCAL tenancy.token` (token seen before) | {:.2} µs | ≤ 5 µs |",
+        token_warm - dummy_warm
+    );
+    println!(
+        "| `tenancy.workspace_id()` per call | {:.3} µs | ≤ 0.5 µs |",
+        ours - base_call
+    );
+    println!(
+        "| `current_setting('app.workspace_id')` per call | {:.3} µs | (today's pattern) |",
+        setting - base_call
+    );
+    println!(
+        "| `current_setting('request.jwt.claims')::jsonb ->> 'org_id'` per call | {:.3} µs | (Supabase-style) |",
+        claims - base_call
+    );
+    let rows = [
+        "pgbench `BEGIN; SELECT …; COMMIT` (baseline)",
+        "… with `SET LOCAL tenancy.token` in BEGIN's round trip",
+        "… with `SET LOCAL tenancy.token` as a round trip of its own",
+        "… in BEGIN's round trip, protected table (RLS policy)",
+    ];
+    for (i, (row, figure)) in rows.iter().zip(tps).enumerate() {
+        let target = if i == 1 { "≥ 0.9×" } else { "" };
+        println!("| {row} | {figure:.0} TPS ({:.3}×) | {target} |", figure / tps[0]);
+    }
+}
