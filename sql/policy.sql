@@ -590,7 +590,10 @@ BEGIN
                 AND d.objsubid OPERATOR(pg_catalog.=) 0
               WHERE pol.polname OPERATOR(pg_catalog.=) 'tenancy_workspace'
     LOOP
-        CONTINUE WHEN m.key IS NULL OR m.key OPERATOR(pg_catalog.=) ARRAY[m.nspname::text, m.relname::text];
+        -- Only a key whose table is gone moves: a comment copied onto another table cannot
+        -- take over the registry row of a table that still exists.
+        CONTINUE WHEN m.key IS NULL OR m.key OPERATOR(pg_catalog.=) ARRAY[m.nspname::text, m.relname::text]
+                   OR to_regclass(format('%I.%I', m.key[1], m.key[2])) IS NOT NULL;
         DELETE FROM tenancy.protections r
          WHERE r.schema_name OPERATOR(pg_catalog.=) m.nspname AND r.table_name OPERATOR(pg_catalog.=) m.relname
            AND EXISTS (SELECT FROM tenancy.protections o WHERE o.schema_name OPERATOR(pg_catalog.=) m.key[1]
