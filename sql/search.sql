@@ -140,23 +140,28 @@ BEGIN
 END
 $$;
 
--- The strategy for the caller's workspace: 'exact' when the scope has at most
--- tenancy._exact_max_rows() rows, counted through the workspace B-tree and stopping one row
--- past the threshold (so the count costs at most that many index entries however large the
--- workspace, and is never stale); otherwise 'hnsw_workspace' when the workspace has its own
--- HNSW index for this column and metric, else 'hnsw' (the shared index, iterative scan).
+-- The strategy for the caller's workspace: 'hnsw_workspace' when the workspace has its own HNSW
+-- index for this column and metric (made because it was large; should it have shrunk, the HNSW
+-- scan comes back short and nearest's exact branch answers); else 'exact' when the scope has at
+-- most tenancy._exact_max_rows() rows, counted through the workspace B-tree and stopping one
+-- row past the threshold (so the count costs at most that many index entries however large the
+-- workspace, and is never stale); else 'hnsw' (the shared index, iterative scan).
+-- Measured (docs/search.md): the capped count reads 10,001 entries index-only in 1.6-3 ms on a
+-- loaded 2-core machine, 0.1 ms for a 75-row workspace. pg_stats' most-common-value frequencies
+-- would be cheaper, but they are as old as the last ANALYZE and hidden from a caller under
+-- row-level security (reading them needs SECURITY DEFINER); whales skip the count anyway once
+-- tenancy.create_vector_indexes gave them an index.
 CREATE FUNCTION tenancy._strategy(rel oid, rel_name text, scope text, col text, metric text)
 RETURNS text LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     n bigint;
 BEGIN
+    IF tenancy._vector_index_of(rel, col, metric, tenancy.workspace_id()) IS NOT NULL THEN
+        RETURN 'hnsw_workspace';
+    END IF;
     EXECUTE format('SELECT count(*) FROM (SELECT FROM %s t WHERE %s LIMIT %s) s',
                    rel_name, scope, tenancy._exact_max_rows() OPERATOR(pg_catalog.+) 1) INTO n;
-    IF n OPERATOR(pg_catalog.<=) tenancy._exact_max_rows() THEN
-        RETURN 'exact';
-    END IF;
-    RETURN CASE WHEN tenancy._vector_index_of(rel, col, metric, tenancy.workspace_id()) IS NULL
-                THEN 'hnsw' ELSE 'hnsw_workspace' END;
+    RETURN CASE WHEN n OPERATOR(pg_catalog.<=) tenancy._exact_max_rows() THEN 'exact' ELSE 'hnsw' END;
 END
 $$;
 
@@ -186,12 +191,12 @@ $$;
 -- user, for a user-scoped table) from the verified token, so it stays scoped for a role that
 -- bypasses row-level security; runs as the caller, so the table's policies apply too.
 --   SELECT (n.item).*, n.distance FROM tenancy.nearest(NULL::documents, 'embedding', $1::vector, 10) n;
--- Strategy per call (docs/search.md): a bounded count of the workspace's rows through its B-tree
--- (at most exact_max_rows + 1 index entries) picks an exact scan of the workspace's rows when it
--- has at most exact_max_rows rows; otherwise an HNSW scan (the workspace's own partial index from
--- tenancy.create_vector_index when there is one, else the shared index with iterative scan) with
--- ef_search raised and candidates re-ranked exactly; an HNSW scan that comes back with fewer than
--- k rows falls back to the exact scan, so a workspace with n rows always yields min(k, n) rows.
+-- Strategy per call (tenancy._strategy, docs/search.md): the workspace's own HNSW index (from
+-- tenancy.create_vector_index) when it has one; else an exact scan of the workspace's rows when a
+-- count through its B-tree, capped at 10,001, finds at most 10,000; else the shared HNSW index
+-- with iterative scan. HNSW scans run with ef_search raised and their candidates re-ranked
+-- exactly; one that comes back with fewer than k rows falls back to the exact scan in the same
+-- statement, so a workspace with n rows always yields min(k, n) rows.
 CREATE FUNCTION tenancy.nearest(tbl anyelement, "column" name, query anycompatible,
                                 k integer DEFAULT 10, metric text DEFAULT 'cosine')
 RETURNS TABLE (item anyelement, distance double precision)
@@ -284,10 +289,13 @@ $$;
 -- transaction, holding a SHARE lock that blocks writes to the table until it commits (for a
 -- non-blocking build run the statement tenancy.vector_index_ddl returns, with CONCURRENTLY).
 -- Idempotent: an existing valid index for the same workspace, column and metric is returned.
+-- The defaults (m 32, ef_construction 128, twice pgvector's) matter: one workspace's rows form
+-- a few tight topics, and with m 16 the graph linked them poorly (docs/search.md: recall@10 of
+-- a 36,000-row clustered workspace 0.986, one query at 0; 0.999 with these).
 -- The index's predicate names the workspace id, and catalogs are readable by every role.
 CREATE FUNCTION tenancy.create_vector_index(tbl regclass, "column" name, workspace_id text,
-                                            metric text DEFAULT 'cosine', m integer DEFAULT 16,
-                                            ef_construction integer DEFAULT 64)
+                                            metric text DEFAULT 'cosine', m integer DEFAULT 32,
+                                            ef_construction integer DEFAULT 128)
 RETURNS regclass LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp SET max_parallel_maintenance_workers = 0 AS $$
 DECLARE
@@ -311,8 +319,8 @@ $$;
 -- (concurrent => true gives CREATE INDEX CONCURRENTLY, which must run outside a transaction
 -- block and after SET max_parallel_maintenance_workers = 0). Checks its arguments like nearest.
 CREATE FUNCTION tenancy.vector_index_ddl(tbl regclass, "column" name, workspace_id text,
-                                         metric text DEFAULT 'cosine', m integer DEFAULT 16,
-                                         ef_construction integer DEFAULT 64, concurrent boolean DEFAULT true)
+                                         metric text DEFAULT 'cosine', m integer DEFAULT 32,
+                                         ef_construction integer DEFAULT 128, concurrent boolean DEFAULT true)
 RETURNS text LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     tgt record;
@@ -324,7 +332,7 @@ BEGIN
     IF m IS NULL OR ef_construction IS NULL OR m NOT BETWEEN 2 AND 100
        OR ef_construction NOT BETWEEN 4 AND 1000 OR ef_construction OPERATOR(pg_catalog.<) 2 * m THEN
         RAISE EXCEPTION 'm must be between 2 and 100 and ef_construction between 2 * m and 1000'
-            USING ERRCODE = '22023', HINT = 'The defaults (m 16, ef_construction 64) are pgvector''s.';
+            USING ERRCODE = '22023', HINT = 'The defaults are m 32, ef_construction 128 (pgvector''s own are 16 and 64).';
     END IF;
     tgt := tenancy._vector_target((SELECT c.reltype FROM pg_class c WHERE c.oid OPERATOR(pg_catalog.=) tbl),
                                   "column", metric);
@@ -347,9 +355,11 @@ $$;
 -- Automatic policy: gives every workspace with at least min_rows rows in tbl its own HNSW index
 -- (tenancy.create_vector_index), skipping those that have one; returns the workspaces and
 -- indexes made. The counts span workspaces, so the caller must own the table and bypass its
--- row-level security (a superuser or a BYPASSRLS owner, e.g. from a nightly job). Under 100,000
--- rows an index of its own gains little over the exact scan plus the shared index (docs/search.md).
-CREATE FUNCTION tenancy.create_vector_indexes(tbl regclass, "column" name, min_rows bigint DEFAULT 20000,
+-- row-level security (a superuser or a BYPASSRLS owner, e.g. from a nightly job). The default
+-- min_rows is tenancy.nearest's exact-scan threshold: above it, a workspace without an index of
+-- its own falls to the shared index, whose filtered scan at 5-9% selectivity was no faster than
+-- the exact scan in docs/benchmarks.md.
+CREATE FUNCTION tenancy.create_vector_indexes(tbl regclass, "column" name, min_rows bigint DEFAULT 10000,
                                               metric text DEFAULT 'cosine')
 RETURNS TABLE (workspace_id text, index regclass, row_count bigint)
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET max_parallel_maintenance_workers = 0 AS $$

@@ -1,0 +1,514 @@
+//! Tenant-scoped vector search (issue 5), measured against its peers in the same run
+//! (scripts/bench-search). For each data flavour it builds a protected table of Zipf-sized
+//! workspaces, computes exact per-workspace ground truth here in Rust, and runs the same queries
+//! through tenancy.nearest and through plain SQL under row-level security (HNSW with iterative
+//! scan off / strict_order / relaxed_order, and an exact scan), each as the workspace's own user.
+//! Prints one Markdown table per flavour: per size bucket and method, recall@10 (mean and 5th
+//! percentile), the share of queries returning min(k, workspace size) rows, rows of another
+//! workspace, and p50/p95 latency.
+//!
+//!   --quick          a small sanity run (about a minute)
+//!   REUSE=1 ONLY=<method> EXTRA_SETTINGS=<SQL> SHOW_MISSES=1: re-measure the kept database, one
+//!                    method, with extra settings, printing queries of recall < 0.9 (for tuning)
+//!   env DIMS, ROWS, WORKSPACES override the sizes
+
+#[path = "../tests/common/mod.rs"]
+#[allow(dead_code)]
+mod common;
+
+use common::{connect_with, mint, ISSUER};
+use pgvector::Vector;
+use postgres::Client;
+use serde_json::json;
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::time::Instant;
+
+const DATABASE: &str = "tenancy_bench_search";
+const APP_ROLE: &str = "tenancy_bench_search_app";
+const K: usize = 10;
+
+/// splitmix64: a small deterministic generator (the data is the same on every run).
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn uniform(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    fn gauss(&mut self) -> f64 {
+        let (u, v) = (self.uniform().max(1e-300), self.uniform());
+        (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
+    }
+}
+
+/// A topic: a centre plus a low-rank spread (embeddings have a low intrinsic dimension).
+struct Topic {
+    centre: Vec<f64>,
+    basis: Vec<Vec<f64>>,
+}
+const RANK: usize = 8;
+const SPREAD: f64 = 0.5; // norm of the low-rank part, relative to a centre of norm ~1
+const NOISE: f64 = 0.03; // per-dimension isotropic noise (norm ~0.25 at 64 dimensions)
+
+impl Topic {
+    fn new(rng: &mut Rng, dims: usize, around: Option<&[f64]>, offset: f64) -> Topic {
+        let centre = (0..dims)
+            .map(|i| match around {
+                Some(c) => c[i] + rng.gauss() * offset / (dims as f64).sqrt(),
+                None => rng.gauss() / (dims as f64).sqrt(),
+            })
+            .collect();
+        let scale = SPREAD / ((dims * RANK) as f64).sqrt();
+        let basis = (0..RANK)
+            .map(|_| (0..dims).map(|_| rng.gauss() * scale).collect())
+            .collect();
+        Topic { centre, basis }
+    }
+    fn sample(&self, rng: &mut Rng) -> Vec<f32> {
+        let mut v = self.centre.clone();
+        for b in &self.basis {
+            let z = rng.gauss();
+            for (x, bi) in v.iter_mut().zip(b) {
+                *x += z * bi;
+            }
+        }
+        v.iter().map(|x| (x + rng.gauss() * NOISE) as f32).collect()
+    }
+}
+
+/// Workspace sizes: Zipf-like ranks (exponent 1.07) for 94% of the workspaces, then 4% tiny
+/// (1..9 rows, fewer than k) and 2% empty; scaled to about `rows` in total.
+fn sizes(workspaces: usize, rows: usize) -> Vec<usize> {
+    let zipf = workspaces * 94 / 100;
+    let tiny = workspaces * 4 / 100;
+    let weights: Vec<f64> = (1..=zipf).map(|r| 1.0 / (r as f64).powf(1.07)).collect();
+    let total: f64 = weights.iter().sum();
+    let mut s: Vec<usize> = weights
+        .iter()
+        .map(|w| ((w / total) * rows as f64).max(10.0) as usize)
+        .collect();
+    s.extend((0..tiny).map(|i| 1 + i % 9));
+    s.extend(std::iter::repeat_n(0, workspaces - zipf - tiny));
+    s
+}
+
+/// Per bucket: recalls, latencies (ms), queries with min(k, n) rows, foreign rows, queries.
+type Tally = (Vec<f64>, Vec<f64>, usize, usize, usize);
+
+fn bucket(n: usize) -> &'static str {
+    match n {
+        0 => "6 empty (0)",
+        1..=9 => "5 tiny (1-9)",
+        10..=99 => "4 small (10-99)",
+        100..=999 => "3 medium (100-999)",
+        1000..=9999 => "2 large (1k-10k)",
+        _ => "1 whale (>=10k)",
+    }
+}
+
+/// Queries per bucket (spread over the bucket's workspaces).
+fn queries_for(b: &str, quick: bool) -> usize {
+    let n = match &b[..1] {
+        "1" => 80,
+        "2" => 100,
+        "3" => 100,
+        "4" => 100,
+        "5" => 60,
+        _ => 20,
+    };
+    if quick {
+        n / 4
+    } else {
+        n
+    }
+}
+
+fn cosine(a: &[f32], b: &[f32], nb: f32) -> f32 {
+    let (mut dot, mut na) = (0f32, 0f32);
+    for (x, y) in a.iter().zip(b) {
+        dot += x * y;
+        na += x * x;
+    }
+    1.0 - dot / (na.sqrt() * nb)
+}
+
+struct Data {
+    ws_of: Vec<usize>,        // row id - 1 -> workspace index
+    vecs: Vec<Vec<f32>>,      // row id - 1 -> vector
+    members: Vec<Vec<usize>>, // workspace -> row indexes
+}
+
+fn generate(flavour: &str, dims: usize, size: &[usize], seed: u64) -> (Data, Vec<Vec<Topic>>) {
+    let mut rng = Rng(seed);
+    let global: Vec<Topic> = (0..1000).map(|_| Topic::new(&mut rng, dims, None, 0.0)).collect();
+    // Clustered: each workspace has its own centre and 1 + n/2000 topics around it.
+    let own: Vec<Vec<Topic>> = size
+        .iter()
+        .map(|&n| {
+            let c = Topic::new(&mut rng, dims, None, 0.0);
+            (0..1 + n / 2000)
+                .map(|_| Topic::new(&mut rng, dims, Some(&c.centre), 0.6))
+                .collect()
+        })
+        .collect();
+    let mut data = Data {
+        ws_of: vec![],
+        vecs: vec![],
+        members: vec![vec![]; size.len()],
+    };
+    // Rows are interleaved across workspaces, as concurrent tenants would insert them.
+    let mut left: Vec<usize> = size.to_vec();
+    let mut order: Vec<usize> = size
+        .iter()
+        .enumerate()
+        .flat_map(|(w, &n)| std::iter::repeat_n(w, n))
+        .collect();
+    for i in (1..order.len()).rev() {
+        let j = rng.below(i + 1);
+        order.swap(i, j);
+    }
+    for w in order {
+        left[w] -= 1;
+        let v = if flavour == "clustered" {
+            let t = &own[w][rng.below(own[w].len())];
+            t.sample(&mut rng)
+        } else {
+            global[rng.below(global.len())].sample(&mut rng)
+        };
+        data.members[w].push(data.vecs.len());
+        data.ws_of.push(w);
+        data.vecs.push(v);
+    }
+    let topics = if flavour == "clustered" { own } else { vec![global] };
+    (data, topics)
+}
+
+/// Exact top-k row ids (1-based) of workspace w for query q.
+fn truth(data: &Data, w: usize, q: &[f32]) -> Vec<i64> {
+    let nq = q.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let mut d: Vec<(f32, usize)> = data.members[w]
+        .iter()
+        .map(|&i| (cosine(&data.vecs[i], q, nq), i))
+        .collect();
+    d.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap());
+    d.iter().take(K).map(|&(_, i)| i as i64 + 1).collect()
+}
+
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn set_up(postgres: &mut Client) {
+    postgres
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)"))
+        .unwrap();
+    postgres.batch_execute(&format!("CREATE DATABASE {DATABASE}")).unwrap();
+    postgres
+        .batch_execute(&format!(
+            "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{APP_ROLE}') THEN
+                 CREATE ROLE {APP_ROLE} LOGIN NOSUPERUSER NOBYPASSRLS; END IF; END $$"
+        ))
+        .unwrap();
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let env = |name: &str, full: usize, small: usize| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(if quick { small } else { full })
+    };
+    let dims = env("DIMS", 64, 64);
+    let rows = env("ROWS", 200_000, 30_000);
+    let workspaces = env("WORKSPACES", 500, 100);
+    let index_rows = env("INDEX_ROWS", 10_000, 3_000) as i64;
+    let size = sizes(workspaces, rows);
+    let total: usize = size.iter().sum();
+
+    // REUSE=1 (tuning): keep the database of the previous run, measure again.
+    let reuse = std::env::var("REUSE").is_ok();
+    let only = std::env::var("ONLY").ok();
+    let mut postgres = connect_with("postgres", "postgres", "").expect("superuser connection");
+    if !reuse {
+        set_up(&mut postgres);
+    }
+    let mut db = connect_with("postgres", DATABASE, "").unwrap();
+    let jwks = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../fixtures/test-issuer-jwks.json"
+    ))
+    .unwrap();
+    if !reuse {
+        db.batch_execute(&format!(
+            "CREATE EXTENSION pg_tenancy; CREATE EXTENSION vector;
+         SELECT tenancy.add_issuer('{ISSUER}', '{jwks}'::jsonb);
+         INSERT INTO tenancy.workspaces SELECT 'ws_' || i, 'org_' || i, NULL, NULL FROM generate_series(0, {}) i;
+         INSERT INTO tenancy.members SELECT 'ws_' || i, 'user_' || i, NULL, NULL FROM generate_series(0, {}) i;",
+            workspaces - 1,
+            workspaces - 1
+        ))
+        .unwrap();
+        // Until the extension script includes them, load the SQL files of a development checkout.
+        for (probe, file) in [
+            (
+                "tenancy.protect(regclass,name,name,text)",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/../../sql/policy.sql"),
+            ),
+            (
+                "tenancy.nearest(anyelement,name,anycompatible,integer,text)",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/../../sql/search.sql"),
+            ),
+        ] {
+            let present: bool = db
+                .query_one(&format!("SELECT to_regprocedure('{probe}') IS NOT NULL"), &[])
+                .unwrap()
+                .get(0);
+            if !present {
+                let path = std::env::var("SEARCH_SQL")
+                    .ok()
+                    .filter(|_| file.ends_with("search.sql"))
+                    .unwrap_or(file.into());
+                db.batch_execute(&std::fs::read_to_string(path).unwrap()).unwrap();
+            }
+        }
+    }
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!("# Vector search benchmark\n");
+    println!(
+        "{total} rows of {dims} dimensions over {workspaces} workspaces (largest {}, {} under 10 rows, {} empty); k = {K}, cosine; load average at start: {}",
+        size[0],
+        size.iter().filter(|&&n| n > 0 && n < 10).count(),
+        size.iter().filter(|&&n| n == 0).count(),
+        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+    );
+    let tokens: Vec<String> = (0..workspaces)
+        .map(|i| {
+            mint(
+                &json!({"iss": ISSUER, "sub": format!("user_{i}"), "org_id": format!("org_{i}"),
+                         "sid": format!("session_{i}"), "iat": now(), "exp": now() + 7200}),
+            )
+        })
+        .collect();
+
+    for (f, flavour) in ["random", "clustered"].iter().enumerate() {
+        let t0 = Instant::now();
+        let (data, topics) = generate(flavour, dims, &size, 42 + f as u64);
+        let table = format!("items_{flavour}");
+        if !reuse {
+            db.batch_execute(&format!(
+            "CREATE TABLE {table} (id bigint PRIMARY KEY, workspace_id text NOT NULL, body text, embedding vector({dims}));"
+        ))
+        .unwrap();
+            let mut w = db
+                .copy_in(&format!("COPY {table} (id, workspace_id, embedding) FROM STDIN"))
+                .unwrap();
+            for (i, v) in data.vecs.iter().enumerate() {
+                let s: Vec<String> = v.iter().map(|x| format!("{x:.5}")).collect();
+                writeln!(w, "{}\tws_{}\t[{}]", i + 1, data.ws_of[i], s.join(",")).unwrap();
+            }
+            w.finish().unwrap();
+            let loaded = t0.elapsed().as_secs_f64();
+            // CVE-2026-3172: HNSW builds in pgvector <= 0.8.1 must not run in parallel.
+            let t1 = Instant::now();
+            db.batch_execute(&format!(
+                "CREATE INDEX ON {table} (workspace_id);
+             SET max_parallel_maintenance_workers = 0; SET maintenance_work_mem = '1GB';
+             CREATE INDEX {table}_hnsw ON {table} USING hnsw (embedding vector_cosine_ops);
+             SELECT tenancy.protect('{table}');
+             GRANT SELECT ON {table} TO {APP_ROLE};"
+            ))
+            .unwrap();
+            let shared = t1.elapsed().as_secs_f64();
+            let t2 = Instant::now();
+            let made = db
+                .query(
+                    &format!("SELECT * FROM tenancy.create_vector_indexes('{table}', 'embedding', {index_rows})"),
+                    &[],
+                )
+                .unwrap()
+                .len();
+            db.batch_execute(&format!("VACUUM ANALYZE {table}")).unwrap();
+            let partial = t2.elapsed().as_secs_f64();
+            println!(
+            "\n## {flavour}\n\nload {loaded:.0} s; B-tree + shared HNSW (m 16, ef_construction 64, serial) {shared:.0} s; \
+             {made} per-workspace HNSW indexes (workspaces >= {index_rows} rows) {partial:.0} s\n"
+        );
+        }
+
+        // Queries: per bucket, round-robin over its workspaces; each a fresh point drawn from
+        // the workspace's own distribution (clustered) or from the global one (random).
+        let mut rng = Rng(7 + f as u64);
+        let mut by_bucket: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        for (w, &n) in size.iter().enumerate() {
+            by_bucket.entry(bucket(n)).or_default().push(w);
+        }
+        let mut queries: Vec<(usize, Vec<f32>, Vec<i64>)> = vec![];
+        for (b, ws) in &by_bucket {
+            for i in 0..queries_for(b, quick) {
+                let w = ws[i % ws.len()];
+                let q = if *flavour == "clustered" {
+                    topics[w][rng.below(topics[w].len())].sample(&mut rng)
+                } else {
+                    topics[0][rng.below(topics[0].len())].sample(&mut rng)
+                };
+                let t = truth(&data, w, &q);
+                queries.push((w, q, t));
+            }
+        }
+        // The HNSW peers run with enable_sort off: left alone, the planner answers plain SQL under
+        // row-level security on this table with the workspace B-tree and a sort (an exact scan,
+        // the "exact scan" row), and the peers are meant to measure the HNSW plans.
+        let methods: [(&str, &str, String); 5] = [
+            (
+                "pg_tenancy",
+                "",
+                format!("SELECT (n.item).id FROM tenancy.nearest(NULL::{table}, 'embedding', $1::vector, {K}) n"),
+            ),
+            (
+                "hnsw, iterative off",
+                "SET hnsw.iterative_scan = off; SET enable_sort = off",
+                format!("SELECT id FROM {table} ORDER BY embedding <=> $1 LIMIT {K}"),
+            ),
+            (
+                "hnsw, strict_order",
+                "SET hnsw.iterative_scan = strict_order; SET enable_sort = off",
+                format!("SELECT id FROM {table} ORDER BY embedding <=> $1 LIMIT {K}"),
+            ),
+            (
+                "hnsw, relaxed_order",
+                "SET hnsw.iterative_scan = relaxed_order; SET enable_sort = off",
+                format!("SELECT id FROM {table} ORDER BY embedding <=> $1 LIMIT {K}"),
+            ),
+            (
+                "exact scan",
+                "SET hnsw.iterative_scan = off",
+                format!(
+                    "SELECT id FROM (SELECT id, embedding <=> $1 AS d FROM {table} OFFSET 0) s ORDER BY d LIMIT {K}"
+                ),
+            ),
+        ];
+        let mut strategies: HashMap<String, usize> = HashMap::new();
+        let mut app = connect_with(APP_ROLE, DATABASE, "").unwrap();
+        // Warm-up: the tokens (each backend verifies a token once) and the caches.
+        for (w, tok) in tokens.iter().enumerate().take(size.len()) {
+            let mut tx = app.transaction().unwrap();
+            tx.execute("SELECT set_config('tenancy.token', $1, true)", &[tok])
+                .unwrap();
+            if size[w] > 0 || w % 50 == 0 {
+                let s: String = tx
+                    .query_one(
+                        &format!("SELECT tenancy.nearest_strategy(NULL::{table}, 'embedding')"),
+                        &[],
+                    )
+                    .unwrap()
+                    .get(0);
+                *strategies.entry(format!("{} {s}", &bucket(size[w])[2..])).or_default() += 1;
+            }
+            tx.commit().unwrap();
+        }
+        println!("| bucket | method | queries | recall@10 mean | recall@10 p5 | rows = min(k, n) | foreign rows | p50 ms | p95 ms |");
+        println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
+        for (name, setting, sql) in &methods {
+            if only.as_deref().is_some_and(|o| o != *name) {
+                continue;
+            }
+            app.batch_execute("RESET ALL").unwrap();
+            if let Ok(extra) = std::env::var("EXTRA_SETTINGS") {
+                app.batch_execute(&extra).unwrap();
+            }
+            if !setting.is_empty() {
+                app.batch_execute(setting).unwrap();
+            }
+            let stmt = app.prepare(sql).unwrap();
+            let mut per: BTreeMap<&str, Tally> = BTreeMap::new();
+            for (w, q, t) in &queries {
+                let v = Vector::from(q.clone());
+                let mut tx = app.transaction().unwrap();
+                tx.execute("SELECT set_config('tenancy.token', $1, true)", &[&tokens[*w]])
+                    .unwrap();
+                let start = Instant::now();
+                let got: Vec<i64> = tx.query(&stmt, &[&v]).unwrap().iter().map(|r| r.get(0)).collect();
+                let ms = start.elapsed().as_secs_f64() * 1e3;
+                tx.commit().unwrap();
+                let e = per.entry(bucket(size[*w])).or_default();
+                let foreign = got.iter().filter(|&&id| data.ws_of[id as usize - 1] != *w).count();
+                if !t.is_empty() {
+                    let r = got.iter().filter(|id| t.contains(id)).count() as f64 / t.len() as f64;
+                    if r < 0.9 && std::env::var("SHOW_MISSES").is_ok() {
+                        let nq = q.iter().map(|x| x * x).sum::<f32>().sqrt();
+                        let d = |id: &i64| cosine(&data.vecs[*id as usize - 1], q, nq);
+                        eprintln!(
+                            "{name}: ws_{w} recall {r}: got {:?} truth {:?}",
+                            got.iter().map(d).collect::<Vec<_>>(),
+                            t.iter().map(d).collect::<Vec<_>>()
+                        );
+                    }
+                    e.0.push(r);
+                }
+                e.1.push(ms);
+                e.2 += usize::from(got.len() == K.min(size[*w]));
+                e.3 += foreign;
+                e.4 += 1;
+            }
+            for (b, (mut rec, mut lat, ok, foreign, n)) in per {
+                let mean = if rec.is_empty() {
+                    f64::NAN
+                } else {
+                    rec.iter().sum::<f64>() / rec.len() as f64
+                };
+                println!(
+                    "| {} | {name} | {n} | {} | {} | {:.1}% | {foreign} | {:.2} | {:.2} |",
+                    &b[2..],
+                    if mean.is_nan() {
+                        "–".into()
+                    } else {
+                        format!("{mean:.3}")
+                    },
+                    if rec.is_empty() {
+                        "–".into()
+                    } else {
+                        format!("{:.2}", percentile(&mut rec, 0.05))
+                    },
+                    100.0 * ok as f64 / n as f64,
+                    percentile(&mut lat, 0.5),
+                    percentile(&mut lat, 0.95)
+                );
+            }
+        }
+        let mut s: Vec<_> = strategies.into_iter().collect();
+        s.sort();
+        println!(
+            "\npg_tenancy strategy per workspace: {}",
+            s.iter()
+                .map(|(k, v)| format!("{k}: {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "\nload average at end: {}",
+        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+    );
+}
