@@ -7,7 +7,7 @@
 //! SQLSTATE 42501. The stored value is never read, so RESET of them changes nothing either.
 
 use crate::identity;
-use crate::verify::jws;
+use crate::verify::{jws, Denial, Reason};
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::pg_sys;
 use std::ffi::{c_char, c_void, CStr, CString};
@@ -24,6 +24,19 @@ pub static CLOCK_SKEW: GucSetting<i32> = GucSetting::<i32>::new(30);
 pub static AUTO_PROTECT: GucSetting<bool> = GucSetting::<bool>::new(false);
 /// `tenancy.auto_protect_schemas`: comma-separated schemas the event trigger watches.
 pub static AUTO_PROTECT_SCHEMAS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"public"));
+
+/// `tenancy.audit_ring_size` (POSTMASTER): denials kept in shared memory.
+pub static AUDIT_RING_SIZE: GucSetting<i32> = GucSetting::<i32>::new(1024);
+/// `tenancy.audit_database` (POSTMASTER): where the worker writes `tenancy.audit_log`.
+pub static AUDIT_DATABASE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"postgres"));
+/// `tenancy.audit_naptime` (SIGHUP): milliseconds between the worker's rounds.
+pub static AUDIT_NAPTIME: GucSetting<i32> = GucSetting::<i32>::new(200);
+/// `tenancy.audit_retention` (SIGHUP): days `tenancy.audit_log` keeps a row; 0 keeps them all.
+pub static AUDIT_RETENTION: GucSetting<i32> = GucSetting::<i32>::new(90);
+/// `tenancy.alert_burst_count` (SIGHUP): more denials than this from one source make a burst.
+pub static ALERT_BURST_COUNT: GucSetting<i32> = GucSetting::<i32>::new(20);
+/// `tenancy.alert_burst_window` (SIGHUP): seconds over which a burst is counted.
+pub static ALERT_BURST_WINDOW: GucSetting<i32> = GucSetting::<i32>::new(10);
 
 /// Upper bound of `tenancy.clock_skew`: a leeway longer than a WorkOS token's life is a mistake.
 pub const MAX_CLOCK_SKEW: i32 = 300;
@@ -70,6 +83,7 @@ pub fn init() {
         GucContext::Suset,
         GucFlags::from_bits_truncate(pg_sys::GUC_LIST_INPUT as i32),
     );
+    define_audit_settings();
     define_derived(
         c"tenancy.workspace_id",
         c"Workspace of the verified identity (read-only).",
@@ -89,6 +103,79 @@ pub fn init() {
         show_role,
     );
     unsafe { pg_sys::MarkGUCPrefixReserved(c"tenancy".as_ptr()) };
+}
+
+/// Settings of the audit trail: the POSTMASTER ones only while preloading (as
+/// pg_stat_statements does), since shared memory is sized from them then and only then.
+fn define_audit_settings() {
+    if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+        GucRegistry::define_int_guc(
+            c"tenancy.audit_ring_size",
+            c"Denials kept in the shared-memory ring (tenancy.denials).",
+            c"The oldest entry is overwritten when the ring is full; tenancy.stats counts the dropped ones.",
+            &AUDIT_RING_SIZE,
+            16,
+            1 << 20,
+            GucContext::Postmaster,
+            GucFlags::default(),
+        );
+        GucRegistry::define_string_guc(
+            c"tenancy.audit_database",
+            c"Database whose tenancy.audit_log receives every database's denials.",
+            c"pg_tenancy must be installed there.",
+            &AUDIT_DATABASE,
+            GucContext::Postmaster,
+            GucFlags::default(),
+        );
+    }
+    GucRegistry::define_int_guc(
+        c"tenancy.audit_naptime",
+        c"Milliseconds between rounds of the audit writer.",
+        c"",
+        &AUDIT_NAPTIME,
+        10,
+        10_000,
+        GucContext::Sighup,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"tenancy.audit_retention",
+        c"Days tenancy.audit_log keeps a row; 0 keeps every row.",
+        c"",
+        &AUDIT_RETENTION,
+        0,
+        36_500,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"tenancy.alert_burst_count",
+        c"More denials than this from one source within tenancy.alert_burst_window raise an alert.",
+        c"A source is a client address, database role and database.",
+        &ALERT_BURST_COUNT,
+        1,
+        1_000_000,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"tenancy.alert_burst_window",
+        c"Seconds over which denials from one source are counted for a burst alert.",
+        c"",
+        &ALERT_BURST_WINDOW,
+        1,
+        3600,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+}
+
+/// The audit database's name.
+pub fn audit_database() -> String {
+    AUDIT_DATABASE
+        .get()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "postgres".into())
 }
 
 /// The current `tenancy.token` text, `None` when unset or empty.
@@ -155,6 +242,10 @@ unsafe extern "C-unwind" fn refuse_assignment(
     if source == pg_sys::GucSource::PGC_S_DEFAULT {
         return true;
     }
+    crate::audit::record(&Denial::new(
+        Reason::SpoofAttempt,
+        format!("assignment from {}", source_name(source)),
+    ));
     unsafe {
         check_error(
             pgrx::PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE as i32,
@@ -191,6 +282,10 @@ unsafe extern "C-unwind" fn check_token(
         return true;
     }
     if is_stored_source(source) {
+        crate::audit::record(&Denial::new(
+            Reason::TokenStored,
+            format!("assignment from {}", source_name(source)),
+        ));
         unsafe {
             check_error(
                 pgrx::PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE as i32,
@@ -232,6 +327,19 @@ fn is_stored_source(source: pg_sys::GucSource::Type) -> bool {
         source,
         PGC_S_TEST | PGC_S_DATABASE | PGC_S_USER | PGC_S_DATABASE_USER | PGC_S_GLOBAL
     )
+}
+
+/// Where an assignment comes from, in words, for the audit trail.
+fn source_name(source: pg_sys::GucSource::Type) -> &'static str {
+    use pg_sys::GucSource::*;
+    match source {
+        PGC_S_TEST => "ALTER ROLE/DATABASE … SET or a function SET clause",
+        PGC_S_DATABASE | PGC_S_USER | PGC_S_DATABASE_USER => "role or database settings",
+        PGC_S_CLIENT => "connection startup options",
+        PGC_S_SESSION => "SET, set_config or a function SET clause",
+        PGC_S_FILE | PGC_S_GLOBAL => "configuration files",
+        _ => "another source",
+    }
 }
 
 /// Assign hook of `tenancy.token`: any change, including a rollback's, starts a new generation.

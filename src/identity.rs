@@ -161,6 +161,7 @@ pub fn resolve(token: &str) -> Result<Rc<Identity>, Denial> {
         _ => None,
     });
     if let Some(identity) = cached {
+        crate::audit::count(crate::audit::Counter::CacheHits);
         return Ok(identity);
     }
     if !can_query() {
@@ -173,6 +174,7 @@ pub fn resolve(token: &str) -> Result<Rc<Identity>, Denial> {
         now: unix_now(),
         leeway: i64::from(gucs::CLOCK_SKEW.get()),
     };
+    crate::audit::count(crate::audit::Counter::Verifications);
     let claims = with_trusted_issuers(epoch, |issuers| verify::verify(token, issuers, time))?;
     let seen = verify::SeenClaims {
         iss: Some(claims.iss.clone()),
@@ -353,16 +355,9 @@ pub fn describe(denial: &Denial) -> String {
     denial.reason.message().to_string()
 }
 
-/// Writes the denial to the server log as one structured line (never the token).
+/// Records the denial in the audit trail (server log, shared-memory ring; never the token).
 pub fn note_denial(denial: &Denial) {
-    let line = serde_json::json!({
-        "reason": denial.reason.code(),
-        "critical": denial.reason.is_critical(),
-        "detail": denial.detail,
-        "iss": denial.seen.iss, "sub": denial.seen.sub, "org_id": denial.seen.org_id,
-        "sid": denial.seen.sid, "kid": denial.seen.kid, "exp": denial.seen.exp,
-    });
-    log!("pg_tenancy denial: {line}");
+    crate::audit::record(denial);
 }
 
 /// Raises a denial as an error with SQLSTATE 28000.

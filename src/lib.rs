@@ -7,6 +7,7 @@
 #![allow(clippy::result_large_err)]
 
 mod admin;
+mod audit;
 mod errors;
 mod gucs;
 mod identity;
@@ -23,6 +24,7 @@ pgrx::extension_sql_file!(
     name = "admin",
     requires = [admin::_vet_jwks, invalidation::invalidate_identities]
 );
+pgrx::extension_sql_file!("../sql/audit.sql", name = "audit", requires = ["admin"]);
 pgrx::extension_sql_file!("../sql/policy.sql", name = "policy", finalize);
 
 /// Registers settings and callbacks when the library is loaded (preloaded or on first use).
@@ -31,6 +33,7 @@ pub extern "C-unwind" fn _PG_init() {
     gucs::init();
     invalidation::init();
     redaction::init();
+    audit::init();
 }
 
 #[cfg(test)]

@@ -3,8 +3,10 @@
 //! Denials travel back up to the one place that reports and records them; nothing here knows how.
 //! No field ever holds the token or a signature.
 
-/// Why an identity was refused. `code()` is the stable name recorded in the audit trail.
+/// Why an identity (or an attempt around it) was refused. `code()` is the stable name recorded in
+/// the audit trail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
 pub enum Reason {
     NoToken,
     TooLarge,
@@ -27,6 +29,14 @@ pub enum Reason {
     NotMember,
     MemberDisabled,
     SessionRevoked,
+    /// An attempt to assign a derived identity setting (SET, set_config, ALTER ROLE … SET …).
+    SpoofAttempt,
+    /// An attempt to store a token in role, database or function settings.
+    TokenStored,
+    /// A write refused by a row-level security check (`WITH CHECK`: wrong workspace or permission).
+    WriteRefused,
+    /// An administration function called by a role that may not.
+    AdminRefused,
 }
 
 impl Reason {
@@ -54,6 +64,10 @@ impl Reason {
             Reason::NotMember => "not_member",
             Reason::MemberDisabled => "member_disabled",
             Reason::SessionRevoked => "session_revoked",
+            Reason::SpoofAttempt => "spoof_attempt",
+            Reason::TokenStored => "token_stored",
+            Reason::WriteRefused => "write_refused",
+            Reason::AdminRefused => "admin_refused",
         }
     }
 
@@ -81,6 +95,10 @@ impl Reason {
             Reason::NotMember => "user is not a member of the workspace",
             Reason::MemberDisabled => "workspace member is disabled",
             Reason::SessionRevoked => "session has been revoked",
+            Reason::SpoofAttempt => "identity settings are derived from the verified token and cannot be set",
+            Reason::TokenStored => "tenancy.token cannot be stored in role, database or function settings",
+            Reason::WriteRefused => "write refused by a row-level security policy",
+            Reason::AdminRefused => "permission denied to administer pg_tenancy",
         }
     }
 
@@ -115,7 +133,42 @@ impl Reason {
                 | Reason::AlgorithmNotAllowed
                 | Reason::UnsupportedAlgorithm
                 | Reason::SessionRevoked
+                | Reason::SpoofAttempt
         )
+    }
+
+    /// Every reason, in `index()` order (the audit counters are an array).
+    pub const ALL: [Reason; 25] = [
+        Reason::NoToken,
+        Reason::TooLarge,
+        Reason::Malformed,
+        Reason::UnsupportedAlgorithm,
+        Reason::AlgorithmNotAllowed,
+        Reason::CriticalHeader,
+        Reason::EmbeddedKey,
+        Reason::IssuerNotTrusted,
+        Reason::UnknownKey,
+        Reason::BadSignature,
+        Reason::InvalidClaim,
+        Reason::Expired,
+        Reason::NotYetValid,
+        Reason::IssuedInFuture,
+        Reason::AudienceMismatch,
+        Reason::NoWorkspace,
+        Reason::WorkspaceUnknown,
+        Reason::WorkspaceDisabled,
+        Reason::NotMember,
+        Reason::MemberDisabled,
+        Reason::SessionRevoked,
+        Reason::SpoofAttempt,
+        Reason::TokenStored,
+        Reason::WriteRefused,
+        Reason::AdminRefused,
+    ];
+
+    /// Position of the reason in `ALL`.
+    pub fn index(self) -> usize {
+        self as usize
     }
 }
 
@@ -152,5 +205,19 @@ impl Denial {
     pub fn with_seen(mut self, seen: &SeenClaims) -> Denial {
         self.seen = seen.clone();
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Reason;
+
+    #[test]
+    fn all_lists_every_reason_in_index_order_with_distinct_codes() {
+        let codes: std::collections::HashSet<_> = Reason::ALL.iter().map(|r| r.code()).collect();
+        assert_eq!(codes.len(), Reason::ALL.len());
+        for (i, reason) in Reason::ALL.iter().enumerate() {
+            assert_eq!(reason.index(), i, "{reason:?}");
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! The identity a token yields cannot be changed by any other route, survives no transaction it
 //! should not, and the token itself does not linger where another connection can read it.
 
+#[allow(dead_code)] // each test binary uses a different part of it
 mod common;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

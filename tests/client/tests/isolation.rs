@@ -1,5 +1,6 @@
 //! Isolation as an application sees it: a NOSUPERUSER role over a real socket.
 
+#[allow(dead_code)] // each test binary uses a different part of it
 mod common;
 
 use common::*;

@@ -72,6 +72,15 @@ pub fn set_local_token(tx: &mut postgres::Transaction, sub: &str, org: &str) {
         .unwrap();
 }
 
+/// `prefix` made unique to this test run (audit rows outlive the test database).
+pub fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{prefix}_{}_{nanos}", std::process::id())
+}
+
 /// The SQLSTATE of an error, for assertions.
 pub fn sqlstate(e: &postgres::Error) -> String {
     e.code()

@@ -1,0 +1,52 @@
+//! The audit trail of denials: one structured server-log line each, a shared-memory ring and
+//! counters (`tenancy.denials`, `tenancy.stats`), and a background worker that copies the ring
+//! into `tenancy.audit_log` and raises `NOTIFY tenancy_alert` for critical denials and bursts.
+//! Nothing here is transactional on the denying side, so a rollback erases none of it.
+//!
+//! Without `shared_preload_libraries = 'pg_tenancy'` there is no ring and no worker: denials go
+//! to the server log only, and `tenancy.coverage` reports the missing preload.
+
+mod observe;
+mod record;
+pub mod ring;
+mod views;
+mod worker;
+
+use crate::gucs;
+use crate::verify::Denial;
+use pgrx::prelude::*;
+pub use ring::Counter;
+
+/// Installs the error observer; when preloading, the shared memory and the worker too.
+pub fn init() {
+    observe::init();
+    if unsafe { pgrx::pg_sys::process_shared_preload_libraries_in_progress } {
+        ring::init(gucs::AUDIT_RING_SIZE.get() as usize);
+        worker::register();
+    }
+}
+
+/// Records a denial: the server-log line and the ring entry.
+pub fn record(denial: &Denial) {
+    let line = remember(denial, true);
+    log!("pg_tenancy denial: {line}");
+}
+
+/// Puts a denial in the ring and returns its JSON line without logging it. Catalog names are
+/// looked up only when `with_names` (not from inside error reporting).
+fn remember(denial: &Denial, with_names: bool) -> String {
+    let entry = record::entry_of(denial);
+    let (database, role) = if with_names {
+        record::names_of(&entry)
+    } else {
+        (format!("oid:{}", entry.database), format!("oid:{}", entry.role))
+    };
+    let line = record::to_json(&entry, &database, &role).to_string();
+    ring::push(entry);
+    line
+}
+
+/// Adds one to an audit counter (a no-op without the ring).
+pub fn count(counter: Counter) {
+    ring::count(counter);
+}

@@ -1,0 +1,161 @@
+//! Turning a denial into a record with its full context: who (database role, client address,
+//! application), where (database, backend), what the token claimed, and the statement text,
+//! masked and truncated. The same record becomes the server-log line and the ring entry.
+
+use super::ring::{self, Entry};
+use crate::redaction;
+use crate::verify::Denial;
+use pgrx::pg_sys;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+/// Characters of statement text kept in a record.
+const STATEMENT_CHARS: usize = 1000;
+
+/// Builds the ring entry of `denial` in the current backend.
+pub fn entry_of(denial: &Denial) -> Entry {
+    let mut entry = Entry::empty();
+    entry.at = unsafe { pg_sys::GetCurrentTimestamp() };
+    entry.exp = denial.seen.exp.unwrap_or(i64::MIN);
+    entry.reason = denial.reason.index() as u8;
+    unsafe {
+        entry.pid = pg_sys::MyProcPid;
+        entry.database = pg_sys::MyDatabaseId.into();
+        let (mut user, mut context) = (pg_sys::InvalidOid, 0);
+        pg_sys::GetUserIdAndSecContext(&mut user, &mut context);
+        entry.role = user.into();
+        entry.application.set(&ring::c_text(pg_sys::application_name));
+        entry.client.set(&client_address());
+        entry.statement.set(&statement_text());
+    }
+    let seen = &denial.seen;
+    entry.iss.set(seen.iss.as_deref().unwrap_or_default());
+    entry.sub.set(seen.sub.as_deref().unwrap_or_default());
+    entry.org_id.set(seen.org_id.as_deref().unwrap_or_default());
+    entry.sid.set(seen.sid.as_deref().unwrap_or_default());
+    entry.kid.set(seen.kid.as_deref().unwrap_or_default());
+    entry.detail.set(&denial.detail);
+    entry
+}
+
+/// The current top-level statement, masked (tokens and keys) and truncated.
+fn statement_text() -> String {
+    let raw = ring::c_text(unsafe { pg_sys::debug_query_string });
+    let mut bytes: Vec<u8> = raw.chars().take(STATEMENT_CHARS).collect::<String>().into_bytes();
+    redaction::mask_in_place(&mut bytes);
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// The client's address as `pg_stat_activity.client_addr` shows it ("local" for a socket).
+fn client_address() -> String {
+    let entry = unsafe { pg_sys::MyBEEntry.as_ref() };
+    let Some(entry) = entry else { return String::new() };
+    let storage = &entry.st_clientaddr.addr;
+    // SAFETY: sockaddr_storage is at least 128 bytes; the family says which layout fills it.
+    let bytes = unsafe { std::slice::from_raw_parts(storage as *const _ as *const u8, 128) };
+    match storage.ss_family as i32 {
+        // sockaddr_in: family (2), port (2), address (4)
+        libc_af::INET => Ipv4Addr::new(bytes[4], bytes[5], bytes[6], bytes[7]).to_string(),
+        // sockaddr_in6: family (2), port (2), flow info (4), address (16)
+        libc_af::INET6 => Ipv6Addr::from(<[u8; 16]>::try_from(&bytes[8..24]).expect("16 bytes")).to_string(),
+        libc_af::UNIX => "local".into(),
+        _ => String::new(),
+    }
+}
+
+/// Address families of `sockaddr_storage` (Linux values).
+mod libc_af {
+    pub const UNIX: i32 = 1;
+    pub const INET: i32 = 2;
+    pub const INET6: i32 = 10;
+}
+
+/// The record as one JSON object, for the server log and `NOTIFY` payloads.
+pub fn to_json(entry: &Entry, database: &str, role: &str) -> serde_json::Value {
+    let reason = entry.reason();
+    let optional = |t: &str| (!t.is_empty()).then(|| t.to_string());
+    serde_json::json!({
+        "at": timestamp_text(entry.at),
+        "reason": reason.code(),
+        "severity": if reason.is_critical() { "critical" } else { "warning" },
+        "pid": entry.pid,
+        "database": database,
+        "role": role,
+        "client_addr": optional(entry.client.get()),
+        "application_name": entry.application.get(),
+        "iss": optional(entry.iss.get()),
+        "sub": optional(entry.sub.get()),
+        "org_id": optional(entry.org_id.get()),
+        "sid": optional(entry.sid.get()),
+        "kid": optional(entry.kid.get()),
+        "exp": (entry.exp != i64::MIN).then_some(entry.exp),
+        "detail": entry.detail.get(),
+        "statement": entry.statement.get(),
+    })
+}
+
+/// ISO-8601 UTC text of a PostgreSQL timestamp.
+fn timestamp_text(at: i64) -> String {
+    let micros = at + 946_684_800 * 1_000_000;
+    let secs = micros.div_euclid(1_000_000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:06}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        micros.rem_euclid(1_000_000)
+    )
+}
+
+/// Year, month, day of a count of days since 1970-01-01 (Howard Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// Names of the entry's database and role when the catalogs can be read here, else their OIDs.
+pub fn names_of(entry: &Entry) -> (String, String) {
+    if !unsafe { pg_sys::IsTransactionState() } {
+        return (format!("oid:{}", entry.database), format!("oid:{}", entry.role));
+    }
+    unsafe {
+        let db = pg_sys::get_database_name(pg_sys::Oid::from(entry.database));
+        let role = pg_sys::GetUserNameFromId(pg_sys::Oid::from(entry.role), true);
+        (
+            if db.is_null() {
+                format!("oid:{}", entry.database)
+            } else {
+                ring::c_text(db)
+            },
+            if role.is_null() {
+                format!("oid:{}", entry.role)
+            } else {
+                ring::c_text(role)
+            },
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::timestamp_text;
+
+    #[test]
+    fn timestamps_print_as_utc() {
+        for (at, text) in [
+            (0, "2000-01-01T00:00:00.000000Z"),
+            (-1, "1999-12-31T23:59:59.999999Z"),
+            (848_707_200_000_000 + 1_500_000, "2026-11-23T00:00:01.500000Z"),
+        ] {
+            assert_eq!(timestamp_text(at), text);
+        }
+    }
+}

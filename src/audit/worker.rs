@@ -1,0 +1,274 @@
+//! The background worker that makes denials durable: it copies new ring entries into
+//! `tenancy.audit_log` of the audit database (`tenancy.audit_database`), sends
+//! `NOTIFY tenancy_alert` for critical denials and for bursts from one source, and purges rows
+//! older than `tenancy.audit_retention`. An error rolls back its own batch only: the entries stay
+//! in the ring and the next round tries again. The postmaster restarts the worker if it dies.
+
+use super::ring::{self, Counter, Entry};
+use crate::gucs;
+use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags};
+use pgrx::prelude::*;
+use pgrx::{pg_sys, PgTryBuilder};
+use std::collections::{HashMap, VecDeque};
+use std::panic::AssertUnwindSafe;
+use std::time::Duration;
+
+/// Entries written per transaction.
+const BATCH: usize = 500;
+/// Seconds between purges of expired rows, and between repeated warnings.
+const HOUSEKEEPING_SECONDS: i64 = 60;
+
+/// Registers the worker with the postmaster (while shared_preload_libraries is processed).
+pub fn register() {
+    BackgroundWorkerBuilder::new("pg_tenancy audit writer")
+        .set_type("pg_tenancy audit")
+        .set_library("pg_tenancy")
+        .set_function("pg_tenancy_audit_worker_main")
+        .enable_spi_access()
+        .set_start_time(BgWorkerStartTime::RecoveryFinished)
+        .set_restart_time(Some(Duration::from_secs(5)))
+        .load();
+}
+
+/// Denials per source within the burst window, and when each source last raised an alert.
+#[derive(Default)]
+struct Bursts {
+    seen: HashMap<String, VecDeque<i64>>,
+    alerted: HashMap<String, i64>,
+}
+
+impl Bursts {
+    /// Counts a denial of `source` at `at` (microseconds); returns the count when it makes a burst
+    /// that has not been alerted within the window.
+    fn note(&mut self, source: &str, at: i64, threshold: usize, window: i64) -> Option<usize> {
+        let times = self.seen.entry(source.to_string()).or_default();
+        times.push_back(at);
+        while times.front().is_some_and(|t| *t <= at - window) {
+            times.pop_front();
+        }
+        let count = times.len();
+        let recently = self.alerted.get(source).is_some_and(|t| *t > at - window);
+        if count > threshold && !recently {
+            self.alerted.insert(source.to_string(), at);
+            return Some(count);
+        }
+        None
+    }
+
+    /// Forgets sources quiet for longer than the window.
+    fn forget_before(&mut self, cutoff: i64) {
+        self.seen.retain(|_, times| times.back().is_some_and(|t| *t > cutoff));
+        self.alerted.retain(|_, t| *t > cutoff);
+    }
+}
+
+/// Entry point of the worker process.
+#[pg_guard]
+#[no_mangle]
+pub extern "C-unwind" fn pg_tenancy_audit_worker_main(_arg: pg_sys::Datum) {
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    let database = gucs::audit_database();
+    BackgroundWorker::connect_worker_to_spi(Some(&database), None);
+    // A persisted denial must survive a crash even where the server runs with
+    // synchronous_commit = off.
+    unsafe {
+        pg_sys::SetConfigOption(
+            c"synchronous_commit".as_ptr(),
+            c"on".as_ptr(),
+            pg_sys::GucContext::PGC_SUSET,
+            pg_sys::GucSource::PGC_S_OVERRIDE,
+        );
+    }
+    log!("pg_tenancy audit writer started (database \"{database}\")");
+    let mut bursts = Bursts::default();
+    let (mut last_purge, mut last_warning) = (0_i64, 0_i64);
+    while BackgroundWorker::wait_latch(Some(Duration::from_millis(gucs::AUDIT_NAPTIME.get() as u64))) {
+        if BackgroundWorker::sighup_received() {
+            unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+        }
+        let now = unsafe { pg_sys::GetCurrentTimestamp() } / 1_000_000;
+        let purge = now - last_purge >= HOUSEKEEPING_SECONDS;
+        let batch = ring::claim(BATCH);
+        if batch.is_empty() && !purge {
+            continue;
+        }
+        match in_transaction(|| write_batch(&batch, &mut bursts, purge)) {
+            Ok(rows) => {
+                if let Some(last) = batch.last() {
+                    ring::mark_persisted(last.seq + 1, rows);
+                }
+                if purge {
+                    last_purge = now;
+                }
+            }
+            Err(problem) => {
+                ring::unclaim();
+                if now - last_warning >= HOUSEKEEPING_SECONDS {
+                    warning!("pg_tenancy audit writer: {problem}; denials stay in shared memory");
+                    last_warning = now;
+                }
+            }
+        }
+    }
+}
+
+/// Runs `body` in its own transaction; an error inside rolls the transaction back.
+fn in_transaction(body: impl FnOnce() -> Result<u64, String>) -> Result<u64, String> {
+    unsafe {
+        pg_sys::SetCurrentStatementStartTimestamp();
+        pg_sys::StartTransactionCommand();
+        pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
+    }
+    let body = AssertUnwindSafe(body);
+    let outcome = PgTryBuilder::new(move || {
+        let body = body;
+        (body.0)()
+    })
+    .catch_others(|e| Err(format!("{e:?}")))
+    .execute();
+    unsafe {
+        if outcome.is_ok() {
+            pg_sys::PopActiveSnapshot();
+            pg_sys::CommitTransactionCommand();
+        } else {
+            pg_sys::AbortCurrentTransaction();
+        }
+    }
+    outcome
+}
+
+/// The insert of one entry; names are resolved from the shared catalogs.
+const INSERT: &str = "\
+INSERT INTO tenancy.audit_log (ring_started_at, seq, at, reason, critical, pid, database, role,
+                               client_addr, application_name, iss, sub, org_id, sid, kid, exp,
+                               detail, statement)
+SELECT $1, $2, $3, $4, $5, $6,
+       coalesce((SELECT datname::text FROM pg_catalog.pg_database WHERE oid OPERATOR(pg_catalog.=) $7), 'oid:' || $7),
+       coalesce((SELECT rolname::text FROM pg_catalog.pg_roles WHERE oid OPERATOR(pg_catalog.=) $8), 'oid:' || $8),
+       nullif($9, ''), $10, nullif($11, ''), nullif($12, ''), nullif($13, ''), nullif($14, ''), nullif($15, ''),
+       pg_catalog.to_timestamp($16), $17, $18
+ON CONFLICT (ring_started_at, seq) DO NOTHING";
+
+/// Writes `batch`, sends its alerts, and purges expired rows when `purge`.
+fn write_batch(batch: &[Entry], bursts: &mut Bursts, purge: bool) -> Result<u64, String> {
+    let installed = Spi::get_one::<bool>("SELECT pg_catalog.to_regclass('tenancy.audit_log') IS NOT NULL")
+        .map_err(|e| e.to_string())?
+        .unwrap_or(false);
+    if !installed {
+        return Err(format!(
+            "pg_tenancy is not installed in database \"{}\" (tenancy.audit_database)",
+            gucs::audit_database()
+        ));
+    }
+    let started = pgrx::datum::TimestampWithTimeZone::try_from(ring::started_at()).map_err(|e| format!("{e:?}"))?;
+    let threshold = gucs::ALERT_BURST_COUNT.get() as usize;
+    let window = i64::from(gucs::ALERT_BURST_WINDOW.get()) * 1_000_000;
+    let mut rows = 0;
+    Spi::connect_mut(|client| {
+        for entry in batch {
+            let at = pgrx::datum::TimestampWithTimeZone::try_from(entry.at).map_err(|e| format!("{e:?}"))?;
+            let reason = entry.reason();
+            let exp = (entry.exp != i64::MIN).then_some(entry.exp as f64);
+            let args = [
+                started.into(),
+                (entry.seq as i64).into(),
+                at.into(),
+                reason.code().into(),
+                reason.is_critical().into(),
+                entry.pid.into(),
+                i64::from(entry.database).into(),
+                i64::from(entry.role).into(),
+                entry.client.get().into(),
+                entry.application.get().into(),
+                entry.iss.get().into(),
+                entry.sub.get().into(),
+                entry.org_id.get().into(),
+                entry.sid.get().into(),
+                entry.kid.get().into(),
+                exp.into(),
+                entry.detail.get().into(),
+                entry.statement.get().into(),
+            ];
+            client.update(INSERT, None, &args).map_err(|e| e.to_string())?;
+            rows += 1;
+            if reason.is_critical() {
+                notify(client, &alert_of(entry, "denial", None))?;
+            }
+            let source = format!("{}|{}|{}", entry.client.get(), entry.role, entry.database);
+            if let Some(count) = bursts.note(&source, entry.at, threshold, window) {
+                notify(client, &alert_of(entry, "burst", Some(count)))?;
+            }
+        }
+        if let Some(last) = batch.last() {
+            bursts.forget_before(last.at - window);
+        }
+        if purge && gucs::AUDIT_RETENTION.get() > 0 {
+            client
+                .update(
+                    "DELETE FROM tenancy.audit_log WHERE at < pg_catalog.now() - pg_catalog.make_interval(days => $1)",
+                    None,
+                    &[gucs::AUDIT_RETENTION.get().into()],
+                )
+                .map_err(|e| e.to_string())?;
+        }
+        Ok::<(), String>(())
+    })?;
+    Ok(rows)
+}
+
+/// The JSON payload of an alert.
+fn alert_of(entry: &Entry, kind: &str, burst: Option<usize>) -> String {
+    let mut payload = super::record::to_json(
+        entry,
+        &format!("oid:{}", entry.database),
+        &format!("oid:{}", entry.role),
+    );
+    payload["kind"] = kind.into();
+    if let Some(count) = burst {
+        payload["count"] = count.into();
+        payload["window_seconds"] = gucs::ALERT_BURST_WINDOW.get().into();
+    }
+    payload["statement"] = serde_json::Value::Null;
+    payload.to_string()
+}
+
+/// `NOTIFY tenancy_alert` (delivered when the batch commits).
+fn notify(client: &mut pgrx::spi::SpiClient<'_>, payload: &str) -> Result<(), String> {
+    client
+        .update(
+            "SELECT pg_catalog.pg_notify('tenancy_alert', $1)",
+            None,
+            &[payload.into()],
+        )
+        .map_err(|e| e.to_string())?;
+    ring::count(Counter::Alerts);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Bursts;
+
+    #[test]
+    fn a_burst_alerts_once_per_window() {
+        let mut bursts = Bursts::default();
+        let second = 1_000_000;
+        let alerts: Vec<_> = (0..30)
+            .filter_map(|i| bursts.note("10.0.0.1|10|5", i * second / 10, 20, 10 * second))
+            .collect();
+        assert_eq!(
+            alerts,
+            vec![21],
+            "the 21st denial within 10 s alerts, later ones do not"
+        );
+        assert_eq!(
+            bursts.note("10.0.0.2|10|5", 0, 20, 10 * second),
+            None,
+            "another source counts apart"
+        );
+        let later: Vec<_> = (0..25)
+            .filter_map(|i| bursts.note("10.0.0.1|10|5", 20 * second + i, 20, 10 * second))
+            .collect();
+        assert_eq!(later, vec![21], "a new window alerts again");
+    }
+}

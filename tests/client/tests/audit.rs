@@ -1,0 +1,227 @@
+//! Every denial is recorded in the server log, the shared-memory ring (`tenancy.denials`,
+//! `tenancy.stats`) and, through the background worker, `tenancy.audit_log`, whatever happens to
+//! the denying transaction; critical ones raise `NOTIFY tenancy_alert`.
+//!
+//! The counters are cluster-wide, so the tests of this file run one at a time.
+
+#[allow(dead_code)] // each test binary uses a different part of it
+mod common;
+
+use common::*;
+use fallible_iterator::FallibleIterator;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Serializes the tests of this file.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// A superuser connection to the audit database (`tenancy.audit_database`, default postgres),
+/// where the worker writes `tenancy.audit_log`.
+fn audit_db() -> postgres::Client {
+    setup();
+    let mut db = connect_with("postgres", "postgres", "").unwrap();
+    db.batch_execute("CREATE EXTENSION IF NOT EXISTS pg_tenancy").unwrap();
+    db
+}
+
+/// A connection as the application role, tagged with `application_name`.
+fn tagged_app(tag: &str) -> postgres::Client {
+    setup();
+    connect_with(APP_ROLE, DATABASE, &format!("-c application_name={tag}")).unwrap()
+}
+
+/// A counter of `tenancy.stats`.
+fn stat(client: &mut postgres::Client, name: &str) -> i64 {
+    client
+        .query_one("SELECT value FROM tenancy.stats WHERE name = $1", &[&name])
+        .unwrap()
+        .get(0)
+}
+
+/// Polls `sql` (one bigint) until it returns at least `want` or 20 s pass; returns the last value.
+fn wait_for(client: &mut postgres::Client, sql: &str, tag: &str, want: i64) -> i64 {
+    let start = Instant::now();
+    loop {
+        let n: i64 = client.query_one(sql, &[&tag]).unwrap().get(0);
+        if n >= want || start.elapsed() > Duration::from_secs(20) {
+            return n;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A token for alice whose signature does not verify.
+fn forged_token() -> String {
+    let good = token("user_alice", "org_acme");
+    format!("{}.{}", &good[..good.rfind('.').unwrap()], "A".repeat(342))
+}
+
+#[test]
+fn a_rolled_back_denial_reaches_log_ring_table_and_listeners() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let tag = &unique("audit_rollback");
+    let mut listener = audit_db();
+    listener.batch_execute("LISTEN tenancy_alert").unwrap();
+    let forged = forged_token();
+
+    let mut app = tagged_app(tag);
+    let mut tx = app.transaction().unwrap();
+    let err = tx
+        .execute("SELECT set_config('tenancy.token', $1, true)", &[&forged])
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), "28000", "{err}");
+    drop(tx); // ROLLBACK
+
+    let mut admin = admin();
+    let (reason, sub, role, critical): (String, Option<String>, String, bool) = admin
+        .query_one(
+            "SELECT reason, sub, role, critical FROM tenancy.denials
+              WHERE application_name = $1 ORDER BY seq DESC LIMIT 1",
+            &[&tag],
+        )
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .unwrap();
+    assert_eq!(
+        (reason.as_str(), sub.as_deref(), role.as_str(), critical),
+        ("bad_signature", Some("user_alice"), APP_ROLE, true)
+    );
+
+    let mut audit = audit_db();
+    let persisted = wait_for(
+        &mut audit,
+        "SELECT count(*) FROM tenancy.audit_log WHERE application_name = $1 AND reason = 'bad_signature'",
+        tag,
+        1,
+    );
+    assert_eq!(persisted, 1, "the worker persisted the rolled-back denial");
+
+    let mut alerts = listener.notifications();
+    let alert = alerts
+        .timeout_iter(Duration::from_secs(20))
+        .find(|n| Ok(n.payload().contains(tag)))
+        .unwrap()
+        .expect("a tenancy_alert notification for the critical denial");
+    let payload: serde_json::Value = serde_json::from_str(alert.payload()).unwrap();
+    assert_eq!(payload["kind"], "denial");
+    assert_eq!(payload["reason"], "bad_signature");
+
+    if let Ok(path) = std::env::var("PG_TENANCY_SERVER_LOG") {
+        let log = std::fs::read_to_string(path).unwrap();
+        let line = log
+            .lines()
+            .find(|l| l.contains("pg_tenancy denial:") && l.contains(tag))
+            .expect("a structured log line");
+        assert!(line.contains("\"reason\":\"bad_signature\""), "{line}");
+        assert!(!line.contains(&forged[forged.len() - 40..]), "no token in the log line");
+    }
+}
+
+#[test]
+fn concurrent_denials_add_up_exactly() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    const CLIENTS: usize = 8;
+    const EACH: usize = 1250;
+    let tag = unique("audit_storm");
+    let tag = tag.as_str();
+    let mut admin = admin();
+    let before = ["denials", "denials.no_token", "dropped"].map(|name| stat(&mut admin, name));
+    let mut audit = audit_db();
+    let persisted_before: i64 = audit
+        .query_one(
+            "SELECT count(*) FROM tenancy.audit_log WHERE application_name = $1",
+            &[&tag],
+        )
+        .unwrap()
+        .get(0);
+
+    let workers: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let tag = tag.to_string();
+            std::thread::spawn(move || {
+                let mut app = tagged_app(&tag);
+                for _ in 0..EACH {
+                    let err = app.query_one("SELECT tenancy.workspace_id()", &[]).unwrap_err();
+                    assert_eq!(sqlstate(&err), "28000");
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().unwrap();
+    }
+
+    let total = (CLIENTS * EACH) as i64;
+    let after = ["denials", "denials.no_token", "dropped"].map(|name| stat(&mut admin, name));
+    assert_eq!(after[0] - before[0], total, "every denial counted once");
+    assert_eq!(after[1] - before[1], total, "and under its reason");
+
+    let ring: Vec<(String, String, String)> = admin
+        .query(
+            "SELECT reason, statement, detail FROM tenancy.denials WHERE application_name = $1",
+            &[&tag],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let capacity = stat(&mut admin, "ring_capacity") as usize;
+    assert_eq!(
+        ring.len(),
+        capacity.min(CLIENTS * EACH),
+        "the ring holds the newest entries"
+    );
+    for (reason, statement, detail) in &ring {
+        assert_eq!(reason, "no_token");
+        assert_eq!(statement, "SELECT tenancy.workspace_id()", "entries are intact");
+        assert_eq!(detail, "tenancy.token is not set");
+    }
+
+    let dropped = after[2] - before[2];
+    let sql = "SELECT count(*) FROM tenancy.audit_log WHERE application_name = $1";
+    let want = persisted_before + total - dropped;
+    let persisted = wait_for(&mut audit, sql, tag, want);
+    assert_eq!(
+        persisted - persisted_before + dropped,
+        total,
+        "each denial is persisted or counted as dropped"
+    );
+    let leaked: i64 = audit
+        .query_one(
+            "SELECT count(*) FROM tenancy.audit_log WHERE statement LIKE '%eyJ%' OR detail LIKE '%eyJ%'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(leaked, 0, "no token in the audit log");
+}
+
+#[test]
+fn spoofing_and_refused_admin_calls_are_denials_too() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let tag = &unique("audit_spoof");
+    let mut app = tagged_app(tag);
+    assert!(app.batch_execute("SET tenancy.workspace_id = 'ws_globex'").is_err());
+    assert!(app
+        .batch_execute("SELECT tenancy.revoke_session('session_user_bob')")
+        .is_err());
+    let mut tx = app.transaction().unwrap();
+    set_local_token(&mut tx, "user_alice", "org_acme");
+    let err = tx
+        .execute(
+            "INSERT INTO documents (workspace_id, title) VALUES ('ws_globex', 'planted')",
+            &[],
+        )
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), "42501", "{err}");
+    drop(tx);
+    let reasons: Vec<String> = admin()
+        .query(
+            "SELECT reason FROM tenancy.denials WHERE application_name = $1 ORDER BY seq",
+            &[&tag],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(reasons, ["spoof_attempt", "admin_refused", "write_refused"]);
+}
