@@ -369,6 +369,37 @@ DROP ROLE regress_migrator;
 SELECT severity, finding, object, detail, fix FROM tenancy.coverage
  WHERE finding <> 'role_bypasses_rls' OR object LIKE 'regress%' ORDER BY 1, 2, 3;
 
+
+-- tenancy.auto_protect (SUSET): new tables with the workspace column in the watched schemas are
+-- protected as they are created; a partition of a protected table takes its parent's settings.
+SET ROLE regress_owner;
+SET tenancy.auto_protect = on;
+RESET ROLE;
+CREATE SCHEMA regress_auto AUTHORIZATION regress_owner;
+CREATE SCHEMA regress_unwatched AUTHORIZATION regress_owner;
+SET tenancy.auto_protect = on;
+SET tenancy.auto_protect_schemas = 'public, regress_auto';
+SET ROLE regress_owner;
+CREATE TABLE regress_auto.memos (workspace_id text NOT NULL, body text);
+CREATE TABLE regress_auto.memo_copy AS SELECT * FROM regress_auto.memos;
+SELECT * INTO regress_auto.memo_into FROM regress_auto.memos;
+CREATE TABLE regress_auto.threads (workspace_id text NOT NULL, author text NOT NULL, at int NOT NULL)
+    PARTITION BY RANGE (at);
+SELECT tenancy.protect('regress_auto.threads', user_column => 'author', write_permission => 'documents:write');
+CREATE TABLE regress_auto.threads_1 PARTITION OF regress_auto.threads FOR VALUES FROM (0) TO (100);
+CREATE TABLE regress_auto.no_tenant (id int);
+CREATE TABLE regress_unwatched.elsewhere (workspace_id text);
+RESET ROLE;
+SELECT schema_name, table_name, user_column, write_permission, rls_enabled, rls_forced, policies_intact
+  FROM tenancy.protected_tables WHERE schema_name LIKE 'regress%' ORDER BY 1, 2;
+RESET tenancy.auto_protect;
+RESET tenancy.auto_protect_schemas;
+-- Off again: a new table in a watched schema (public by default) is named in a WARNING.
+SET ROLE regress_owner;
+CREATE TABLE later (workspace_id text);
+DROP TABLE later;
+RESET ROLE;
+DROP SCHEMA regress_auto, regress_unwatched CASCADE;
 -- Clean up.
 DROP TABLE documents, chat_messages, notes, events, files, leads, settings CASCADE;
 DROP FUNCTION count_documents(), regress_leak(text, text);
