@@ -1,0 +1,145 @@
+//! tenancy.nearest through a driver, as an application would call it: a prepared statement with
+//! a bound `pgvector::Vector`, as the NOSUPERUSER NOBYPASSRLS application role over TCP. The
+//! pg_regress suite (pg_regress/sql/search.sql) covers the strategies and every error in SQL.
+
+#[allow(dead_code)] // each test binary uses a different part of it
+mod common;
+
+use common::*;
+use pgvector::Vector;
+use std::sync::OnceLock;
+
+/// A protected table: ws_acme has 3 rows, ws_globex 3,000 around another direction, with the
+/// shared HNSW index built serially (CVE-2026-3172).
+fn items() -> postgres::Client {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        let mut db = admin();
+        let present: bool = db
+            .query_one(
+                "SELECT to_regprocedure('tenancy.nearest(anyelement,name,anycompatible,integer,text)') IS NOT NULL",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        if !present {
+            // A development checkout whose installed extension predates sql/search.sql.
+            let sql = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../sql/search.sql")).unwrap();
+            db.batch_execute(&sql).unwrap();
+        }
+        db.batch_execute(&format!(
+            "CREATE TABLE search_items (id bigint PRIMARY KEY, workspace_id text NOT NULL, body text NOT NULL,
+                                        embedding vector(3), compact halfvec(3));
+             INSERT INTO search_items
+             SELECT i, 'ws_globex', 'globex ' || i, v, v::halfvec
+               FROM generate_series(1, 3000) i, LATERAL (SELECT format('[1,%s,%s]', i % 50, i / 50)::vector AS v) g;
+             INSERT INTO search_items VALUES (10001, 'ws_acme', 'acme plan', '[0,0,1]', '[0,0,1]'),
+                                             (10002, 'ws_acme', 'acme budget', '[0,0.5,1]', '[0,0.5,1]'),
+                                             (10003, 'ws_acme', 'acme memo', '[0,1,0]', '[0,1,0]');
+             CREATE INDEX ON search_items (workspace_id);
+             SET max_parallel_maintenance_workers = 0;
+             CREATE INDEX ON search_items USING hnsw (embedding vector_cosine_ops);
+             SELECT tenancy.protect('search_items');
+             GRANT SELECT ON search_items TO {APP_ROLE};"
+        ))
+        .unwrap();
+    });
+    app()
+}
+
+#[test]
+fn a_bound_vector_returns_the_callers_rows_nearest_first() {
+    let mut app = items();
+    let mut tx = app.transaction().unwrap();
+    set_local_token(&mut tx, "user_alice", "org_acme");
+    let nearest = tx
+        .prepare(
+            "SELECT (n.item).id, (n.item).workspace_id, (n.item).body, n.distance
+               FROM tenancy.nearest(NULL::search_items, 'embedding', $1::vector, $2) n ORDER BY n.distance",
+        )
+        .unwrap();
+    let rows = tx
+        .query(&nearest, &[&Vector::from(vec![1.0, 0.0, 0.0]), &10i32])
+        .unwrap();
+    assert_eq!(rows.len(), 3, "min(k, workspace size) rows");
+    assert!(rows.iter().all(|r| r.get::<_, String>(1) == "ws_acme"));
+    let distances: Vec<f64> = rows.iter().map(|r| r.get(3)).collect();
+    assert!(
+        distances.windows(2).all(|w| w[0] <= w[1]),
+        "nearest first: {distances:?}"
+    );
+
+    // The same vector against a halfvec column (cast by nearest), and k = 1.
+    let compact = tx
+        .query(
+            "SELECT (n.item).id FROM tenancy.nearest(NULL::search_items, 'compact', $1::vector, 1) n",
+            &[&Vector::from(vec![0.0, 0.0, 1.0])],
+        )
+        .unwrap();
+    assert_eq!(compact.len(), 1);
+    assert_eq!(compact[0].get::<_, i64>(0), 10001);
+    tx.commit().unwrap();
+
+    // Another workspace, same statement: only its rows.
+    let mut tx = app.transaction().unwrap();
+    set_local_token(&mut tx, "user_bob", "org_globex");
+    let rows = tx
+        .query(&nearest, &[&Vector::from(vec![0.0, 0.0, 1.0]), &25i32])
+        .unwrap();
+    assert_eq!(rows.len(), 25);
+    assert!(rows.iter().all(|r| r.get::<_, String>(1) == "ws_globex"));
+    tx.commit().unwrap();
+}
+
+#[test]
+fn bad_input_is_refused_with_its_sqlstate() {
+    let mut app = items();
+    let mut tx = app.transaction().unwrap();
+    set_local_token(&mut tx, "user_alice", "org_acme");
+    tx.batch_execute("SAVEPOINT s").unwrap();
+    let cases: [(&str, Vector, i32, &str); 4] = [
+        ("embedding", Vector::from(vec![1.0, 0.0]), 10, "22023"),
+        ("embedding", Vector::from(vec![1.0, 0.0, 0.0]), 0, "22023"),
+        ("embedding", Vector::from(vec![1.0, 0.0, 0.0]), 100_000, "22023"),
+        ("body", Vector::from(vec![1.0, 0.0, 0.0]), 10, "42804"),
+    ];
+    for (column, query, k, want) in cases {
+        let err = tx
+            .query(
+                "SELECT * FROM tenancy.nearest(NULL::search_items, $1, $2::vector, $3)",
+                &[&column, &query, &k],
+            )
+            .unwrap_err();
+        assert_eq!(sqlstate(&err), want, "{column} {k}: {err}");
+        tx.batch_execute("ROLLBACK TO SAVEPOINT s").unwrap();
+    }
+    let err = tx
+        .query(
+            "SELECT * FROM tenancy.nearest(NULL::search_items, 'embedding', NULL::vector, 10)",
+            &[],
+        )
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), "22004");
+    tx.batch_execute("ROLLBACK TO SAVEPOINT s").unwrap();
+    let err = tx
+        .query(
+            "SELECT * FROM tenancy.nearest(NULL::documents, 'embedding', '[1,0,0]'::vector, 10)",
+            &[],
+        )
+        .unwrap_err();
+    assert_eq!(
+        sqlstate(&err),
+        "55000",
+        "documents has hand-written policies, not tenancy.protect"
+    );
+    tx.rollback().unwrap();
+
+    // No identity at all.
+    let err = app
+        .query(
+            "SELECT * FROM tenancy.nearest(NULL::search_items, 'embedding', '[1,0,0]'::vector, 10)",
+            &[],
+        )
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), "28000");
+}
