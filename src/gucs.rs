@@ -25,6 +25,20 @@ pub static AUTO_PROTECT: GucSetting<bool> = GucSetting::<bool>::new(false);
 /// `tenancy.auto_protect_schemas`: comma-separated schemas the event trigger watches.
 pub static AUTO_PROTECT_SCHEMAS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"public"));
 
+/// Whether a token may be set for a whole session (`tenancy.session_tokens`).
+#[derive(pgrx::PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum SessionTokens {
+    /// Session-level `SET tenancy.token` is accepted.
+    #[name = c"allow"]
+    Allow,
+    /// Identity reads refuse a token that a session-level SET put there (for pooled roles).
+    #[name = c"refuse"]
+    Refuse,
+}
+
+/// `tenancy.session_tokens` (SUSET): set `refuse` for roles that connect through a pooler.
+pub static SESSION_TOKENS: GucSetting<SessionTokens> = GucSetting::<SessionTokens>::new(SessionTokens::Allow);
+
 /// `tenancy.audit_ring_size` (POSTMASTER): denials kept in shared memory.
 pub static AUDIT_RING_SIZE: GucSetting<i32> = GucSetting::<i32>::new(1024);
 /// `tenancy.audit_database` (POSTMASTER): where the worker writes `tenancy.audit_log`.
@@ -82,6 +96,14 @@ pub fn init() {
         &AUTO_PROTECT_SCHEMAS,
         GucContext::Suset,
         GucFlags::from_bits_truncate(pg_sys::GUC_LIST_INPUT as i32),
+    );
+    GucRegistry::define_enum_guc(
+        c"tenancy.session_tokens",
+        c"Whether tenancy.token may be set for a whole session (allow) or only per transaction (refuse).",
+        c"Set refuse for roles behind a transaction pooler, where a session-level SET would outlive its client.",
+        &SESSION_TOKENS,
+        GucContext::Suset,
+        GucFlags::default(),
     );
     define_audit_settings();
     define_derived(
@@ -186,6 +208,38 @@ pub fn token() -> Option<&'static str> {
     }
     let text = unsafe { CStr::from_ptr(raw) }.to_str().ok()?;
     (!text.is_empty()).then_some(text)
+}
+
+/// Whether the current `tenancy.token` value was put there by a session-level SET (or
+/// `set_config(…, false)`), as opposed to SET LOCAL, a function's SET clause or a startup option.
+pub fn token_is_session_scoped() -> bool {
+    let Some(option) = token_option() else { return false };
+    let option = unsafe { &*option };
+    if option.source != pg_sys::GucSource::PGC_S_SESSION {
+        return false;
+    }
+    match unsafe { option.stack.as_ref() } {
+        None => true,
+        Some(top) => top.state == pg_sys::GucStackState::GUC_SET,
+    }
+}
+
+/// PostgreSQL's record of the `tenancy.token` setting, found once (records never move).
+fn token_option() -> Option<*const pg_sys::config_generic> {
+    static mut FOUND: *const pg_sys::config_generic = ptr::null();
+    unsafe {
+        if FOUND.is_null() {
+            let all = pg_sys::get_guc_variables();
+            for i in 0..pg_sys::GetNumConfigOptions() as usize {
+                let option = *all.add(i);
+                if !option.is_null() && CStr::from_ptr((*option).name) == c"tenancy.token" {
+                    FOUND = option;
+                    break;
+                }
+            }
+        }
+        (!FOUND.is_null()).then_some(FOUND)
+    }
 }
 
 /// Defines one read-only identity setting.

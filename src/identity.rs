@@ -116,6 +116,12 @@ pub fn current() -> Result<Rc<Identity>, Denial> {
             identity
         }
     };
+    if gucs::SESSION_TOKENS.get() == gucs::SessionTokens::Refuse && gucs::token_is_session_scoped() {
+        return Err(Denial::new(
+            Reason::SessionToken,
+            "tenancy.session_tokens = refuse for this role",
+        ));
+    }
     let leeway = i64::from(gucs::CLOCK_SKEW.get());
     let now = unix_now();
     if now >= identity.expires_at + leeway {

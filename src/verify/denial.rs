@@ -37,6 +37,8 @@ pub enum Reason {
     WriteRefused,
     /// An administration function called by a role that may not.
     AdminRefused,
+    /// A token set for the whole session where `tenancy.session_tokens = refuse` (pooled roles).
+    SessionToken,
 }
 
 impl Reason {
@@ -68,6 +70,7 @@ impl Reason {
             Reason::TokenStored => "token_stored",
             Reason::WriteRefused => "write_refused",
             Reason::AdminRefused => "admin_refused",
+            Reason::SessionToken => "session_token",
         }
     }
 
@@ -99,6 +102,7 @@ impl Reason {
             Reason::TokenStored => "tenancy.token cannot be stored in role, database or function settings",
             Reason::WriteRefused => "write refused by a row-level security policy",
             Reason::AdminRefused => "permission denied to administer pg_tenancy",
+            Reason::SessionToken => "tenancy token was set for the whole session",
         }
     }
 
@@ -115,6 +119,9 @@ impl Reason {
             Reason::NoWorkspace => {
                 Some("Request the access token inside an organization so that it carries org_id.")
             }
+            Reason::SessionToken => Some(
+                "Behind a transaction pooler, set the token per transaction: SET LOCAL tenancy.token, or set_config('tenancy.token', $1, true).",
+            ),
             Reason::WorkspaceUnknown | Reason::NotMember => Some(
                 "An administrator maps organizations in tenancy.workspaces and users in tenancy.members.",
             ),
@@ -138,7 +145,7 @@ impl Reason {
     }
 
     /// Every reason, in `index()` order (the audit counters are an array).
-    pub const ALL: [Reason; 25] = [
+    pub const ALL: [Reason; 26] = [
         Reason::NoToken,
         Reason::TooLarge,
         Reason::Malformed,
@@ -164,6 +171,7 @@ impl Reason {
         Reason::TokenStored,
         Reason::WriteRefused,
         Reason::AdminRefused,
+        Reason::SessionToken,
     ];
 
     /// Position of the reason in `ALL`.

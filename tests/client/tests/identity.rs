@@ -357,3 +357,50 @@ fn a_key_outside_the_issuers_algorithms_is_refused_at_load() {
         .unwrap_err();
     assert_eq!(sqlstate(&err), "22023", "{err}");
 }
+
+#[test]
+fn a_pooled_role_refuses_session_level_tokens() {
+    let pooled = "tenancy_client_pooled";
+    admin()
+        .batch_execute(&format!(
+            "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{pooled}') THEN
+                 CREATE ROLE {pooled} LOGIN NOSUPERUSER NOBYPASSRLS; END IF; END $$;
+             ALTER ROLE {pooled} SET tenancy.session_tokens = refuse;
+             GRANT SELECT ON documents TO {pooled};"
+        ))
+        .unwrap();
+    let mut client = connect_with(pooled, DATABASE, "").unwrap();
+    let err = client.batch_execute("SET tenancy.session_tokens = allow").unwrap_err();
+    assert_eq!(sqlstate(&err), "42501", "only a superuser changes the policy: {err}");
+
+    client
+        .execute(
+            "SELECT set_config('tenancy.token', $1, false)",
+            &[&token("user_alice", "org_acme")],
+        )
+        .unwrap();
+    let err = client.query("SELECT title FROM documents", &[]).unwrap_err();
+    assert_eq!(sqlstate(&err), "28000", "a session-level token is refused: {err}");
+    let message = err.as_db_error().map(|e| e.message().to_string()).unwrap_or_default();
+    assert_eq!(message, "tenancy token was set for the whole session");
+    // The next transaction on this server connection (another pooled client) sees nothing either.
+    let err = client.query("SELECT count(*) FROM documents", &[]).unwrap_err();
+    assert_eq!(sqlstate(&err), "28000", "{err}");
+
+    let mut tx = client.transaction().unwrap();
+    set_local_token(&mut tx, "user_bob", "org_globex");
+    assert_eq!(
+        workspace(&mut tx),
+        "ws_globex",
+        "SET LOCAL over the session value works"
+    );
+    tx.commit().unwrap();
+
+    let startup = format!("-c tenancy.token={}", token("user_bob", "org_globex"));
+    let mut client = connect_with(pooled, DATABASE, &startup).unwrap();
+    assert_eq!(
+        workspace(&mut client),
+        "ws_globex",
+        "a startup option is not a session SET"
+    );
+}
