@@ -24,8 +24,22 @@ pgrx::extension_sql_file!(
     name = "admin",
     requires = [admin::_vet_jwks, invalidation::invalidate_identities]
 );
-pgrx::extension_sql_file!("../sql/audit.sql", name = "audit", requires = ["admin"]);
-pgrx::extension_sql_file!("../sql/policy.sql", name = "policy", finalize);
+pgrx::extension_sql_file!(
+    "../sql/audit.sql",
+    name = "audit",
+    requires = ["admin", audit::views::_denials, audit::views::_stats]
+);
+pgrx::extension_sql_file!(
+    "../sql/policy.sql",
+    name = "policy",
+    requires = [
+        "audit",
+        identity::workspace_id,
+        identity::user_id,
+        identity::has_permission
+    ]
+);
+pgrx::extension_sql_file!("../sql/search.sql", name = "search", finalize);
 
 /// Registers settings and callbacks when the library is loaded (preloaded or on first use).
 #[pgrx::pg_guard]

@@ -9,7 +9,7 @@
 mod observe;
 mod record;
 pub mod ring;
-mod views;
+pub(crate) mod views;
 mod worker;
 
 use crate::gucs;
