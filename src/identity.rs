@@ -12,7 +12,7 @@ use crate::gucs;
 use crate::verify::{self, Algorithm, Claims, Denial, KeySet, Reason, TimeRules, TrustedIssuer};
 use pgrx::prelude::*;
 use pgrx::spi::OwnedPreparedStatement;
-use pgrx::{pg_sys, JsonB, PgBuiltInOids, PgOid, PgSqlErrorCode};
+use pgrx::{pg_sys, PgBuiltInOids, PgOid, PgSqlErrorCode};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -378,84 +378,6 @@ pub fn raise(denial: Denial) -> ! {
 }
 
 /// The current identity, raising SQLSTATE 28000 when there is none.
-fn require() -> Rc<Identity> {
+pub fn require() -> Rc<Identity> {
     current().unwrap_or_else(|d| raise(d))
-}
-
-/// The caller's workspace. Raises when there is no verified identity or it has no workspace.
-#[pg_extern(stable, parallel_restricted)]
-fn workspace_id() -> String {
-    require().workspace_id.clone().unwrap_or_else(|| {
-        raise(Denial::new(
-            Reason::NoWorkspace,
-            "the token was issued outside an organization",
-        ))
-    })
-}
-
-/// The caller's user id (WorkOS `user_…`).
-#[pg_extern(stable, parallel_restricted)]
-fn user_id() -> String {
-    require().user_id.clone()
-}
-
-/// The caller's role: the membership row's role when set, else the token's `role` claim.
-#[pg_extern(stable, parallel_restricted)]
-fn role() -> Option<String> {
-    require().role.clone()
-}
-
-/// The token's `permissions` claim.
-#[pg_extern(stable, parallel_restricted)]
-fn permissions() -> Vec<String> {
-    require().permissions.clone()
-}
-
-/// Whether the token grants `permission`.
-#[pg_extern(stable, parallel_restricted)]
-fn has_permission(permission: &str) -> bool {
-    require().permissions.iter().any(|p| p == permission)
-}
-
-/// The WorkOS session id (`sid`).
-#[pg_extern(stable, parallel_restricted)]
-fn session_id() -> Option<String> {
-    require().session_id.clone()
-}
-
-/// Every claim of the verified token.
-#[pg_extern(stable, parallel_restricted)]
-fn claims() -> JsonB {
-    JsonB(require().claims.clone())
-}
-
-/// The whole identity as one row.
-#[pg_extern(stable, parallel_restricted)]
-#[allow(clippy::type_complexity)]
-fn identity() -> TableIterator<
-    'static,
-    (
-        name!(workspace_id, Option<String>),
-        name!(organization_id, Option<String>),
-        name!(user_id, String),
-        name!(role, Option<String>),
-        name!(permissions, Vec<String>),
-        name!(session_id, Option<String>),
-        name!(issuer, String),
-        name!(expires_at, pgrx::datum::TimestampWithTimeZone),
-    ),
-> {
-    let i = require();
-    let expires = pgrx::datum::TimestampWithTimeZone::try_from((i.expires_at - 946_684_800) * 1_000_000)
-        .unwrap_or_else(|_| error!("expiry out of range"));
-    TableIterator::once((
-        i.workspace_id.clone(),
-        i.organization_id.clone(),
-        i.user_id.clone(),
-        i.role.clone(),
-        i.permissions.clone(),
-        i.session_id.clone(),
-        i.issuer.clone(),
-        expires,
-    ))
 }

@@ -9,6 +9,7 @@
 mod admin;
 mod audit;
 mod errors;
+mod functions;
 mod gucs;
 mod identity;
 mod invalidation;
