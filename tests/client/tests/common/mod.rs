@@ -140,3 +140,22 @@ pub fn setup() {
         .unwrap();
     });
 }
+
+/// Port of the PgBouncer started by `scripts/pooler` (transaction pooling, ≤ 4 server
+/// connections), from `PG_TENANCY_POOLER_PORT`.
+pub fn pooler_port() -> String {
+    std::env::var("PG_TENANCY_POOLER_PORT")
+        .expect("PG_TENANCY_POOLER_PORT: run through scripts/test (scripts/pooler start)")
+}
+
+/// A connection through PgBouncer as `user` to `dbname` (a database or a PgBouncer alias), with
+/// `application_name` set to `app_name`. Through a transaction pooler, use the extended protocol
+/// (bound parameters) only inside an explicit transaction: outside one, its Parse and Execute may
+/// reach different server connections.
+pub fn pooled(user: &str, dbname: &str, app_name: &str) -> Result<Client, postgres::Error> {
+    let config = format!(
+        "host=127.0.0.1 port={} user={user} dbname={dbname} application_name={app_name}",
+        pooler_port()
+    );
+    Client::connect(&config, NoTls)
+}
