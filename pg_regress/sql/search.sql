@@ -153,7 +153,7 @@ SET ROLE regress_search_app;
 SELECT tenancy.create_vector_index('search_docs', 'embedding', 'ws_globex');
 RESET ROLE;
 SELECT tenancy.vector_index_ddl('search_docs', 'embedding', 'ws_globex');
-SELECT tenancy.create_vector_index('search_docs', 'embedding', 'ws_globex');
+SELECT tenancy.create_vector_index('search_docs', 'embedding', 'ws_globex', m => 8, ef_construction => 16);
 SELECT tenancy.create_vector_index('search_docs', 'embedding', 'ws_globex');
 SELECT workspace_id, index, row_count FROM tenancy.create_vector_indexes('search_docs', 'embedding', 2);
 SELECT indexrelid::regclass, pg_get_expr(indpred, indrelid) FROM pg_index
