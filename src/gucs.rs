@@ -1,20 +1,18 @@
 //! Every `tenancy.*` setting, each in its narrowest context, and the read-only identity settings.
 //!
-//! `tenancy.token` is the one identity input a client writes. `tenancy.workspace_id`, `user_id`
-//! and `role` exist only so that `SHOW` works in psql: their value is derived from the verified
-//! token by a show hook, and their check hook refuses every assignment from every source (SET,
+//! The credentials a client writes (`tenancy.token`, `tenancy.api_key`) live in `credentials.rs`.
+//! `tenancy.workspace_id`, `user_id` and `role` exist only so that `SHOW` works in psql: their
+//! value is derived from the verified credential by a show hook, and their check hook refuses every assignment from every source (SET,
 //! SET LOCAL, set_config, ALTER ROLE/DATABASE … SET, startup options, function SET clauses) with
 //! SQLSTATE 42501. The stored value is never read, so RESET of them changes nothing either.
 
 use crate::identity;
-use crate::verify::{jws, Denial, Reason};
+use crate::verify::{Denial, Reason};
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::pg_sys;
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::ptr;
 
-/// The raw `tenancy.token` value, owned by the GUC machinery.
-static mut TOKEN: *mut c_char = ptr::null_mut();
 /// Storage the derived settings need but never use.
 static mut DERIVED_STORAGE: [*mut c_char; 3] = [ptr::null_mut(); 3];
 
@@ -57,20 +55,7 @@ pub const MAX_CLOCK_SKEW: i32 = 300;
 
 /// Registers every setting and reserves the `tenancy.` prefix.
 pub fn init() {
-    unsafe {
-        pg_sys::DefineCustomStringVariable(
-            c"tenancy.token".as_ptr(),
-            c"Access token (JWT) that identifies the session's user and workspace.".as_ptr(),
-            c"Set it per transaction with SET LOCAL or set_config(..., true) behind a pooler. SHOW displays whether it is set, never its value.".as_ptr(),
-            &raw mut TOKEN,
-            ptr::null(),
-            pg_sys::GucContext::PGC_USERSET,
-            (pg_sys::GUC_NOT_IN_SAMPLE | pg_sys::GUC_DISALLOW_IN_FILE | pg_sys::GUC_DISALLOW_IN_AUTO_FILE) as i32,
-            Some(check_token),
-            Some(assign_token),
-            Some(show_token),
-        );
-    }
+    crate::credentials::init();
     GucRegistry::define_int_guc(
         c"tenancy.clock_skew",
         c"Seconds of clock difference tolerated when checking exp, nbf and iat.",
@@ -200,48 +185,6 @@ pub fn audit_database() -> String {
         .unwrap_or_else(|| "postgres".into())
 }
 
-/// The current `tenancy.token` text, `None` when unset or empty.
-pub fn token() -> Option<&'static str> {
-    let raw = unsafe { TOKEN };
-    if raw.is_null() {
-        return None;
-    }
-    let text = unsafe { CStr::from_ptr(raw) }.to_str().ok()?;
-    (!text.is_empty()).then_some(text)
-}
-
-/// Whether the current `tenancy.token` value was put there by a session-level SET (or
-/// `set_config(…, false)`), as opposed to SET LOCAL, a function's SET clause or a startup option.
-pub fn token_is_session_scoped() -> bool {
-    let Some(option) = token_option() else { return false };
-    let option = unsafe { &*option };
-    if option.source != pg_sys::GucSource::PGC_S_SESSION {
-        return false;
-    }
-    match unsafe { option.stack.as_ref() } {
-        None => true,
-        Some(top) => top.state == pg_sys::GucStackState::GUC_SET,
-    }
-}
-
-/// PostgreSQL's record of the `tenancy.token` setting, found once (records never move).
-fn token_option() -> Option<*const pg_sys::config_generic> {
-    static mut FOUND: *const pg_sys::config_generic = ptr::null();
-    unsafe {
-        if FOUND.is_null() {
-            let all = pg_sys::get_guc_variables();
-            for i in 0..pg_sys::GetNumConfigOptions() as usize {
-                let option = *all.add(i);
-                if !option.is_null() && CStr::from_ptr((*option).name) == c"tenancy.token" {
-                    FOUND = option;
-                    break;
-                }
-            }
-        }
-        (!FOUND.is_null()).then_some(FOUND)
-    }
-}
-
 /// Defines one read-only identity setting.
 fn define_derived(
     name: &'static CStr,
@@ -270,7 +213,7 @@ fn define_derived(
 }
 
 /// Sets the error a failing check hook reports (the GUC_check_* macros of guc.h).
-unsafe fn check_error(code: i32, message: &str, hint: Option<&str>) {
+pub(crate) unsafe fn check_error(code: i32, message: &str, hint: Option<&str>) {
     unsafe {
         pg_sys::GUC_check_errcode(code);
         pg_sys::GUC_check_errmsg_string = pstrdup(message);
@@ -281,7 +224,7 @@ unsafe fn check_error(code: i32, message: &str, hint: Option<&str>) {
 }
 
 /// Copies a Rust string into the current memory context.
-unsafe fn pstrdup(text: &str) -> *mut c_char {
+pub(crate) unsafe fn pstrdup(text: &str) -> *mut c_char {
     let c = CString::new(text.replace('\0', "")).unwrap_or_default();
     unsafe { pg_sys::pstrdup(c.as_ptr()) }
 }
@@ -298,7 +241,7 @@ unsafe extern "C-unwind" fn refuse_assignment(
     }
     crate::audit::record(&Denial::new(
         Reason::SpoofAttempt,
-        format!("assignment from {}", source_name(source)),
+        format!("assignment from {}", crate::credentials::source_name(source)),
     ));
     unsafe {
         check_error(
@@ -308,108 +251,6 @@ unsafe extern "C-unwind" fn refuse_assignment(
         );
     }
     false
-}
-
-/// Check hook of `tenancy.token`: shape and size always; full verification when a transaction
-/// can run queries (a SET or set_config), so that a bad token fails at the SET itself.
-#[pgrx::pg_guard]
-unsafe extern "C-unwind" fn check_token(
-    newval: *mut *mut c_char,
-    _extra: *mut *mut c_void,
-    source: pg_sys::GucSource::Type,
-) -> bool {
-    let raw = unsafe { *newval };
-    if raw.is_null() {
-        return true;
-    }
-    let Ok(token) = unsafe { CStr::from_ptr(raw) }.to_str() else {
-        unsafe {
-            check_error(
-                pgrx::PgSqlErrorCode::ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION as i32,
-                "tenancy token is malformed",
-                None,
-            )
-        };
-        return false;
-    };
-    if token.is_empty() {
-        return true;
-    }
-    if is_stored_source(source) {
-        crate::audit::record(&Denial::new(
-            Reason::TokenStored,
-            format!("assignment from {}", source_name(source)),
-        ));
-        unsafe {
-            check_error(
-                pgrx::PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE as i32,
-                "tenancy.token cannot be stored in role, database or function settings",
-                Some("Those are readable by every user (pg_roles, pg_proc). Set the token per session or transaction."),
-            )
-        };
-        return false;
-    }
-    let outcome = jws::check_shape(token).and_then(|()| {
-        if source == pg_sys::GucSource::PGC_S_SESSION && identity::can_query() {
-            identity::resolve(token).map(|_| ())
-        } else {
-            Ok(())
-        }
-    });
-    match outcome {
-        Ok(()) => true,
-        Err(denial) => {
-            identity::note_denial(&denial);
-            unsafe {
-                check_error(
-                    pgrx::PgSqlErrorCode::ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION as i32,
-                    &identity::describe(&denial),
-                    denial.reason.hint(),
-                )
-            };
-            false
-        }
-    }
-}
-
-/// Whether a value comes from, or is being validated for, a catalog that every user can read:
-/// `ALTER ROLE/DATABASE … SET` (pg_db_role_setting, shown by `pg_roles.rolconfig`) or a function's
-/// `SET` clause (`pg_proc.proconfig`). PGC_S_TEST is the validation of both.
-fn is_stored_source(source: pg_sys::GucSource::Type) -> bool {
-    use pg_sys::GucSource::*;
-    matches!(
-        source,
-        PGC_S_TEST | PGC_S_DATABASE | PGC_S_USER | PGC_S_DATABASE_USER | PGC_S_GLOBAL
-    )
-}
-
-/// Where an assignment comes from, in words, for the audit trail.
-fn source_name(source: pg_sys::GucSource::Type) -> &'static str {
-    use pg_sys::GucSource::*;
-    match source {
-        PGC_S_TEST => "ALTER ROLE/DATABASE … SET or a function SET clause",
-        PGC_S_DATABASE | PGC_S_USER | PGC_S_DATABASE_USER => "role or database settings",
-        PGC_S_CLIENT => "connection startup options",
-        PGC_S_SESSION => "SET, set_config or a function SET clause",
-        PGC_S_FILE | PGC_S_GLOBAL => "configuration files",
-        _ => "another source",
-    }
-}
-
-/// Assign hook of `tenancy.token`: any change, including a rollback's, starts a new generation.
-#[pgrx::pg_guard]
-unsafe extern "C-unwind" fn assign_token(_newval: *const c_char, _extra: *mut c_void) {
-    identity::token_changed();
-}
-
-/// `SHOW tenancy.token` tells whether a token is set, never the token.
-#[pgrx::pg_guard]
-unsafe extern "C-unwind" fn show_token() -> *const c_char {
-    if token().is_some() {
-        c"(set)".as_ptr()
-    } else {
-        c"".as_ptr()
-    }
 }
 
 /// Shows one field of the identity already verified for the current token.

@@ -8,6 +8,7 @@
 //! looks the token up by its SHA-256 digest (the `SET LOCAL` per transaction pattern) and only an
 //! unknown token pays for signature verification and the membership query.
 
+use crate::credentials::{self, Credential};
 use crate::gucs;
 use crate::verify::{self, Algorithm, Claims, Denial, KeySet, Reason, TimeRules, TrustedIssuer};
 use pgrx::prelude::*;
@@ -30,6 +31,8 @@ pub struct Identity {
     pub issuer: String,
     pub expires_at: i64,
     pub claims: serde_json::Value,
+    /// Set when the identity comes from an API key (`tenancy.api_key`).
+    pub api_key_id: Option<String>,
 }
 
 /// Bumped by the `tenancy.token` assign hook.
@@ -49,6 +52,8 @@ thread_local! {
     static CACHE: RefCell<HashMap<Digest, (u64, Rc<Identity>)>> = RefCell::new(HashMap::new());
     /// Trusted issuers as loaded from `tenancy.issuers`, tagged with their epoch.
     static ISSUERS: RefCell<Option<(u64, HashMap<String, TrustedIssuer>)>> = const { RefCell::new(None) };
+    /// When this backend last recorded each API key's use (Unix seconds).
+    static KEY_USES: RefCell<HashMap<String, i64>> = RefCell::new(HashMap::new());
     /// The epoch in which the extension was last seen installed (0: not seen).
     static EXTENSION_SEEN: Cell<u64> = const { Cell::new(0) };
     /// The membership query, planned once per backend (its plan is revalidated by PostgreSQL).
@@ -110,27 +115,56 @@ pub fn current() -> Result<Rc<Identity>, Denial> {
     let identity = match hit {
         Some(identity) => identity,
         None => {
-            let token = gucs::token().ok_or_else(|| Denial::new(Reason::NoToken, "tenancy.token is not set"))?;
-            let identity = resolve(token)?;
+            let identity = resolve(credentials::current()?)?;
             LAST.with_borrow_mut(|last| *last = Some((generation, epoch, Rc::clone(&identity))));
             identity
         }
     };
-    if gucs::SESSION_TOKENS.get() == gucs::SessionTokens::Refuse && gucs::token_is_session_scoped() {
+    if gucs::SESSION_TOKENS.get() == gucs::SessionTokens::Refuse && credentials::is_session_scoped() {
         return Err(Denial::new(
             Reason::SessionToken,
             "tenancy.session_tokens = refuse for this role",
         ));
     }
-    let leeway = i64::from(gucs::CLOCK_SKEW.get());
     let now = unix_now();
-    if now >= identity.expires_at + leeway {
+    if let Some(key) = &identity.api_key_id {
+        if now >= identity.expires_at {
+            return Err(Denial::new(Reason::ApiKeyExpired, format!("key {key} expired")));
+        }
+        note_key_use(key);
+        return Ok(identity);
+    }
+    let leeway = i64::from(gucs::CLOCK_SKEW.get());
+    if now >= identity.expires_at.saturating_add(leeway) {
         return Err(Denial::new(
             Reason::Expired,
             format!("expired at {}, now {now} (leeway {leeway} s)", identity.expires_at),
         ));
     }
     Ok(identity)
+}
+
+/// Seconds between two `last_used_at` updates of one key by one backend.
+const KEY_USE_INTERVAL: i64 = 60;
+
+/// Records that an API key was used, at most once a minute per key and backend, in
+/// `tenancy.api_key_usage` (a table without invalidation trigger, so this write drops no cached
+/// identity anywhere). Skipped where writing is impossible (read-only transaction, standby).
+fn note_key_use(key: &str) {
+    let now = unix_now();
+    let due = KEY_USES.with_borrow(|uses| uses.get(key).is_none_or(|t| now - t >= KEY_USE_INTERVAL));
+    if !due || !can_query() || unsafe { pg_sys::XactReadOnly || pg_sys::RecoveryInProgress() } {
+        return;
+    }
+    KEY_USES.with_borrow_mut(|uses| uses.insert(key.to_string(), now));
+    as_owner(|| {
+        Spi::run_with_args(
+            "INSERT INTO tenancy.api_key_usage AS u (key_id, last_used_at) VALUES ($1::uuid, pg_catalog.now())
+             ON CONFLICT (key_id) DO UPDATE SET last_used_at = excluded.last_used_at",
+            &[key.into()],
+        )
+    })
+    .unwrap_or_else(|e| error!("could not record the api key's use: {e}"));
 }
 
 /// A field of the already-verified identity, without verifying or raising (for SHOW).
@@ -143,7 +177,7 @@ pub fn peek(field: impl Fn(&Identity) -> Option<String>) -> Option<String> {
     }) {
         return value;
     }
-    let digest = digest_of(gucs::token()?);
+    let digest = digest_of(credentials::current().ok()?.text());
     CACHE.with_borrow(|cache| match cache.get(&digest) {
         Some((e, identity)) if *e == epoch => field(identity),
         _ => None,
@@ -158,10 +192,10 @@ fn digest_of(token: &str) -> Digest {
         .expect("SHA-256 is 32 bytes")
 }
 
-/// Verifies `token` and checks membership, through the digest-keyed cache.
-pub fn resolve(token: &str) -> Result<Rc<Identity>, Denial> {
+/// Verifies a credential (token or API key) and checks membership, through the digest-keyed cache.
+pub fn resolve(credential: Credential<'_>) -> Result<Rc<Identity>, Denial> {
     let epoch = EPOCH.load(Ordering::Relaxed);
-    let digest = digest_of(token);
+    let digest = digest_of(credential.text());
     let cached = CACHE.with_borrow(|cache| match cache.get(&digest) {
         Some((e, identity)) if *e == epoch => Some(Rc::clone(identity)),
         _ => None,
@@ -176,11 +210,26 @@ pub fn resolve(token: &str) -> Result<Rc<Identity>, Denial> {
             "identity cannot be verified outside a transaction",
         ));
     }
+    crate::audit::count(crate::audit::Counter::Verifications);
+    let identity = Rc::new(match credential {
+        Credential::Token(token) => verify_token(token, epoch)?,
+        Credential::ApiKey(key) => crate::api_keys::resolve(key, unix_now())?,
+    });
+    CACHE.with_borrow_mut(|cache| {
+        if cache.len() >= CACHE_CAPACITY {
+            cache.clear();
+        }
+        cache.insert(digest, (epoch, Rc::clone(&identity)));
+    });
+    Ok(identity)
+}
+
+/// Verifies a token against the trusted issuers and checks membership.
+fn verify_token(token: &str, epoch: u64) -> Result<Identity, Denial> {
     let time = TimeRules {
         now: unix_now(),
         leeway: i64::from(gucs::CLOCK_SKEW.get()),
     };
-    crate::audit::count(crate::audit::Counter::Verifications);
     let claims = with_trusted_issuers(epoch, |issuers| verify::verify(token, issuers, time))?;
     let seen = verify::SeenClaims {
         iss: Some(claims.iss.clone()),
@@ -190,14 +239,7 @@ pub fn resolve(token: &str) -> Result<Rc<Identity>, Denial> {
         kid: None,
         exp: Some(claims.exp),
     };
-    let identity = Rc::new(check_membership(claims).map_err(|d| d.with_seen(&seen))?);
-    CACHE.with_borrow_mut(|cache| {
-        if cache.len() >= CACHE_CAPACITY {
-            cache.clear();
-        }
-        cache.insert(digest, (epoch, Rc::clone(&identity)));
-    });
-    Ok(identity)
+    check_membership(claims).map_err(|d| d.with_seen(&seen))
 }
 
 /// Runs `f` with the trusted issuers, (re)loading them when the epoch moved.
@@ -212,7 +254,7 @@ fn with_trusted_issuers<R>(epoch: u64, f: impl FnOnce(&HashMap<String, TrustedIs
 
 /// Runs `f` as the bootstrap superuser, so that identity lookups do not depend on the caller's
 /// grants; a SECURITY DEFINER function does the same, and an error restores the user on abort.
-fn as_owner<R>(f: impl FnOnce() -> R) -> R {
+pub fn as_owner<R>(f: impl FnOnce() -> R) -> R {
     let (mut user, mut context) = (pg_sys::InvalidOid, 0);
     unsafe {
         pg_sys::GetUserIdAndSecContext(&mut user, &mut context);
@@ -353,6 +395,7 @@ fn check_membership(claims: Claims) -> Result<Identity, Denial> {
         issuer: claims.iss,
         expires_at: claims.exp,
         claims: serde_json::Value::Object(claims.all),
+        api_key_id: None,
     })
 }
 

@@ -11,7 +11,13 @@ use pgrx::prelude::*;
 use std::cell::RefCell;
 
 /// The tables whose changes invalidate identities.
-const TABLES: [&std::ffi::CStr; 4] = [c"issuers", c"workspaces", c"members", c"revoked_sessions"];
+const TABLES: [&std::ffi::CStr; 5] = [
+    c"issuers",
+    c"workspaces",
+    c"members",
+    c"revoked_sessions",
+    c"_api_key_store",
+];
 
 thread_local! {
     /// OIDs of `TABLES` in this database, once known.

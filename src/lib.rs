@@ -7,7 +7,9 @@
 #![allow(clippy::result_large_err)]
 
 mod admin;
+mod api_keys;
 mod audit;
+mod credentials;
 mod errors;
 mod functions;
 mod gucs;
@@ -31,13 +33,24 @@ pgrx::extension_sql_file!(
     requires = ["admin", audit::views::_denials, audit::views::_stats]
 );
 pgrx::extension_sql_file!(
+    "../sql/api_keys.sql",
+    name = "api_keys",
+    requires = [
+        "admin",
+        api_keys::_mint_api_key,
+        functions::workspace_id,
+        functions::has_permission
+    ]
+);
+pgrx::extension_sql_file!(
     "../sql/policy.sql",
     name = "policy",
     requires = [
         "audit",
-        identity::workspace_id,
-        identity::user_id,
-        identity::has_permission
+        "api_keys",
+        functions::workspace_id,
+        functions::user_id,
+        functions::has_permission
     ]
 );
 pgrx::extension_sql_file!("../sql/search.sql", name = "search", finalize);

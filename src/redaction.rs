@@ -20,6 +20,10 @@ use std::ffi::{c_char, c_int, CStr};
 const MASK_LABEL: &[u8] = b"[redacted]";
 /// A JWT (JWS compact form) always starts with the base64url of `{"`.
 const JWT_START: &[u8] = b"eyJ";
+/// An API key starts with its prefix (src/api_keys.rs).
+const KEY_START: &[u8] = b"tnk_";
+/// What a credential starts with.
+const STARTS: [&[u8]; 2] = [JWT_START, KEY_START];
 /// Shortest run of token characters treated as a credential.
 const MIN_SECRET_LEN: usize = 16;
 
@@ -45,13 +49,15 @@ fn is_token_byte(byte: u8) -> bool {
 }
 
 /// Byte ranges of every credential-looking run in `text`: a run of base64url characters and dots
-/// starting with `eyJ` and at least 16 bytes long. Broad on purpose: a malformed token is still a
+/// starting with `eyJ` (a JWT) or `tnk_` (an API key) and at least 16 bytes long. Broad on purpose: a malformed token is still a
 /// secret, and masking a harmless look-alike costs nothing.
 pub fn secret_ranges(text: &[u8]) -> Vec<std::ops::Range<usize>> {
     let mut ranges = Vec::new();
     let mut at = 0;
-    while let Some(offset) = text[at..].windows(JWT_START.len()).position(|w| w == JWT_START) {
-        let start = at + offset;
+    while at < text.len() {
+        let Some(start) = (at..text.len()).find(|&i| STARTS.iter().any(|s| text[i..].starts_with(s))) else {
+            break;
+        };
         let end = start + text[start..].iter().take_while(|b| is_token_byte(**b)).count();
         if end - start >= MIN_SECRET_LEN {
             ranges.push(start..end);
@@ -83,8 +89,8 @@ unsafe fn mask_c_string(text: *mut c_char) -> bool {
     }
     let len = unsafe { CStr::from_ptr(text) }.to_bytes().len();
     let bytes = unsafe { std::slice::from_raw_parts_mut(text.cast::<u8>(), len) };
-    // The common case costs one scan for "eyJ".
-    bytes.windows(JWT_START.len()).any(|w| w == JWT_START) && mask_in_place(bytes)
+    // The common case costs one scan for "eyJ" and "tnk".
+    bytes.windows(3).any(|w| w == JWT_START || w == &KEY_START[..3]) && mask_in_place(bytes)
 }
 
 /// Masks the top-level statement text (always a buffer the backend allocated: the protocol
@@ -210,6 +216,16 @@ mod tests {
             assert_eq!(String::from_utf8(bytes).unwrap(), expected, "input: {input}");
             assert_eq!(masked, input != expected);
         }
+    }
+
+    #[test]
+    fn api_keys_are_masked_too() {
+        let (key, _, _) = crate::api_keys::generate().unwrap();
+        let mut text = format!("SET tenancy.api_key = '{key}'").into_bytes();
+        assert!(mask_in_place(&mut text));
+        let text = String::from_utf8(text).unwrap();
+        assert!(!text.contains(&key[4..]), "{text}");
+        assert_eq!(text.len(), "SET tenancy.api_key = ''".len() + key.len());
     }
 
     #[test]

@@ -39,6 +39,16 @@ pub enum Reason {
     AdminRefused,
     /// A token set for the whole session where `tenancy.session_tokens = refuse` (pooled roles).
     SessionToken,
+    /// An API key of the wrong shape or checksum (refused before any table is read).
+    ApiKeyMalformed,
+    /// An API key that no row matches.
+    ApiKeyUnknown,
+    /// A revoked API key.
+    ApiKeyRevoked,
+    /// An API key past its expiry, or a rotated key past its grace period.
+    ApiKeyExpired,
+    /// Both `tenancy.token` and `tenancy.api_key` are set.
+    BothCredentials,
 }
 
 impl Reason {
@@ -71,6 +81,11 @@ impl Reason {
             Reason::WriteRefused => "write_refused",
             Reason::AdminRefused => "admin_refused",
             Reason::SessionToken => "session_token",
+            Reason::ApiKeyMalformed => "api_key_malformed",
+            Reason::ApiKeyUnknown => "api_key_unknown",
+            Reason::ApiKeyRevoked => "api_key_revoked",
+            Reason::ApiKeyExpired => "api_key_expired",
+            Reason::BothCredentials => "both_credentials",
         }
     }
 
@@ -103,6 +118,11 @@ impl Reason {
             Reason::WriteRefused => "write refused by a row-level security policy",
             Reason::AdminRefused => "permission denied to administer pg_tenancy",
             Reason::SessionToken => "tenancy token was set for the whole session",
+            Reason::ApiKeyMalformed => "api key is malformed",
+            Reason::ApiKeyUnknown => "api key is unknown",
+            Reason::ApiKeyRevoked => "api key has been revoked",
+            Reason::ApiKeyExpired => "api key has expired",
+            Reason::BothCredentials => "both tenancy.token and tenancy.api_key are set",
         }
     }
 
@@ -119,6 +139,8 @@ impl Reason {
             Reason::NoWorkspace => {
                 Some("Request the access token inside an organization so that it carries org_id.")
             }
+            Reason::BothCredentials => Some("Set one credential per transaction: RESET the other first."),
+            Reason::ApiKeyMalformed => Some("An api key is 53 characters starting with tnk_; copy it again."),
             Reason::SessionToken => Some(
                 "Behind a transaction pooler, set the token per transaction: SET LOCAL tenancy.token, or set_config('tenancy.token', $1, true).",
             ),
@@ -141,11 +163,13 @@ impl Reason {
                 | Reason::UnsupportedAlgorithm
                 | Reason::SessionRevoked
                 | Reason::SpoofAttempt
+                | Reason::ApiKeyUnknown
+                | Reason::ApiKeyRevoked
         )
     }
 
     /// Every reason, in `index()` order (the audit counters are an array).
-    pub const ALL: [Reason; 26] = [
+    pub const ALL: [Reason; 31] = [
         Reason::NoToken,
         Reason::TooLarge,
         Reason::Malformed,
@@ -172,6 +196,11 @@ impl Reason {
         Reason::WriteRefused,
         Reason::AdminRefused,
         Reason::SessionToken,
+        Reason::ApiKeyMalformed,
+        Reason::ApiKeyUnknown,
+        Reason::ApiKeyRevoked,
+        Reason::ApiKeyExpired,
+        Reason::BothCredentials,
     ];
 
     /// Position of the reason in `ALL`.

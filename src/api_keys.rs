@@ -1,0 +1,264 @@
+//! API keys: long-lived, workspace-scoped credentials that pg_tenancy issues and verifies itself.
+//!
+//! Format: `tnk_` + 43 base64url characters (32 bytes from the operating system's CSPRNG) + a
+//! 6-character checksum (the first 4 bytes of a SHA-256 over the random part), 53 characters in
+//! all. The checksum catches a mistyped or truncated key before any table is read.
+//!
+//! Storage: only SHA-256 of the whole key. With 256 bits of entropy nothing can be recovered or
+//! brute-forced from the digest, so a keyed hash (HMAC with a server-side secret) would add a
+//! secret to store, back up and rotate and protect nothing more; a dump of the table is safe.
+//! Lookup goes through a unique index on the digest: timing can only tell an attacker about
+//! digests of keys they already hold. The row found is then compared in constant time.
+
+use crate::identity::{as_owner, Identity};
+use crate::verify::{Denial, Reason};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use pgrx::prelude::*;
+use pgrx::spi::OwnedPreparedStatement;
+use pgrx::{PgBuiltInOids, PgOid};
+use ring::rand::{SecureRandom, SystemRandom};
+use std::cell::RefCell;
+
+/// What every key starts with.
+pub const PREFIX: &str = "tnk_";
+/// Characters of the random part (32 bytes in base64url).
+const BODY_LEN: usize = 43;
+/// Characters of the checksum (4 bytes in base64url).
+const CHECKSUM_LEN: usize = 6;
+/// Characters of a whole key.
+pub const KEY_LEN: usize = PREFIX.len() + BODY_LEN + CHECKSUM_LEN;
+/// Characters of the key shown in `tenancy.api_keys` (prefix and the first 8 random ones).
+const DISPLAY_LEN: usize = PREFIX.len() + 8;
+
+/// SHA-256 of `bytes`.
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    ring::digest::digest(&ring::digest::SHA256, bytes)
+        .as_ref()
+        .try_into()
+        .expect("SHA-256 is 32 bytes")
+}
+
+/// The checksum of a key's random part.
+fn checksum(body: &str) -> String {
+    let mut input = b"pg_tenancy api key\0".to_vec();
+    input.extend_from_slice(body.as_bytes());
+    URL_SAFE_NO_PAD.encode(&sha256(&input)[..4])
+}
+
+/// A new key: the secret (shown once), its digest (stored) and its display prefix.
+pub fn generate() -> Result<(String, [u8; 32], String), ring::error::Unspecified> {
+    let mut random = [0u8; 32];
+    SystemRandom::new().fill(&mut random)?;
+    let body = URL_SAFE_NO_PAD.encode(random);
+    let key = format!("{PREFIX}{body}{}", checksum(&body));
+    let digest = sha256(key.as_bytes());
+    Ok((key.clone(), digest, key[..DISPLAY_LEN].to_string()))
+}
+
+/// Checks a key's shape and checksum without reading any table.
+pub fn check_shape(key: &str) -> Result<(), Denial> {
+    let malformed = |detail: String| Err(Denial::new(Reason::ApiKeyMalformed, detail));
+    if key.len() != KEY_LEN {
+        return malformed(format!("{} characters instead of {KEY_LEN}", key.len()));
+    }
+    if !key.starts_with(PREFIX) {
+        return malformed(format!("it does not start with {PREFIX}"));
+    }
+    let rest = &key[PREFIX.len()..];
+    if !rest
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return malformed("characters outside base64url".into());
+    }
+    let (body, sum) = rest.split_at(BODY_LEN);
+    if !constant_time_eq(checksum(body).as_bytes(), sum.as_bytes()) {
+        return malformed("the checksum does not match (mistyped or truncated)".into());
+    }
+    Ok(())
+}
+
+/// Equality that takes the same time wherever the inputs differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The row of a key, with what the double check needs.
+const LOOKUP: &str = "\
+SELECT k.id::text, k.workspace_id, k.user_id, k.role, k.permissions,
+       extract(epoch FROM k.expires_at)::float8, k.revoked_at IS NOT NULL,
+       k.digest OPERATOR(pg_catalog.=) $1, k.digest, k.previous_digest,
+       extract(epoch FROM k.previous_valid_until)::float8,
+       w.organization_id, w.disabled_at IS NOT NULL,
+       m.user_id IS NOT NULL, m.disabled_at IS NOT NULL, m.role
+  FROM tenancy._api_key_store k
+  JOIN tenancy.workspaces w ON w.workspace_id OPERATOR(pg_catalog.=) k.workspace_id
+  LEFT JOIN tenancy.members m ON m.workspace_id OPERATOR(pg_catalog.=) k.workspace_id
+                             AND m.user_id OPERATOR(pg_catalog.=) k.user_id
+ WHERE k.digest OPERATOR(pg_catalog.=) $1 OR k.previous_digest OPERATOR(pg_catalog.=) $1";
+
+thread_local! {
+    /// The lookup, planned once per backend.
+    static LOOKUP_PLAN: RefCell<Option<OwnedPreparedStatement>> = const { RefCell::new(None) };
+}
+
+/// One row of `LOOKUP`.
+struct KeyRow {
+    id: String,
+    workspace_id: String,
+    user_id: Option<String>,
+    role: Option<String>,
+    permissions: Vec<String>,
+    expires_at: Option<f64>,
+    revoked: bool,
+    current: bool,
+    stored_digest: Vec<u8>,
+    previous_valid_until: Option<f64>,
+    organization_id: Option<String>,
+    workspace_disabled: bool,
+    is_member: bool,
+    member_disabled: bool,
+    member_role: Option<String>,
+}
+
+/// Reads the row of the key with this digest, as the bootstrap superuser.
+fn lookup(digest: &[u8; 32]) -> Option<KeyRow> {
+    as_owner(|| {
+        Spi::connect(|client| {
+            let table = LOOKUP_PLAN.with_borrow_mut(|plan| {
+                if plan.is_none() {
+                    let bytea = PgOid::BuiltIn(PgBuiltInOids::BYTEAOID);
+                    *plan = Some(client.prepare(LOOKUP, &[bytea])?.keep());
+                }
+                client.select(
+                    plan.as_ref().expect("prepared above"),
+                    Some(1),
+                    &[digest.to_vec().into()],
+                )
+            })?;
+            if table.is_empty() {
+                return Ok::<_, pgrx::spi::Error>(None);
+            }
+            let row = table.first();
+            let current = row.get::<bool>(8)?.unwrap_or(false);
+            Ok(Some(KeyRow {
+                id: row.get::<String>(1)?.unwrap_or_default(),
+                workspace_id: row.get::<String>(2)?.unwrap_or_default(),
+                user_id: row.get::<String>(3)?,
+                role: row.get::<String>(4)?,
+                permissions: row.get::<Vec<String>>(5)?.unwrap_or_default(),
+                expires_at: row.get::<f64>(6)?,
+                revoked: row.get::<bool>(7)?.unwrap_or(false),
+                current,
+                stored_digest: row.get::<Vec<u8>>(if current { 9 } else { 10 })?.unwrap_or_default(),
+                previous_valid_until: row.get::<f64>(11)?,
+                organization_id: row.get::<String>(12)?,
+                workspace_disabled: row.get::<bool>(13)?.unwrap_or(false),
+                is_member: row.get::<bool>(14)?.unwrap_or(false),
+                member_disabled: row.get::<bool>(15)?.unwrap_or(false),
+                member_role: row.get::<String>(16)?,
+            }))
+        })
+    })
+    .unwrap_or_else(|e| error!("could not look up the api key: {e}"))
+}
+
+/// Verifies an API key and applies the workspace and membership double check.
+pub fn resolve(key: &str, now: i64) -> Result<Identity, Denial> {
+    check_shape(key)?;
+    let digest = sha256(key.as_bytes());
+    let row = lookup(&digest).ok_or_else(|| Denial::new(Reason::ApiKeyUnknown, "no key has this digest"))?;
+    if !constant_time_eq(&row.stored_digest, &digest) {
+        return Err(Denial::new(Reason::ApiKeyUnknown, "no key has this digest"));
+    }
+    if row.revoked {
+        return Err(Denial::new(Reason::ApiKeyRevoked, format!("key {} is revoked", row.id)));
+    }
+    let mut expires_at = row.expires_at.map_or(i64::MAX, |e| e as i64);
+    if !row.current {
+        let grace_end = row.previous_valid_until.map_or(i64::MIN, |e| e as i64);
+        expires_at = expires_at.min(grace_end);
+    }
+    if now >= expires_at {
+        let detail = if row.current {
+            "past its expires_at"
+        } else {
+            "a rotated key past its grace period"
+        };
+        return Err(Denial::new(Reason::ApiKeyExpired, format!("key {}: {detail}", row.id)));
+    }
+    if row.workspace_disabled {
+        return Err(Denial::new(
+            Reason::WorkspaceDisabled,
+            "the key's workspace is disabled",
+        ));
+    }
+    if row.user_id.is_some() && !row.is_member {
+        return Err(Denial::new(
+            Reason::NotMember,
+            "the key's user is not a member of its workspace",
+        ));
+    }
+    if row.member_disabled {
+        return Err(Denial::new(Reason::MemberDisabled, "the key's user is disabled"));
+    }
+    let user_id = row.user_id.clone().unwrap_or_else(|| format!("api_key:{}", row.id));
+    Ok(Identity {
+        workspace_id: Some(row.workspace_id.clone()),
+        organization_id: row.organization_id.clone(),
+        user_id,
+        role: row.role.clone().or(row.member_role.clone()),
+        permissions: row.permissions.clone(),
+        session_id: None,
+        issuer: "pg_tenancy api key".into(),
+        expires_at,
+        claims: serde_json::json!({"api_key_id": row.id, "workspace_id": row.workspace_id, "user_id": row.user_id}),
+        api_key_id: Some(row.id),
+    })
+}
+
+/// Mints a key for `tenancy.create_api_key` / `rotate_api_key`: the secret, its digest, its
+/// display prefix. Callable only by those SECURITY DEFINER functions (EXECUTE revoked).
+#[pg_extern(volatile, parallel_unsafe)]
+fn _mint_api_key() -> TableIterator<'static, (name!(secret, String), name!(digest, Vec<u8>), name!(display, String))> {
+    let (secret, digest, display) =
+        generate().unwrap_or_else(|_| error!("the operating system's random number generator failed"));
+    TableIterator::once((secret, digest.to_vec(), display))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_keys_pass_and_every_corruption_fails_before_lookup() {
+        let (key, digest, display) = generate().unwrap();
+        assert_eq!(key.len(), KEY_LEN);
+        assert!(key.starts_with(&display));
+        assert_eq!(digest, sha256(key.as_bytes()));
+        assert!(check_shape(&key).is_ok());
+        let flipped = {
+            let mut bytes = key.clone().into_bytes();
+            bytes[10] = if bytes[10] == b'A' { b'B' } else { b'A' };
+            String::from_utf8(bytes).unwrap()
+        };
+        for (name, bad) in [
+            ("wrong prefix", key.replacen("tnk_", "tnx_", 1)),
+            ("one character mistyped", flipped),
+            ("truncated", key[..KEY_LEN - 1].to_string()),
+            ("one character more", format!("{key}A")),
+            ("1 MiB", "tnk_".to_string() + &"A".repeat(1 << 20)),
+            ("space inside", format!("{} {}", &key[..20], &key[21..])),
+            ("empty", String::new()),
+        ] {
+            let denial = check_shape(&bad).expect_err(name);
+            assert_eq!(denial.reason, Reason::ApiKeyMalformed, "{name}");
+        }
+    }
+
+    #[test]
+    fn two_keys_never_repeat() {
+        assert_ne!(generate().unwrap().0, generate().unwrap().0);
+    }
+}

@@ -1,0 +1,274 @@
+//! The two settings a client writes to say who it is: `tenancy.token` (a WorkOS access token)
+//! and `tenancy.api_key` (a key issued by `tenancy.create_api_key`). One of them, never both.
+//!
+//! Each check hook refuses a value that could never verify (shape, size, checksum) at the SET
+//! itself, verifies it fully when the SET runs inside a transaction, and refuses to store a
+//! credential in role, database or function settings, which every user can read. The assign
+//! hooks only start a new identity generation; the identity is derived on first use.
+
+use crate::gucs::check_error;
+use crate::identity;
+use crate::verify::{jws, Denial, Reason};
+use pgrx::pg_sys;
+use pgrx::PgSqlErrorCode;
+use std::ffi::{c_char, c_void, CStr};
+use std::ptr;
+
+/// The raw `tenancy.token` value, owned by the GUC machinery.
+static mut TOKEN: *mut c_char = ptr::null_mut();
+/// The raw `tenancy.api_key` value, owned by the GUC machinery.
+static mut API_KEY: *mut c_char = ptr::null_mut();
+
+/// The credential of the session.
+#[derive(Clone, Copy)]
+pub enum Credential<'a> {
+    Token(&'a str),
+    ApiKey(&'a str),
+}
+
+impl Credential<'_> {
+    /// The credential's text (the cache is keyed by its digest).
+    pub fn text(&self) -> &str {
+        match self {
+            Credential::Token(text) | Credential::ApiKey(text) => text,
+        }
+    }
+}
+
+/// Registers `tenancy.token` and `tenancy.api_key`.
+pub fn init() {
+    define(
+        c"tenancy.token",
+        c"Access token (JWT) that identifies the session's user and workspace.",
+        &raw mut TOKEN,
+        check_token,
+        show_token,
+    );
+    define(
+        c"tenancy.api_key",
+        c"API key (tnk_…) that identifies a service of a workspace.",
+        &raw mut API_KEY,
+        check_api_key,
+        show_api_key,
+    );
+}
+
+/// Defines one credential setting: USERSET, never in a file, shown as "(set)".
+fn define(
+    name: &'static CStr,
+    description: &'static CStr,
+    storage: *mut *mut c_char,
+    check: unsafe extern "C-unwind" fn(*mut *mut c_char, *mut *mut c_void, pg_sys::GucSource::Type) -> bool,
+    show: unsafe extern "C-unwind" fn() -> *const c_char,
+) {
+    let flags = pg_sys::GUC_NOT_IN_SAMPLE | pg_sys::GUC_DISALLOW_IN_FILE | pg_sys::GUC_DISALLOW_IN_AUTO_FILE;
+    unsafe {
+        pg_sys::DefineCustomStringVariable(
+            name.as_ptr(),
+            description.as_ptr(),
+            c"Set it per transaction with SET LOCAL or set_config(..., true) behind a pooler. SHOW displays whether it is set, never its value.".as_ptr(),
+            storage,
+            ptr::null(),
+            pg_sys::GucContext::PGC_USERSET,
+            flags as i32,
+            Some(check),
+            Some(assign_credential),
+            Some(show),
+        );
+    }
+}
+
+/// Text of a credential setting, `None` when unset or empty.
+fn value(raw: *mut c_char) -> Option<&'static str> {
+    if raw.is_null() {
+        return None;
+    }
+    let text = unsafe { CStr::from_ptr(raw) }.to_str().ok()?;
+    (!text.is_empty()).then_some(text)
+}
+
+/// The session's credential, or why there is none.
+pub fn current() -> Result<Credential<'static>, Denial> {
+    match (value(unsafe { TOKEN }), value(unsafe { API_KEY })) {
+        (Some(_), Some(_)) => Err(Denial::new(
+            Reason::BothCredentials,
+            "tenancy.token and tenancy.api_key",
+        )),
+        (Some(token), None) => Ok(Credential::Token(token)),
+        (None, Some(key)) => Ok(Credential::ApiKey(key)),
+        (None, None) => Err(Denial::new(Reason::NoToken, "tenancy.token is not set")),
+    }
+}
+
+/// Whether the current credential was put there by a session-level SET (or `set_config(…,
+/// false)`), as opposed to SET LOCAL, a function's SET clause or a startup option.
+pub fn is_session_scoped() -> bool {
+    let name = match current() {
+        Ok(Credential::Token(_)) => c"tenancy.token",
+        Ok(Credential::ApiKey(_)) => c"tenancy.api_key",
+        Err(_) => return false,
+    };
+    let Some(option) = find_option(name) else { return false };
+    let option = unsafe { &*option };
+    if option.source != pg_sys::GucSource::PGC_S_SESSION {
+        return false;
+    }
+    match unsafe { option.stack.as_ref() } {
+        None => true,
+        Some(top) => top.state == pg_sys::GucStackState::GUC_SET,
+    }
+}
+
+/// PostgreSQL's record of one of our settings (records never move once defined).
+fn find_option(name: &CStr) -> Option<*const pg_sys::config_generic> {
+    unsafe {
+        let all = pg_sys::get_guc_variables();
+        (0..pg_sys::GetNumConfigOptions() as usize)
+            .map(|i| *all.add(i) as *const pg_sys::config_generic)
+            .find(|option| !option.is_null() && CStr::from_ptr((**option).name) == name)
+    }
+}
+
+/// Check hook of `tenancy.token`.
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn check_token(
+    newval: *mut *mut c_char,
+    _extra: *mut *mut c_void,
+    source: pg_sys::GucSource::Type,
+) -> bool {
+    check(unsafe { *newval }, source, "tenancy.token", |text| {
+        jws::check_shape(text)?;
+        Ok(Credential::Token(text))
+    })
+}
+
+/// Check hook of `tenancy.api_key`.
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn check_api_key(
+    newval: *mut *mut c_char,
+    _extra: *mut *mut c_void,
+    source: pg_sys::GucSource::Type,
+) -> bool {
+    check(unsafe { *newval }, source, "tenancy.api_key", |text| {
+        crate::api_keys::check_shape(text)?;
+        Ok(Credential::ApiKey(text))
+    })
+}
+
+/// The shared checks: not stored in a catalog, the shape (`shape`), not both credentials, and
+/// full verification when a transaction can run queries (a SET or set_config).
+fn check(
+    raw: *mut c_char,
+    source: pg_sys::GucSource::Type,
+    name: &str,
+    shape: impl FnOnce(&str) -> Result<Credential<'_>, Denial>,
+) -> bool {
+    if raw.is_null() {
+        return true;
+    }
+    let Ok(text) = unsafe { CStr::from_ptr(raw) }.to_str() else {
+        return refuse(&Denial::new(Reason::Malformed, "not UTF-8"));
+    };
+    if text.is_empty() {
+        return true;
+    }
+    if is_stored_source(source) {
+        crate::audit::record(&Denial::new(
+            Reason::TokenStored,
+            format!("{name} assigned from {}", source_name(source)),
+        ));
+        unsafe {
+            check_error(
+                PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE as i32,
+                &format!("{name} cannot be stored in role, database or function settings"),
+                Some("Those are readable by every user (pg_roles, pg_proc). Set it per session or transaction."),
+            )
+        };
+        return false;
+    }
+    let outcome = shape(text).and_then(|credential| {
+        let other = match credential {
+            Credential::Token(_) => value(unsafe { API_KEY }),
+            Credential::ApiKey(_) => value(unsafe { TOKEN }),
+        };
+        if other.is_some() {
+            return Err(Denial::new(
+                Reason::BothCredentials,
+                format!("setting {name} while the other is set"),
+            ));
+        }
+        if source == pg_sys::GucSource::PGC_S_SESSION && identity::can_query() {
+            identity::resolve(credential).map(|_| ())
+        } else {
+            Ok(())
+        }
+    });
+    match outcome {
+        Ok(()) => true,
+        Err(denial) => refuse(&denial),
+    }
+}
+
+/// Records a denial and makes the check hook fail with it (SQLSTATE 28000).
+fn refuse(denial: &Denial) -> bool {
+    identity::note_denial(denial);
+    unsafe {
+        check_error(
+            PgSqlErrorCode::ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION as i32,
+            &identity::describe(denial),
+            denial.reason.hint(),
+        )
+    };
+    false
+}
+
+/// Whether a value comes from, or is being validated for, a catalog that every user can read:
+/// `ALTER ROLE/DATABASE … SET` (pg_db_role_setting, shown by `pg_roles.rolconfig`) or a function's
+/// `SET` clause (`pg_proc.proconfig`). PGC_S_TEST is the validation of both.
+fn is_stored_source(source: pg_sys::GucSource::Type) -> bool {
+    use pg_sys::GucSource::*;
+    matches!(
+        source,
+        PGC_S_TEST | PGC_S_DATABASE | PGC_S_USER | PGC_S_DATABASE_USER | PGC_S_GLOBAL
+    )
+}
+
+/// Where an assignment comes from, in words, for the audit trail.
+pub fn source_name(source: pg_sys::GucSource::Type) -> &'static str {
+    use pg_sys::GucSource::*;
+    match source {
+        PGC_S_TEST => "ALTER ROLE/DATABASE … SET or a function SET clause",
+        PGC_S_DATABASE | PGC_S_USER | PGC_S_DATABASE_USER => "role or database settings",
+        PGC_S_CLIENT => "connection startup options",
+        PGC_S_SESSION => "SET, set_config or a function SET clause",
+        PGC_S_FILE | PGC_S_GLOBAL => "configuration files",
+        _ => "another source",
+    }
+}
+
+/// Assign hook of both settings: any change, including a rollback's, starts a new generation.
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn assign_credential(_newval: *const c_char, _extra: *mut c_void) {
+    identity::token_changed();
+}
+
+/// `SHOW tenancy.token` tells whether a token is set, never the token.
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn show_token() -> *const c_char {
+    shown(value(unsafe { TOKEN }))
+}
+
+/// `SHOW tenancy.api_key` tells whether a key is set, never the key.
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn show_api_key() -> *const c_char {
+    shown(value(unsafe { API_KEY }))
+}
+
+/// "(set)" or the empty string.
+fn shown(value: Option<&str>) -> *const c_char {
+    if value.is_some() {
+        c"(set)".as_ptr()
+    } else {
+        c"".as_ptr()
+    }
+}
