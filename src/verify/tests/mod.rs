@@ -1,6 +1,7 @@
 //! Shared helpers of the verifier's tests: test data paths and a local token issuer.
 
 mod attacks;
+mod properties;
 mod workos;
 mod wycheproof;
 
