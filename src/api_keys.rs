@@ -10,15 +10,15 @@
 //! Lookup goes through a unique index on the digest: timing can only tell an attacker about
 //! digests of keys they already hold. The row found is then compared in constant time.
 
+use crate::fresh;
 use crate::identity::{as_owner, Identity};
 use crate::verify::{Denial, Reason};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use pgrx::pg_sys;
 use pgrx::prelude::*;
-use pgrx::spi::OwnedPreparedStatement;
-use pgrx::{PgBuiltInOids, PgOid};
 use ring::rand::{SecureRandom, SystemRandom};
-use std::cell::RefCell;
+use std::cell::Cell;
 
 /// What every key starts with.
 pub const PREFIX: &str = "tnk_";
@@ -84,11 +84,12 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// The row of a key, with what the double check needs.
-const LOOKUP: &str = "\
-SELECT k.id::text, k.workspace_id, k.user_id, k.role, k.permissions,
+/// The row of a key, with what the double check needs ($1: the digest in hex).
+const LOOKUP: &std::ffi::CStr = c"\
+SELECT k.id::text, k.workspace_id, k.user_id, k.role, array_to_json(k.permissions)::text,
        extract(epoch FROM k.expires_at)::float8, k.revoked_at IS NOT NULL,
-       k.digest OPERATOR(pg_catalog.=) $1, k.digest, k.previous_digest,
+       k.digest OPERATOR(pg_catalog.=) decode($1, 'hex'),
+       encode(CASE WHEN k.digest OPERATOR(pg_catalog.=) decode($1, 'hex') THEN k.digest ELSE k.previous_digest END, 'hex'),
        extract(epoch FROM k.previous_valid_until)::float8,
        w.organization_id, w.disabled_at IS NOT NULL,
        m.user_id IS NOT NULL, m.disabled_at IS NOT NULL, m.role
@@ -96,11 +97,12 @@ SELECT k.id::text, k.workspace_id, k.user_id, k.role, k.permissions,
   JOIN tenancy.workspaces w ON w.workspace_id OPERATOR(pg_catalog.=) k.workspace_id
   LEFT JOIN tenancy.members m ON m.workspace_id OPERATOR(pg_catalog.=) k.workspace_id
                              AND m.user_id OPERATOR(pg_catalog.=) k.user_id
- WHERE k.digest OPERATOR(pg_catalog.=) $1 OR k.previous_digest OPERATOR(pg_catalog.=) $1";
+ WHERE k.digest OPERATOR(pg_catalog.=) decode($1, 'hex')
+    OR k.previous_digest OPERATOR(pg_catalog.=) decode($1, 'hex')";
 
 thread_local! {
     /// The lookup, planned once per backend.
-    static LOOKUP_PLAN: RefCell<Option<OwnedPreparedStatement>> = const { RefCell::new(None) };
+    static LOOKUP_PLAN: Cell<pg_sys::SPIPlanPtr> = const { Cell::new(std::ptr::null_mut()) };
 }
 
 /// One row of `LOOKUP`.
@@ -122,46 +124,43 @@ struct KeyRow {
     member_role: Option<String>,
 }
 
-/// Reads the row of the key with this digest, as the bootstrap superuser.
+/// Lowercase hex of `bytes`.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Reads the row of the key with this digest, as the bootstrap superuser, under the latest snapshot.
 fn lookup(digest: &[u8; 32]) -> Option<KeyRow> {
-    as_owner(|| {
-        Spi::connect(|client| {
-            let table = LOOKUP_PLAN.with_borrow_mut(|plan| {
-                if plan.is_none() {
-                    let bytea = PgOid::BuiltIn(PgBuiltInOids::BYTEAOID);
-                    *plan = Some(client.prepare(LOOKUP, &[bytea])?.keep());
-                }
-                client.select(
-                    plan.as_ref().expect("prepared above"),
-                    Some(1),
-                    &[digest.to_vec().into()],
-                )
-            })?;
-            if table.is_empty() {
-                return Ok::<_, pgrx::spi::Error>(None);
-            }
-            let row = table.first();
-            let current = row.get::<bool>(8)?.unwrap_or(false);
-            Ok(Some(KeyRow {
-                id: row.get::<String>(1)?.unwrap_or_default(),
-                workspace_id: row.get::<String>(2)?.unwrap_or_default(),
-                user_id: row.get::<String>(3)?,
-                role: row.get::<String>(4)?,
-                permissions: row.get::<Vec<String>>(5)?.unwrap_or_default(),
-                expires_at: row.get::<f64>(6)?,
-                revoked: row.get::<bool>(7)?.unwrap_or(false),
-                current,
-                stored_digest: row.get::<Vec<u8>>(if current { 9 } else { 10 })?.unwrap_or_default(),
-                previous_valid_until: row.get::<f64>(11)?,
-                organization_id: row.get::<String>(12)?,
-                workspace_disabled: row.get::<bool>(13)?.unwrap_or(false),
-                is_member: row.get::<bool>(14)?.unwrap_or(false),
-                member_disabled: row.get::<bool>(15)?.unwrap_or(false),
-                member_role: row.get::<String>(16)?,
-            }))
-        })
+    let digest_hex = hex(digest);
+    let mut rows = as_owner(|| fresh::query(&LOOKUP_PLAN, LOOKUP, &[Some(&digest_hex)]));
+    let row = rows.pop()?;
+    let column = |i: usize| row.get(i).cloned().flatten();
+    let number = |i: usize| column(i).and_then(|v| v.parse::<f64>().ok());
+    Some(KeyRow {
+        id: column(0).unwrap_or_default(),
+        workspace_id: column(1).unwrap_or_default(),
+        user_id: column(2),
+        role: column(3),
+        permissions: column(4)
+            .and_then(|json| serde_json::from_str(&json).ok())
+            .unwrap_or_default(),
+        expires_at: number(5),
+        revoked: fresh::flag(&column(6)),
+        current: fresh::flag(&column(7)),
+        stored_digest: column(8)
+            .map(|h| {
+                (0..h.len() / 2)
+                    .filter_map(|i| u8::from_str_radix(&h[2 * i..2 * i + 2], 16).ok())
+                    .collect()
+            })
+            .unwrap_or_default(),
+        previous_valid_until: number(9),
+        organization_id: column(10),
+        workspace_disabled: fresh::flag(&column(11)),
+        is_member: fresh::flag(&column(12)),
+        member_disabled: fresh::flag(&column(13)),
+        member_role: column(14),
     })
-    .unwrap_or_else(|e| error!("could not look up the api key: {e}"))
 }
 
 /// Verifies an API key and applies the workspace and membership double check.

@@ -9,11 +9,11 @@
 //! unknown token pays for signature verification and the membership query.
 
 use crate::credentials::{self, Credential};
+use crate::fresh;
 use crate::gucs;
 use crate::verify::{self, Algorithm, Claims, Denial, KeySet, Reason, TimeRules, TrustedIssuer};
 use pgrx::prelude::*;
-use pgrx::spi::OwnedPreparedStatement;
-use pgrx::{pg_sys, PgBuiltInOids, PgOid, PgSqlErrorCode};
+use pgrx::{pg_sys, PgSqlErrorCode};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -57,7 +57,9 @@ thread_local! {
     /// The epoch in which the extension was last seen installed (0: not seen).
     static EXTENSION_SEEN: Cell<u64> = const { Cell::new(0) };
     /// The membership query, planned once per backend (its plan is revalidated by PostgreSQL).
-    static MEMBERSHIP_PLAN: RefCell<Option<OwnedPreparedStatement>> = const { RefCell::new(None) };
+    static MEMBERSHIP_PLAN: Cell<pg_sys::SPIPlanPtr> = const { Cell::new(std::ptr::null_mut()) };
+    /// The issuers query, likewise.
+    static ISSUERS_PLAN: Cell<pg_sys::SPIPlanPtr> = const { Cell::new(std::ptr::null_mut()) };
 }
 
 /// Called by the assign hook of `tenancy.token`.
@@ -271,26 +273,22 @@ pub fn as_owner<R>(f: impl FnOnce() -> R) -> R {
 /// Reads `tenancy.issuers`; a row that no longer passes the key policy is skipped with a warning.
 fn load_issuers() -> HashMap<String, TrustedIssuer> {
     crate::invalidation::remember_tables();
-    let rows: Vec<(String, Option<String>, String, String)> = as_owner(|| {
-        Spi::connect(|client| {
-            let table = client.select(
-                "SELECT issuer, audience, array_to_string(algorithms, ','), jwks::text FROM tenancy.issuers",
-                None,
-                &[],
-            )?;
-            table
-                .map(|row| {
-                    Ok((
-                        row.get::<String>(1)?.unwrap_or_default(),
-                        row.get::<String>(2)?,
-                        row.get::<String>(3)?.unwrap_or_default(),
-                        row.get::<String>(4)?.unwrap_or_default(),
-                    ))
-                })
-                .collect::<Result<Vec<_>, pgrx::spi::Error>>()
-        })
-    })
-    .unwrap_or_else(|e| error!("could not read tenancy.issuers: {e}"));
+    let rows = as_owner(|| {
+        fresh::query(
+            &ISSUERS_PLAN,
+            c"SELECT issuer, audience, array_to_string(algorithms, ','), jwks::text FROM tenancy.issuers",
+            &[],
+        )
+    });
+    let rows = rows.into_iter().map(|mut r| {
+        let mut take = |i: usize| r.get_mut(i).and_then(Option::take);
+        (
+            take(0).unwrap_or_default(),
+            take(1),
+            take(2).unwrap_or_default(),
+            take(3).unwrap_or_default(),
+        )
+    });
     let mut issuers = HashMap::new();
     for (issuer, audience, algorithms, jwks) in rows {
         let names: Vec<String> = algorithms.split(',').map(str::to_owned).collect();
@@ -315,7 +313,7 @@ fn load_issuers() -> HashMap<String, TrustedIssuer> {
 }
 
 /// The membership query: one row whatever matches, so each refusal has its own reason.
-const MEMBERSHIP_QUERY: &str = "\
+const MEMBERSHIP_QUERY: &std::ffi::CStr = c"\
 SELECT EXISTS (SELECT 1 FROM tenancy.revoked_sessions r WHERE r.sid OPERATOR(pg_catalog.=) $3),
        w.workspace_id, w.disabled_at IS NOT NULL, m.user_id IS NOT NULL, m.role, m.disabled_at IS NOT NULL
   FROM (SELECT 1) AS one
@@ -325,33 +323,22 @@ SELECT EXISTS (SELECT 1 FROM tenancy.revoked_sessions r WHERE r.sid OPERATOR(pg_
 
 /// The database's side of the double check.
 fn check_membership(claims: Claims) -> Result<Identity, Denial> {
-    type Row = (bool, Option<String>, bool, bool, Option<String>, bool);
-    let row: Row = as_owner(|| {
-        Spi::connect(|client| {
-            let args = [
-                claims.org_id.clone().into(),
-                claims.sub.clone().into(),
-                claims.sid.clone().into(),
-            ];
-            let table = MEMBERSHIP_PLAN.with_borrow_mut(|plan| {
-                if plan.is_none() {
-                    let text = PgOid::BuiltIn(PgBuiltInOids::TEXTOID);
-                    *plan = Some(client.prepare(MEMBERSHIP_QUERY, &[text, text, text])?.keep());
-                }
-                client.select(plan.as_ref().expect("prepared above"), Some(1), &args)
-            })?;
-            let row = table.first();
-            Ok::<Row, pgrx::spi::Error>((
-                row.get::<bool>(1)?.unwrap_or(false),
-                row.get::<String>(2)?,
-                row.get::<bool>(3)?.unwrap_or(false),
-                row.get::<bool>(4)?.unwrap_or(false),
-                row.get::<String>(5)?,
-                row.get::<bool>(6)?.unwrap_or(false),
-            ))
-        })
-    })
-    .unwrap_or_else(|e| error!("could not check membership: {e}"));
+    let args = [
+        claims.org_id.as_deref(),
+        Some(claims.sub.as_str()),
+        claims.sid.as_deref(),
+    ];
+    let mut rows = as_owner(|| fresh::query(&MEMBERSHIP_PLAN, MEMBERSHIP_QUERY, &args));
+    let row = rows.pop().unwrap_or_default();
+    let column = |i: usize| row.get(i).cloned().flatten();
+    let row = (
+        fresh::flag(&column(0)),
+        column(1),
+        fresh::flag(&column(2)),
+        fresh::flag(&column(3)),
+        column(4),
+        fresh::flag(&column(5)),
+    );
     let (revoked, workspace_id, workspace_disabled, is_member, member_role, member_disabled) = row;
     if revoked {
         return Err(Denial::new(

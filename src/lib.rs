@@ -11,6 +11,7 @@ mod api_keys;
 mod audit;
 mod credentials;
 mod errors;
+mod fresh;
 mod functions;
 mod gucs;
 mod identity;

@@ -1,0 +1,73 @@
+//! Queries that must see the latest committed state, whatever the caller's isolation level.
+//!
+//! The double check (membership, revoked sessions, trusted keys, API keys) runs inside the
+//! caller's transaction. In REPEATABLE READ or SERIALIZABLE that transaction reads with one
+//! snapshot taken at its first statement, so a member disabled or a session revoked after it began
+//! would stay invisible, and the identity verified under that stale view would even be cached for
+//! later transactions. These queries therefore run read-only under `GetLatestSnapshot()`, through
+//! plain SPI (pgrx's client switches to the transaction snapshot once the transaction has written).
+//! Arguments and results are text; each plan is prepared once per backend and kept.
+
+use pgrx::pg_sys;
+use std::cell::Cell;
+use std::ffi::{CStr, CString};
+use std::thread::LocalKey;
+
+/// Where a kept plan lives between calls.
+pub type PlanSlot = LocalKey<Cell<pg_sys::SPIPlanPtr>>;
+
+/// Runs `sql` (parameters `$1`… of type text) with `args`, returning every row as text columns.
+pub fn query(slot: &'static PlanSlot, sql: &CStr, args: &[Option<&str>]) -> Vec<Vec<Option<String>>> {
+    unsafe {
+        if pg_sys::SPI_connect() != pg_sys::SPI_OK_CONNECT as i32 {
+            pgrx::error!("pg_tenancy could not connect to SPI");
+        }
+        let mut plan = slot.get();
+        if plan.is_null() {
+            let mut types = vec![pg_sys::TEXTOID; args.len()];
+            plan = pg_sys::SPI_prepare(sql.as_ptr(), args.len() as i32, types.as_mut_ptr());
+            if plan.is_null() || pg_sys::SPI_keepplan(plan) != 0 {
+                pgrx::error!("pg_tenancy could not prepare an identity query");
+            }
+            slot.set(plan);
+        }
+        let texts: Vec<CString> = args
+            .iter()
+            .map(|a| CString::new(a.unwrap_or_default().replace('\0', "")).unwrap_or_default())
+            .collect();
+        let mut values: Vec<pg_sys::Datum> = texts
+            .iter()
+            .map(|t| pg_sys::Datum::from(pg_sys::cstring_to_text(t.as_ptr())))
+            .collect();
+        let nulls: Vec<std::ffi::c_char> = args
+            .iter()
+            .map(|a| if a.is_some() { b' ' } else { b'n' } as std::ffi::c_char)
+            .collect();
+        pg_sys::PushActiveSnapshot(pg_sys::GetLatestSnapshot());
+        let status = pg_sys::SPI_execute_plan(plan, values.as_mut_ptr(), nulls.as_ptr(), true, 0);
+        pg_sys::PopActiveSnapshot();
+        if status != pg_sys::SPI_OK_SELECT as i32 {
+            pgrx::error!("pg_tenancy identity query failed (SPI status {status})");
+        }
+        let table = &*pg_sys::SPI_tuptable;
+        let columns = (*table.tupdesc).natts;
+        let rows = (0..pg_sys::SPI_processed as usize)
+            .map(|r| {
+                let tuple = *table.vals.add(r);
+                (1..=columns)
+                    .map(|c| {
+                        let text = pg_sys::SPI_getvalue(tuple, table.tupdesc, c);
+                        (!text.is_null()).then(|| CStr::from_ptr(text).to_string_lossy().into_owned())
+                    })
+                    .collect()
+            })
+            .collect();
+        pg_sys::SPI_finish();
+        rows
+    }
+}
+
+/// A boolean column as PostgreSQL prints it.
+pub fn flag(value: &Option<String>) -> bool {
+    value.as_deref() == Some("t")
+}
