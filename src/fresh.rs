@@ -43,9 +43,16 @@ pub fn query(slot: &'static PlanSlot, sql: &CStr, args: &[Option<&str>]) -> Vec<
             .iter()
             .map(|a| if a.is_some() { b' ' } else { b'n' } as std::ffi::c_char)
             .collect();
-        pg_sys::PushActiveSnapshot(pg_sys::GetLatestSnapshot());
+        // A parallel operation may not take a new snapshot: read with the statement's, and let the
+        // caller not cache the result (see `latest`).
+        let latest = latest();
+        if latest {
+            pg_sys::PushActiveSnapshot(pg_sys::GetLatestSnapshot());
+        }
         let status = pg_sys::SPI_execute_plan(plan, values.as_mut_ptr(), nulls.as_ptr(), true, 0);
-        pg_sys::PopActiveSnapshot();
+        if latest {
+            pg_sys::PopActiveSnapshot();
+        }
         if status != pg_sys::SPI_OK_SELECT as i32 {
             pgrx::error!("pg_tenancy identity query failed (SPI status {status})");
         }
@@ -65,6 +72,13 @@ pub fn query(slot: &'static PlanSlot, sql: &CStr, args: &[Option<&str>]) -> Vec<
         pg_sys::SPI_finish();
         rows
     }
+}
+
+/// Whether queries here see the latest committed state. Not while the leader runs a parallel
+/// plan: it reads with the statement's snapshot then (stale under REPEATABLE READ), so an identity
+/// verified there must not be cached beyond the statement.
+pub fn latest() -> bool {
+    !unsafe { pg_sys::IsInParallelMode() }
 }
 
 /// A boolean column as PostgreSQL prints it.

@@ -118,7 +118,9 @@ pub fn current() -> Result<Rc<Identity>, Denial> {
         Some(identity) => identity,
         None => {
             let identity = resolve(credentials::current()?)?;
-            LAST.with_borrow_mut(|last| *last = Some((generation, epoch, Rc::clone(&identity))));
+            if fresh::latest() {
+                LAST.with_borrow_mut(|last| *last = Some((generation, epoch, Rc::clone(&identity))));
+            }
             identity
         }
     };
@@ -217,12 +219,14 @@ pub fn resolve(credential: Credential<'_>) -> Result<Rc<Identity>, Denial> {
         Credential::Token(token) => verify_token(token, epoch)?,
         Credential::ApiKey(key) => crate::api_keys::resolve(key, unix_now())?,
     });
-    CACHE.with_borrow_mut(|cache| {
-        if cache.len() >= CACHE_CAPACITY {
-            cache.clear();
-        }
-        cache.insert(digest, (epoch, Rc::clone(&identity)));
-    });
+    if fresh::latest() {
+        CACHE.with_borrow_mut(|cache| {
+            if cache.len() >= CACHE_CAPACITY {
+                cache.clear();
+            }
+            cache.insert(digest, (epoch, Rc::clone(&identity)));
+        });
+    }
     Ok(identity)
 }
 
