@@ -1,4 +1,4 @@
--- pg_tenancy: tenant-scoped vector search (issue 5). Runs after policy.sql: it reads the
+-- pg_tenancy: tenant-scoped vector search (issue 5). Runs after protect.sql: it reads the
 -- registry tenancy.protections. See docs/search.md for the design and the measurements behind
 -- the thresholds.
 --

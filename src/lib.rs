@@ -44,8 +44,8 @@ pgrx::extension_sql_file!(
     ]
 );
 pgrx::extension_sql_file!(
-    "../sql/policy.sql",
-    name = "policy",
+    "../sql/protect.sql",
+    name = "protect",
     requires = [
         "audit",
         "api_keys",
@@ -54,6 +54,7 @@ pgrx::extension_sql_file!(
         functions::has_permission
     ]
 );
+pgrx::extension_sql_file!("../sql/coverage.sql", name = "coverage", requires = ["protect"]);
 pgrx::extension_sql_file!("../sql/search.sql", name = "search", finalize);
 
 /// Registers settings and callbacks when the library is loaded (preloaded or on first use).

@@ -273,7 +273,7 @@ fn main() {
         for (probe, file) in [
             (
                 "tenancy.protect(regclass,name,name,text)",
-                concat!(env!("CARGO_MANIFEST_DIR"), "/../../sql/policy.sql"),
+                concat!(env!("CARGO_MANIFEST_DIR"), "/../../sql/protect.sql"),
             ),
             (
                 "tenancy.nearest(anyelement,name,anycompatible,integer,text)",
