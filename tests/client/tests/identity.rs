@@ -404,3 +404,21 @@ fn a_pooled_role_refuses_session_level_tokens() {
         "a startup option is not a session SET"
     );
 }
+
+#[test]
+fn reset_and_discard_all_end_the_identity() {
+    let mut app = app();
+    for ending in ["RESET tenancy.token", "RESET ALL", "DISCARD ALL"] {
+        app.execute(
+            "SELECT set_config('tenancy.token', $1, false)",
+            &[&token("user_alice", "org_acme")],
+        )
+        .unwrap();
+        assert_eq!(workspace(&mut app), "ws_acme", "before {ending}");
+        app.batch_execute(ending).unwrap();
+        let err = app.query_one("SELECT tenancy.workspace_id()", &[]).unwrap_err();
+        assert_eq!(sqlstate(&err), "28000", "after {ending}: {err}");
+        let shown: String = app.query_one("SHOW tenancy.workspace_id", &[]).unwrap().get(0);
+        assert_eq!(shown, "", "after {ending}, SHOW tenancy.workspace_id is empty");
+    }
+}
