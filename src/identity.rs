@@ -153,11 +153,13 @@ const KEY_USE_INTERVAL: i64 = 60;
 
 /// Records that an API key was used, at most once a minute per key and backend, in
 /// `tenancy.api_key_usage` (a table without invalidation trigger, so this write drops no cached
-/// identity anywhere). Skipped where writing is impossible (read-only transaction, standby).
+/// identity anywhere). Skipped where writing is impossible (read-only transaction, standby, a
+/// parallel plan: the next statement that can write records it).
 fn note_key_use(key: &str) {
     let now = unix_now();
     let due = KEY_USES.with_borrow(|uses| uses.get(key).is_none_or(|t| now - t >= KEY_USE_INTERVAL));
-    if !due || !can_query() || unsafe { pg_sys::XactReadOnly || pg_sys::RecoveryInProgress() } {
+    let cannot_write = unsafe { pg_sys::XactReadOnly || pg_sys::RecoveryInProgress() || pg_sys::IsInParallelMode() };
+    if !due || !can_query() || cannot_write {
         return;
     }
     KEY_USES.with_borrow_mut(|uses| uses.insert(key.to_string(), now));

@@ -259,3 +259,37 @@ fn secrets_never_reach_logs_or_statement_statistics() {
         assert!(!log.contains(&bad[4..40]), "a malformed key reached the server log");
     }
 }
+
+#[test]
+fn a_key_works_in_parallel_plans_and_its_use_is_recorded() {
+    let (secret, id) = create_key("ws_acme", "parallel-reader", "");
+    let mut app = app();
+    app.batch_execute(
+        "SET parallel_setup_cost = 0; SET parallel_tuple_cost = 0; SET min_parallel_table_scan_size = 0;
+         SET max_parallel_workers_per_gather = 2; SET enable_indexscan = off; SET enable_bitmapscan = off",
+    )
+    .unwrap();
+    app.execute("SELECT set_config('tenancy.api_key', $1, false)", &[&secret])
+        .unwrap();
+    let plan: Vec<String> = app
+        .query("EXPLAIN (COSTS OFF) SELECT count(*) FROM documents", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(plan.iter().any(|l| l.contains("Gather")), "{plan:?}");
+    let count: i64 = app.query_one("SELECT count(*) FROM documents", &[]).unwrap().get(0);
+    assert_eq!(count, 2, "the first identity read happens inside the parallel plan");
+    let titles = app.query("SELECT title FROM documents WHERE id > 0", &[]).unwrap();
+    assert_eq!(titles.len(), 2);
+    app.batch_execute("SET max_parallel_workers_per_gather = 0").unwrap();
+    app.query("SELECT tenancy.workspace_id()", &[]).unwrap();
+    let used: bool = admin()
+        .query_one(
+            "SELECT last_used_at IS NOT NULL FROM tenancy.api_keys WHERE id = $1::text::uuid",
+            &[&id],
+        )
+        .unwrap()
+        .get(0);
+    assert!(used, "last_used_at recorded by a statement that can write");
+}
