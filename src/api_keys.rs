@@ -115,7 +115,8 @@ struct KeyRow {
     expires_at: Option<f64>,
     revoked: bool,
     current: bool,
-    stored_digest: Vec<u8>,
+    /// The matched digest (current or previous) in hex, as stored.
+    stored_digest_hex: String,
     previous_valid_until: Option<f64>,
     organization_id: Option<String>,
     workspace_disabled: bool,
@@ -130,9 +131,8 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// Reads the row of the key with this digest, as the bootstrap superuser, under the latest snapshot.
-fn lookup(digest: &[u8; 32]) -> Option<KeyRow> {
-    let digest_hex = hex(digest);
-    let mut rows = as_owner(|| fresh::query(&LOOKUP_PLAN, LOOKUP, &[Some(&digest_hex)]));
+fn lookup(digest_hex: &str) -> Option<KeyRow> {
+    let mut rows = as_owner(|| fresh::query(&LOOKUP_PLAN, LOOKUP, &[Some(digest_hex)]));
     let row = rows.pop()?;
     let column = |i: usize| row.get(i).cloned().flatten();
     let number = |i: usize| column(i).and_then(|v| v.parse::<f64>().ok());
@@ -147,13 +147,7 @@ fn lookup(digest: &[u8; 32]) -> Option<KeyRow> {
         expires_at: number(5),
         revoked: fresh::flag(&column(6)),
         current: fresh::flag(&column(7)),
-        stored_digest: column(8)
-            .map(|h| {
-                (0..h.len() / 2)
-                    .filter_map(|i| u8::from_str_radix(&h[2 * i..2 * i + 2], 16).ok())
-                    .collect()
-            })
-            .unwrap_or_default(),
+        stored_digest_hex: column(8).unwrap_or_default(),
         previous_valid_until: number(9),
         organization_id: column(10),
         workspace_disabled: fresh::flag(&column(11)),
@@ -166,9 +160,9 @@ fn lookup(digest: &[u8; 32]) -> Option<KeyRow> {
 /// Verifies an API key and applies the workspace and membership double check.
 pub fn resolve(key: &str, now: i64) -> Result<Identity, Denial> {
     check_shape(key)?;
-    let digest = sha256(key.as_bytes());
-    let row = lookup(&digest).ok_or_else(|| Denial::new(Reason::ApiKeyUnknown, "no key has this digest"))?;
-    if !constant_time_eq(&row.stored_digest, &digest) {
+    let digest_hex = hex(&sha256(key.as_bytes()));
+    let row = lookup(&digest_hex).ok_or_else(|| Denial::new(Reason::ApiKeyUnknown, "no key has this digest"))?;
+    if !constant_time_eq(row.stored_digest_hex.as_bytes(), digest_hex.as_bytes()) {
         return Err(Denial::new(Reason::ApiKeyUnknown, "no key has this digest"));
     }
     if row.revoked {

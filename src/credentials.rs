@@ -11,8 +11,10 @@ use crate::identity;
 use crate::verify::{jws, Denial, Reason};
 use pgrx::pg_sys;
 use pgrx::PgSqlErrorCode;
+use std::cell::Cell;
 use std::ffi::{c_char, c_void, CStr};
 use std::ptr;
+use std::thread::LocalKey;
 
 /// The raw `tenancy.token` value, owned by the GUC machinery.
 static mut TOKEN: *mut c_char = ptr::null_mut();
@@ -103,13 +105,14 @@ pub fn current() -> Result<Credential<'static>, Denial> {
 /// Whether the current credential was put there by a session-level SET (or `set_config(…,
 /// false)`), as opposed to SET LOCAL, a function's SET clause or a startup option.
 pub fn is_session_scoped() -> bool {
-    let name = match current() {
-        Ok(Credential::Token(_)) => c"tenancy.token",
-        Ok(Credential::ApiKey(_)) => c"tenancy.api_key",
+    let option = match current() {
+        Ok(Credential::Token(_)) => option_of(&TOKEN_OPTION, c"tenancy.token"),
+        Ok(Credential::ApiKey(_)) => option_of(&API_KEY_OPTION, c"tenancy.api_key"),
         Err(_) => return false,
     };
-    let Some(option) = find_option(name) else { return false };
-    let option = unsafe { &*option };
+    let Some(option) = (unsafe { option.as_ref() }) else {
+        return false;
+    };
     if option.source != pg_sys::GucSource::PGC_S_SESSION {
         return false;
     }
@@ -119,14 +122,28 @@ pub fn is_session_scoped() -> bool {
     }
 }
 
-/// PostgreSQL's record of one of our settings (records never move once defined).
-fn find_option(name: &CStr) -> Option<*const pg_sys::config_generic> {
-    unsafe {
-        let all = pg_sys::get_guc_variables();
-        (0..pg_sys::GetNumConfigOptions() as usize)
-            .map(|i| *all.add(i) as *const pg_sys::config_generic)
-            .find(|option| !option.is_null() && CStr::from_ptr((**option).name) == name)
+thread_local! {
+    /// PostgreSQL's records of our two settings, found once: this runs on every identity read of
+    /// a role with `tenancy.session_tokens = refuse`, and records never move once defined.
+    static TOKEN_OPTION: Cell<*const pg_sys::config_generic> = const { Cell::new(ptr::null()) };
+    static API_KEY_OPTION: Cell<*const pg_sys::config_generic> = const { Cell::new(ptr::null()) };
+}
+
+/// The record of setting `name`, looked up among all settings the first time only (null if absent).
+fn option_of(
+    slot: &'static LocalKey<Cell<*const pg_sys::config_generic>>,
+    name: &CStr,
+) -> *const pg_sys::config_generic {
+    if slot.get().is_null() {
+        let found = unsafe {
+            let all = pg_sys::get_guc_variables();
+            (0..pg_sys::GetNumConfigOptions() as usize)
+                .map(|i| *all.add(i) as *const pg_sys::config_generic)
+                .find(|option| !option.is_null() && CStr::from_ptr((**option).name) == name)
+        };
+        slot.set(found.unwrap_or(ptr::null()));
     }
+    slot.get()
 }
 
 /// Check hook of `tenancy.token`.
