@@ -11,7 +11,7 @@
 #[allow(dead_code)]
 mod common;
 
-use common::{connect_with, mint, ISSUER};
+use common::{connect_with, fixture_jwks, mint, recreate_database, unix_now, ISSUER};
 use serde_json::json;
 use std::process::Command;
 
@@ -40,40 +40,18 @@ BEGIN
 END $$;
 "#;
 
-/// Seconds since the Unix epoch.
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
 /// A token for the benchmark user, made distinct by `jti`.
 fn bench_token(jti: usize) -> String {
     mint(
         &json!({"iss": ISSUER, "sub": "user_bench", "org_id": "org_bench", "role": "member",
-                 "sid": "session_bench", "jti": format!("jti_{jti}"), "iat": now(), "exp": now() + 3600}),
+                 "sid": "session_bench", "jti": format!("jti_{jti}"), "iat": unix_now(), "exp": unix_now() + 3600}),
     )
 }
 
 /// Creates the benchmark database: the extension, one workspace, a plain and a protected table.
 fn set_up() {
-    let mut postgres = connect_with("postgres", "postgres", "").expect("superuser connection");
-    postgres
-        .batch_execute(&format!("DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)"))
-        .unwrap();
-    postgres.batch_execute(&format!("CREATE DATABASE {DATABASE}")).unwrap();
-    postgres
-        .batch_execute(&format!(
-            "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{APP_ROLE}') THEN
-                 CREATE ROLE {APP_ROLE} LOGIN NOSUPERUSER NOBYPASSRLS; END IF; END $$"
-        ))
-        .unwrap();
-    let jwks = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../fixtures/test-issuer-jwks.json"
-    ))
-    .unwrap();
+    recreate_database(DATABASE, APP_ROLE);
+    let jwks = fixture_jwks();
     let mut db = connect_with("postgres", DATABASE, "").unwrap();
     db.batch_execute(&format!(
         "CREATE EXTENSION pg_tenancy;

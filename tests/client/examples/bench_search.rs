@@ -16,9 +16,8 @@
 #[allow(dead_code)]
 mod common;
 
-use common::{connect_with, mint, ISSUER};
+use common::{connect_with, fixture_jwks, mint, recreate_database, unix_now, ISSUER};
 use pgvector::Vector;
-use postgres::Client;
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -211,26 +210,6 @@ fn percentile(v: &mut [f64], p: f64) -> f64 {
     v[((v.len() as f64 - 1.0) * p).round() as usize]
 }
 
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-fn set_up(postgres: &mut Client) {
-    postgres
-        .batch_execute(&format!("DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)"))
-        .unwrap();
-    postgres.batch_execute(&format!("CREATE DATABASE {DATABASE}")).unwrap();
-    postgres
-        .batch_execute(&format!(
-            "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{APP_ROLE}') THEN
-                 CREATE ROLE {APP_ROLE} LOGIN NOSUPERUSER NOBYPASSRLS; END IF; END $$"
-        ))
-        .unwrap();
-}
-
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let env = |name: &str, full: usize, small: usize| {
@@ -249,16 +228,11 @@ fn main() {
     // REUSE=1 (tuning): keep the database of the previous run, measure again.
     let reuse = std::env::var("REUSE").is_ok();
     let only = std::env::var("ONLY").ok();
-    let mut postgres = connect_with("postgres", "postgres", "").expect("superuser connection");
     if !reuse {
-        set_up(&mut postgres);
+        recreate_database(DATABASE, APP_ROLE);
     }
     let mut db = connect_with("postgres", DATABASE, "").unwrap();
-    let jwks = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../fixtures/test-issuer-jwks.json"
-    ))
-    .unwrap();
+    let jwks = fixture_jwks();
     if !reuse {
         db.batch_execute(&format!(
             "CREATE EXTENSION pg_tenancy; CREATE EXTENSION vector;
@@ -306,7 +280,7 @@ fn main() {
         .map(|i| {
             mint(
                 &json!({"iss": ISSUER, "sub": format!("user_{i}"), "org_id": format!("org_{i}"),
-                         "sid": format!("session_{i}"), "iat": now(), "exp": now() + 7200}),
+                         "sid": format!("session_{i}"), "iat": unix_now(), "exp": unix_now() + 7200}),
             )
         })
         .collect();

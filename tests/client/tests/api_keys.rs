@@ -203,10 +203,7 @@ fn a_workspace_manager_creates_keys_for_its_own_workspace_only() {
             "INSERT INTO tenancy.members VALUES ('ws_acme', 'user_manager', NULL, NULL) ON CONFLICT DO NOTHING",
         )
         .unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let now = unix_now();
     let manager = mint(
         &serde_json::json!({"iss": ISSUER, "sub": "user_manager", "org_id": "org_acme",
         "permissions": ["api_keys:manage"], "exp": now + 300}),

@@ -41,19 +41,9 @@ fn titles(database: &str, sub: &str, org: &str) -> Vec<String> {
 #[test]
 fn a_dump_restored_into_a_fresh_database_keeps_protection_and_configuration() {
     setup();
-    let jwks = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../fixtures/test-issuer-jwks.json"
-    ))
-    .unwrap();
-    let mut postgres = connect_with("postgres", "postgres", "").unwrap();
-    for db in [SOURCE, TARGET] {
-        postgres
-            .batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
-            .unwrap();
-    }
-    postgres.batch_execute(&format!("CREATE DATABASE {SOURCE}")).unwrap();
-    postgres.batch_execute(&format!("CREATE DATABASE {TARGET}")).unwrap();
+    let jwks = fixture_jwks();
+    recreate_database(SOURCE, APP_ROLE);
+    recreate_database(TARGET, APP_ROLE);
     let mut source = connect_with("postgres", SOURCE, "").unwrap();
     source
         .batch_execute(&format!(

@@ -9,22 +9,10 @@
 mod common;
 
 use common::*;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// Retries `f` until it succeeds or 30 s pass.
-fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(value) = f() {
-            return value;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
+/// How long a recovery step may take.
+const WAIT: Duration = Duration::from_secs(30);
 
 /// Produces one no-token denial tagged with `application_name = tag`.
 fn deny(tag: &str) {
@@ -53,7 +41,7 @@ fn a_killed_backend_loses_no_persisted_audit_rows_and_no_identity_survives() {
         .unwrap();
     let before = unique("fault_before");
     deny(&before);
-    eventually("the first denial to be persisted", || {
+    eventually("the first denial to be persisted", WAIT, || {
         persisted(&before).filter(|n| *n >= 1)
     });
 
@@ -71,17 +59,17 @@ fn a_killed_backend_loses_no_persisted_audit_rows_and_no_identity_survives() {
     drop(tx);
     drop(victim);
 
-    eventually("the cluster to accept connections again", || {
+    eventually("the cluster to accept connections again", WAIT, || {
         connect_with("postgres", "postgres", "").ok().filter(|c| !c.is_closed())
     });
     assert_eq!(
-        eventually("the audit log to be readable", || persisted(&before)),
+        eventually("the audit log to be readable", WAIT, || persisted(&before)),
         1,
         "persisted audit rows survive the crash"
     );
     let after = unique("fault_after");
     deny(&after);
-    eventually("the restarted worker to persist a new denial", || {
+    eventually("the restarted worker to persist a new denial", WAIT, || {
         persisted(&after).filter(|n| *n >= 1)
     });
 

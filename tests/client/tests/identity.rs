@@ -322,10 +322,7 @@ fn issuer_with(algorithm: &str) -> (String, Minter) {
 fn es256_and_eddsa_issuers_work_end_to_end() {
     for algorithm in ["ES256", "EdDSA"] {
         let (issuer, mint_token) = issuer_with(algorithm);
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
+        let now = unix_now();
         let claims = json!({"iss": issuer, "sub": "user_bob", "org_id": "org_globex", "exp": now + 300});
         let token = mint_token(&claims);
         let mut app = app();

@@ -17,7 +17,10 @@ use common::*;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+/// How long a recovery step may take.
+const WAIT: Duration = Duration::from_secs(60);
 
 /// A role of this file's own, so that its settings (`temp_file_limit`) reach no other test.
 const ROLE: &str = "tenancy_restart_app";
@@ -65,21 +68,6 @@ fn fixtures() {
 
 fn role() -> postgres::Client {
     connect_with(ROLE, DATABASE, "").expect("connection as the restart role")
-}
-
-/// Retries `f` until it succeeds or 60 s pass.
-fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(value) = f() {
-            return value;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 /// `pg_ctl restart -m immediate`: SIGQUIT to every server process, no shutdown checkpoint.
@@ -187,7 +175,7 @@ fn an_immediate_restart_loses_no_acknowledged_commit_and_no_identity_survives() 
         holder.query_one("SELECT 1", &[]).is_err(),
         "the old backend died with the restart"
     );
-    eventually("the cluster to accept connections again", || {
+    eventually("the cluster to accept connections again", WAIT, || {
         connect_with("postgres", DATABASE, "").ok()
     });
 

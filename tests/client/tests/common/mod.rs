@@ -54,12 +54,54 @@ pub fn mint(claims: &Value) -> String {
     format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig))
 }
 
-/// A valid token for `sub` in `org`, expiring in five minutes.
-pub fn token(sub: &str, org: &str) -> String {
-    let now = std::time::SystemTime::now()
+/// Seconds since the Unix epoch, for `iat` and `exp` claims.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
-        .as_secs();
+        .as_secs()
+}
+
+/// The public JWKS of the repository's test issuer.
+pub fn fixture_jwks() -> String {
+    std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../fixtures/test-issuer-jwks.json"
+    ))
+    .unwrap()
+}
+
+/// Drops and creates database `name`, and makes sure the login role `app_role` exists
+/// (NOSUPERUSER NOBYPASSRLS), through a superuser connection to `postgres`.
+pub fn recreate_database(name: &str, app_role: &str) {
+    let mut postgres = connect_with("postgres", "postgres", "").expect("superuser connection");
+    postgres
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .unwrap();
+    postgres.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
+    postgres
+        .batch_execute(&format!(
+            "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{app_role}') THEN
+                 CREATE ROLE {app_role} LOGIN NOSUPERUSER NOBYPASSRLS; END IF; END $$"
+        ))
+        .unwrap();
+}
+
+/// Retries `f` every 200 ms until it returns a value; fails the test after `timeout`.
+pub fn eventually<T>(what: &str, timeout: std::time::Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(value) = f() {
+            return value;
+        }
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+/// A valid token for `sub` in `org`, expiring in five minutes.
+pub fn token(sub: &str, org: &str) -> String {
+    let now = unix_now();
     mint(
         &json!({"iss": ISSUER, "sub": sub, "org_id": org, "role": "member", "sid": format!("session_{sub}"),
                  "permissions": ["documents:read"], "iat": now, "exp": now + 300}),
@@ -92,22 +134,8 @@ pub fn sqlstate(e: &postgres::Error) -> String {
 pub fn setup() {
     static DONE: OnceLock<()> = OnceLock::new();
     DONE.get_or_init(|| {
-        let mut postgres = connect_with("postgres", "postgres", "").expect("superuser connection");
-        postgres
-            .batch_execute(&format!("DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)"))
-            .unwrap();
-        postgres.batch_execute(&format!("CREATE DATABASE {DATABASE}")).unwrap();
-        postgres
-            .batch_execute(&format!(
-                "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{APP_ROLE}') THEN
-                     CREATE ROLE {APP_ROLE} LOGIN NOSUPERUSER NOBYPASSRLS; END IF; END $$"
-            ))
-            .unwrap();
-        let jwks = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../fixtures/test-issuer-jwks.json"
-        ))
-        .unwrap();
+        recreate_database(DATABASE, APP_ROLE);
+        let jwks = fixture_jwks();
         let mut db = connect_with("postgres", DATABASE, "").unwrap();
         db.batch_execute(&format!(
             "CREATE EXTENSION pg_tenancy;
