@@ -382,6 +382,16 @@ BEGIN
 END
 $$;
 
+-- A table and, when partitioned, every partition below it, with its depth (0 for the table).
+CREATE FUNCTION tenancy._table_tree(tbl regclass)
+RETURNS TABLE (relid oid, relkind "char", level integer, relname name)
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT t.relid, c.relkind, t.level, c.relname
+      FROM (SELECT tbl::oid AS relid, 0 AS level
+            UNION SELECT pt.relid, pt.level FROM pg_partition_tree(tbl) pt) t
+      JOIN pg_class c ON c.oid OPERATOR(pg_catalog.=) t.relid
+$$;
+
 -- Protects a table for multi-tenancy: enables and forces row-level security and installs the
 -- policies that show, update and delete only the caller's workspace's rows (and, with
 -- user_column, only the caller's own rows), refuse writes into another workspace, and with
@@ -423,11 +433,7 @@ BEGIN
         RAISE EXCEPTION 'table % is in system schema "%"', tbl, k.nspname USING ERRCODE = '22023';
     END IF;
     PERFORM tenancy._require_owner(tbl);
-    FOR part IN SELECT t.relid, c.relkind
-                  FROM (SELECT tbl::oid AS relid, 0 AS level
-                        UNION SELECT pt.relid, pt.level FROM pg_partition_tree(tbl) pt) t
-                  JOIN pg_class c ON c.oid OPERATOR(pg_catalog.=) t.relid
-                 ORDER BY t.level, c.relname
+    FOR part IN SELECT t.relid, t.relkind FROM tenancy._table_tree(tbl) t ORDER BY t.level, t.relname
     LOOP
         IF part.relkind NOT IN ('r', 'p') THEN
             RAISE WARNING 'partition % of % is not a table and is left unprotected', part.relid::regclass, tbl
@@ -500,12 +506,9 @@ BEGIN
         RAISE EXCEPTION '"%" is not a table', tbl USING ERRCODE = '42809';
     END IF;
     PERFORM tenancy._require_owner(tbl);
-    FOR part IN SELECT t.relid
-                  FROM (SELECT tbl::oid AS relid, 0 AS level
-                        UNION SELECT pt.relid, pt.level FROM pg_partition_tree(tbl) pt) t
-                  JOIN pg_class c ON c.oid OPERATOR(pg_catalog.=) t.relid
-                 WHERE c.relkind IN ('r', 'p')
-                 ORDER BY t.level DESC, c.relname
+    FOR part IN SELECT t.relid FROM tenancy._table_tree(tbl) t
+                 WHERE t.relkind IN ('r', 'p')
+                 ORDER BY t.level DESC, t.relname
     LOOP
         any_protected := tenancy._unprotect_one(part.relid) OR any_protected;
     END LOOP;
