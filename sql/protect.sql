@@ -70,23 +70,16 @@ CREATE POLICY auditors ON tenancy.protections FOR SELECT TO tenancy_admin, tenan
 REVOKE ALL ON tenancy.protections FROM PUBLIC;
 GRANT SELECT, INSERT, UPDATE, DELETE ON tenancy.protections TO PUBLIC;
 
--- The deparsed form of the caller's identity in a column's type, as an initPlan:
--- "( SELECT tenancy.workspace_id() AS workspace_id)", "( SELECT (tenancy.user_id())::uuid AS user_id)".
+-- The deparsed form of the caller's identity in a column's type: "tenancy.workspace_id()",
+-- "(tenancy.user_id())::uuid". Policies compare with it and the workspace column's default is it;
+-- the planner folds the call into a constant (src/folding.rs).
 -- It is written exactly as pg_get_expr prints it under search_path pg_catalog, so that the text
 -- protect installs and the text the catalog shows can be compared for equality.
 CREATE FUNCTION tenancy._identity_expr(fn text, typ oid) RETURNS text
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT CASE WHEN typ OPERATOR(pg_catalog.=) 'pg_catalog.text'::regtype
-                THEN format('( SELECT tenancy.%s() AS %s)', fn, fn)
-                ELSE format('( SELECT (tenancy.%s())::%s AS %s)', fn, format_type(typ, NULL), fn) END
-$$;
-
--- The column default protect installs for a workspace column of type typ, in deparsed form.
-CREATE FUNCTION tenancy._default_expr(typ oid) RETURNS text
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT CASE WHEN typ OPERATOR(pg_catalog.=) 'pg_catalog.text'::regtype
-                THEN 'tenancy.workspace_id()'
-                ELSE format('(tenancy.workspace_id())::%s', format_type(typ, NULL)) END
+                THEN format('tenancy.%s()', fn)
+                ELSE format('(tenancy.%s())::%s', fn, format_type(typ, NULL)) END
 $$;
 
 -- The type of a live column of rel, or NULL when there is none.
@@ -122,7 +115,7 @@ BEGIN
     END IF;
     RETURN QUERY SELECT 'tenancy_workspace'::name, true, '*'::"char", tenant, tenant;
     IF write_permission IS NOT NULL THEN
-        allowed := format('( SELECT tenancy.has_permission(%L::text) AS has_permission)', write_permission);
+        allowed := format('tenancy.has_permission(%L::text)', write_permission);
         RETURN QUERY VALUES ('tenancy_write_insert'::name, false, 'a'::"char", NULL::text, allowed),
                             ('tenancy_write_update'::name, false, 'w'::"char", allowed, allowed),
                             ('tenancy_write_delete'::name, false, 'd'::"char", allowed, NULL::text);
@@ -235,7 +228,7 @@ BEGIN
     SELECT pg_get_expr(d.adbin, d.adrelid) INTO current_default FROM pg_attrdef d
       JOIN pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) d.adrelid AND a.attnum OPERATOR(pg_catalog.=) d.adnum
      WHERE d.adrelid OPERATOR(pg_catalog.=) rel AND a.attname OPERATOR(pg_catalog.=) col;
-    IF current_default IS DISTINCT FROM tenancy._default_expr(typ) THEN
+    IF current_default IS DISTINCT FROM tenancy._identity_expr('workspace_id', typ) THEN
         RETURN;
     END IF;
     IF previous IS NULL THEN
@@ -344,7 +337,7 @@ BEGIN
     END IF;
     SELECT a.atttypid, a.attnum INTO ws_type, ws_attnum FROM pg_attribute a
      WHERE a.attrelid OPERATOR(pg_catalog.=) rel AND a.attname OPERATOR(pg_catalog.=) ws_col;
-    ours := tenancy._default_expr(ws_type);
+    ours := tenancy._identity_expr('workspace_id', ws_type);
     SELECT pg_get_expr(d.adbin, d.adrelid) INTO current_default FROM pg_attrdef d
      WHERE d.adrelid OPERATOR(pg_catalog.=) rel AND d.adnum OPERATOR(pg_catalog.=) ws_attnum;
     IF current_default IS DISTINCT FROM ours THEN

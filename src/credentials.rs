@@ -105,21 +105,35 @@ pub fn current() -> Result<Credential<'static>, Denial> {
 /// Whether the current credential was put there by a session-level SET (or `set_config(…,
 /// false)`), as opposed to SET LOCAL, a function's SET clause or a startup option.
 pub fn is_session_scoped() -> bool {
-    let option = match current() {
-        Ok(Credential::Token(_)) => option_of(&TOKEN_OPTION, c"tenancy.token"),
-        Ok(Credential::ApiKey(_)) => option_of(&API_KEY_OPTION, c"tenancy.api_key"),
-        Err(_) => return false,
-    };
-    let Some(option) = (unsafe { option.as_ref() }) else {
+    let Some(option) = current_option() else {
         return false;
     };
-    if option.source != pg_sys::GucSource::PGC_S_SESSION {
-        return false;
-    }
+    option.source == pg_sys::GucSource::PGC_S_SESSION && set_beyond_transaction(option)
+}
+
+/// Whether the current credential stays when the transaction ends: a startup option or a
+/// session-level SET, not SET LOCAL or a function's SET clause.
+pub fn outlives_transaction() -> bool {
+    current_option().is_some_and(set_beyond_transaction)
+}
+
+/// Whether `option`'s current value is not one that the end of the transaction (or of the
+/// function call) restores.
+fn set_beyond_transaction(option: &pg_sys::config_generic) -> bool {
     match unsafe { option.stack.as_ref() } {
         None => true,
         Some(top) => top.state == pg_sys::GucStackState::GUC_SET,
     }
+}
+
+/// PostgreSQL's record of the setting that holds the current credential.
+fn current_option() -> Option<&'static pg_sys::config_generic> {
+    let option = match current() {
+        Ok(Credential::Token(_)) => option_of(&TOKEN_OPTION, c"tenancy.token"),
+        Ok(Credential::ApiKey(_)) => option_of(&API_KEY_OPTION, c"tenancy.api_key"),
+        Err(_) => return None,
+    };
+    unsafe { option.as_ref() }
 }
 
 thread_local! {

@@ -1,17 +1,23 @@
 //! The identity functions SQL calls: `tenancy.workspace_id()`, `user_id()`, `role()`,
 //! `permissions()`, `has_permission()`, `session_id()`, `claims()`, `identity()`. All are STABLE and
-//! PARALLEL RESTRICTED: in a policy's `(SELECT …)` initPlan they run once per statement, in the
-//! leader, and cost a counter comparison after the first call (see `identity.rs`).
+//! PARALLEL RESTRICTED, and cost a counter comparison after the first call (see `identity.rs`).
+//! The three that policies use have a planner support function that folds their value into the
+//! plan as a constant (see `folding.rs`).
 
-use crate::identity::{raise, require};
+use crate::identity::{raise, require, Identity};
 use crate::verify::{Denial, Reason};
 use pgrx::prelude::*;
 use pgrx::JsonB;
 
 /// The caller's workspace. Raises when there is no verified identity or it has no workspace.
-#[pg_extern(stable, parallel_restricted)]
+#[pg_extern(stable, parallel_restricted, support = _identity_support)]
 fn workspace_id() -> String {
-    require().workspace_id.clone().unwrap_or_else(|| {
+    workspace_of(&require())
+}
+
+/// The workspace of `identity`, raising when it has none.
+pub fn workspace_of(identity: &Identity) -> String {
+    identity.workspace_id.clone().unwrap_or_else(|| {
         raise(Denial::new(
             Reason::NoWorkspace,
             "the token was issued outside an organization",
@@ -20,7 +26,7 @@ fn workspace_id() -> String {
 }
 
 /// The caller's user id (WorkOS `user_…`).
-#[pg_extern(stable, parallel_restricted)]
+#[pg_extern(stable, parallel_restricted, support = _identity_support)]
 fn user_id() -> String {
     require().user_id.clone()
 }
@@ -38,7 +44,7 @@ fn permissions() -> Vec<String> {
 }
 
 /// Whether the token grants `permission`.
-#[pg_extern(stable, parallel_restricted)]
+#[pg_extern(stable, parallel_restricted, support = _identity_support)]
 fn has_permission(permission: &str) -> bool {
     require().permissions.iter().any(|p| p == permission)
 }

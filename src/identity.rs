@@ -65,11 +65,13 @@ thread_local! {
 /// Called by the assign hook of `tenancy.token`.
 pub fn token_changed() {
     TOKEN_GENERATION.fetch_add(1, Ordering::Relaxed);
+    crate::folding::identity_changed();
 }
 
 /// Called when any table the identity depends on changed (any backend, after commit).
 pub fn invalidate() {
     EPOCH.fetch_add(1, Ordering::Relaxed);
+    crate::folding::identity_changed();
 }
 
 /// Seconds since the Unix epoch, from the server clock.

@@ -11,6 +11,7 @@ mod api_keys;
 mod audit;
 mod credentials;
 mod errors;
+mod folding;
 mod fresh;
 mod functions;
 mod gucs;
@@ -63,6 +64,7 @@ pub extern "C-unwind" fn _PG_init() {
     gucs::init();
     invalidation::init();
     redaction::init();
+    folding::init();
     audit::init();
 }
 

@@ -3,7 +3,11 @@
 #[cfg(any(test, feature = "pg_test"))]
 #[pgrx::pg_schema]
 mod tests {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
     use pgrx::prelude::*;
+    use ring::rand::SystemRandom;
+    use ring::signature::{RsaKeyPair, RSA_PKCS1_SHA256};
 
     /// Runs `sql` inside a subtransaction and returns the SQLSTATE it failed with, if any.
     fn sqlstate_of(sql: &str) -> Option<String> {
@@ -92,6 +96,62 @@ mod tests {
                 .unwrap()
                 .as_deref(),
             Some("")
+        );
+    }
+
+    /// A token for `user_test` in `org_test`, signed with the repository's test key.
+    fn test_token() -> String {
+        let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+        let key = RsaKeyPair::from_pkcs8(&std::fs::read(format!("{fixtures}/test-issuer-rsa.pk8")).unwrap()).unwrap();
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        let claims = serde_json::json!({"iss": TEST_ISSUER, "sub": "user_test", "org_id": "org_test",
+                                        "iat": now, "exp": now + 300});
+        let input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(br#"{"alg":"RS256","kid":"k1","typ":"JWT"}"#),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        );
+        let mut signature = vec![0; key.public().modulus_len()];
+        key.sign(&RSA_PKCS1_SHA256, &SystemRandom::new(), input.as_bytes(), &mut signature)
+            .unwrap();
+        format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature))
+    }
+
+    /// Issuer of `test_token`.
+    const TEST_ISSUER: &str = "https://auth.test/user_management/client_TEST";
+
+    /// Registers the test issuer, workspace `ws_test` and its member, and sets the member's token
+    /// for the session.
+    fn sign_in_test_member() {
+        let jwks = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/test-issuer-jwks.json")).unwrap();
+        Spi::run(&format!(
+            "SELECT tenancy.add_issuer('{TEST_ISSUER}', {}::jsonb);
+             INSERT INTO tenancy.workspaces (workspace_id, organization_id, name) VALUES ('ws_test', 'org_test', 'Test');
+             INSERT INTO tenancy.members (workspace_id, user_id) VALUES ('ws_test', 'user_test');
+             SET tenancy.token = {}",
+            pgrx::spi::quote_literal(&jwks),
+            pgrx::spi::quote_literal(&test_token())
+        ))
+        .unwrap();
+    }
+
+    /// Moves to the next fold version without invalidating plans (see `folding::skip_invalidation`).
+    #[pg_extern]
+    fn lose_plan_invalidation() {
+        crate::folding::skip_invalidation();
+    }
+
+    #[pg_test]
+    fn a_plan_that_escaped_invalidation_is_refused() {
+        sign_in_test_member();
+        Spi::run("SET plan_cache_mode = force_generic_plan; PREPARE folded AS SELECT tenancy.workspace_id()").unwrap();
+        assert_eq!(sqlstate_of("EXECUTE folded"), None);
+        Spi::run("SELECT tests.lose_plan_invalidation()").unwrap();
+        assert_eq!(sqlstate_of("EXECUTE folded").as_deref(), Some("28000"));
+        assert_eq!(
+            Spi::get_one::<String>("SELECT tenancy.workspace_id()").unwrap().as_deref(),
+            Some("ws_test"),
+            "a new plan folds the current identity"
         );
     }
 }

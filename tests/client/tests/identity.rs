@@ -206,6 +206,17 @@ fn savepoints_restore_the_identity_they_saved() {
     );
 }
 
+/// The plan PostgreSQL would run for `statement`, one line per row of EXPLAIN.
+fn plan_of(client: &mut impl postgres::GenericClient, statement: &str) -> String {
+    let lines: Vec<String> = client
+        .query(&format!("EXPLAIN (COSTS OFF) {statement}"), &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    lines.join("\n")
+}
+
 #[test]
 fn prepared_statements_follow_the_identity_of_each_execution() {
     let mut app = app();
@@ -217,19 +228,52 @@ fn prepared_statements_follow_the_identity_of_each_execution() {
     let protocol_level = app
         .prepare("SELECT string_agg(title, ',' ORDER BY title) FROM documents")
         .unwrap();
-    for (sub, org, expected) in [
-        ("user_alice", "org_acme", "acme budget,acme plan"),
-        ("user_bob", "org_globex", "globex secret"),
-        ("user_alice", "org_acme", "acme budget,acme plan"),
-    ] {
-        let mut tx = app.transaction().unwrap();
-        set_local_token(&mut tx, sub, org);
-        let sql_level: String = tx.query_one("EXECUTE titles", &[]).unwrap().get(0);
-        assert_eq!(sql_level, expected, "EXECUTE as {sub}");
-        let bound: String = tx.query_one(&protocol_level, &[]).unwrap().get(0);
-        assert_eq!(bound, expected, "protocol-level prepared statement as {sub}");
-        tx.commit().unwrap();
+    // SET LOCAL: one cached plan, the identity an initPlan in it, serves every transaction.
+    // Session-level SET: the identity is a constant in the plan, which is replanned when it changes.
+    for local in [true, false] {
+        for (sub, org, workspace, expected) in [
+            ("user_alice", "org_acme", "ws_acme", "acme budget,acme plan"),
+            ("user_bob", "org_globex", "ws_globex", "globex secret"),
+            ("user_alice", "org_acme", "ws_acme", "acme budget,acme plan"),
+        ] {
+            let mut tx = app.transaction().unwrap();
+            tx.execute("SELECT set_config('tenancy.token', $1, $2)", &[&token(sub, org), &local])
+                .unwrap();
+            let sql_level: String = tx.query_one("EXECUTE titles", &[]).unwrap().get(0);
+            assert_eq!(sql_level, expected, "EXECUTE as {sub}, local {local}");
+            let bound: String = tx.query_one(&protocol_level, &[]).unwrap().get(0);
+            assert_eq!(bound, expected, "protocol-level prepared statement as {sub}, local {local}");
+            let plan = plan_of(&mut tx, "EXECUTE titles");
+            if local {
+                assert!(plan.contains("InitPlan"), "{plan}");
+            } else {
+                assert!(plan.contains(&format!("'{workspace}'::text")), "{plan}");
+            }
+            tx.commit().unwrap();
+        }
     }
+}
+
+#[test]
+fn a_cached_plan_stops_serving_when_its_token_expires() {
+    let mut app = app();
+    let skew: String = app.query_one("SHOW tenancy.clock_skew", &[]).unwrap().get(0);
+    let skew: u64 = skew.trim_end_matches('s').parse().unwrap();
+    let now = unix_now();
+    // Still valid for three seconds with the server's clock skew allowance.
+    let expiring = mint(&json!({"iss": ISSUER, "sub": "user_alice", "org_id": "org_acme",
+                                "sid": "session_expiring", "iat": now - 60, "exp": now + 3 - skew}));
+    app.execute("SELECT set_config('tenancy.token', $1, false)", &[&expiring])
+        .unwrap();
+    app.batch_execute("SET plan_cache_mode = force_generic_plan").unwrap();
+    let count = app.prepare("SELECT count(*) FROM documents").unwrap();
+    let rows: i64 = app.query_one(&count, &[]).unwrap().get(0);
+    assert_eq!(rows, 2);
+    assert!(plan_of(&mut app, "SELECT count(*) FROM documents").contains("'ws_acme'::text"));
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    let err = app.query_one(&count, &[]).unwrap_err();
+    assert_eq!(sqlstate(&err), "28000", "{err}");
+    assert!(format!("{err:?}").contains("expired"), "{err:?}");
 }
 
 #[test]
@@ -241,12 +285,15 @@ fn forced_parallel_plans_see_only_the_callers_rows() {
          SET enable_indexscan = off; SET enable_bitmapscan = off",
     )
     .unwrap();
-    for (sub, org, own, expected) in [
-        ("user_alice", "org_acme", "ws_acme", 2_i64),
-        ("user_bob", "org_globex", "ws_globex", 1),
+    for (sub, org, own, expected, local) in [
+        ("user_alice", "org_acme", "ws_acme", 2_i64, true),
+        ("user_bob", "org_globex", "ws_globex", 1, true),
+        ("user_alice", "org_acme", "ws_acme", 2, false),
+        ("user_bob", "org_globex", "ws_globex", 1, false),
     ] {
         let mut tx = app.transaction().unwrap();
-        set_local_token(&mut tx, sub, org);
+        tx.execute("SELECT set_config('tenancy.token', $1, $2)", &[&token(sub, org), &local])
+            .unwrap();
         let plan: Vec<String> = tx
             .query(
                 "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) SELECT count(*) FROM documents",
@@ -263,7 +310,7 @@ fn forced_parallel_plans_see_only_the_callers_rows() {
             .query_one("SELECT count(*) FROM documents WHERE workspace_id <> $1", &[&own])
             .unwrap()
             .get(0);
-        assert_eq!((count, foreign), (expected, 0), "{sub}");
+        assert_eq!((count, foreign), (expected, 0), "{sub}, local {local}");
         tx.commit().unwrap();
     }
 }

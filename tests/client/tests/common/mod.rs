@@ -149,21 +149,16 @@ pub fn setup() {
                                                 ('ws_initech', 'user_carol', NULL, NULL);
              CREATE TABLE documents (
                  id bigserial PRIMARY KEY,
-                 workspace_id text NOT NULL DEFAULT tenancy.workspace_id(),
+                 workspace_id text NOT NULL,
                  title text NOT NULL,
                  embedding vector(3));
              CREATE INDEX ON documents (workspace_id);
-             ALTER TABLE documents ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;
-             CREATE POLICY tenant ON documents
-                 USING (workspace_id = (SELECT tenancy.workspace_id()))
-                 WITH CHECK (workspace_id = (SELECT tenancy.workspace_id()));
              GRANT SELECT, INSERT, UPDATE, DELETE ON documents TO {APP_ROLE};
              GRANT USAGE ON SEQUENCE documents_id_seq TO {APP_ROLE};
-             ALTER TABLE documents DISABLE ROW LEVEL SECURITY;
              INSERT INTO documents (workspace_id, title, embedding) VALUES
                  ('ws_acme', 'acme plan', '[1,0,0]'), ('ws_acme', 'acme budget', '[0.9,0.1,0]'),
                  ('ws_globex', 'globex secret', '[1,0,0]'), ('ws_initech', 'initech memo', '[0,1,0]');
-             ALTER TABLE documents ENABLE ROW LEVEL SECURITY;"
+             SELECT tenancy.protect('documents');"
         ))
         .unwrap();
     });
