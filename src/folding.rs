@@ -15,30 +15,39 @@
 //!   identity table changed in any backend), `identity_changed` sends a backend-local invalidation
 //!   of that dependency: PostgreSQL replans every cached statement that folded (prepared
 //!   statements, PL/pgSQL) before its next use. Statements that never folded keep their plans.
-//! - Each such plan also carries the fold version it was made in; `ExecutorStart` refuses to run
-//!   one of an older version (a plan that escaped invalidation must fail, not serve another
-//!   identity's rows).
-//! - `ExecutorStart` checks the identity once per statement, as the call itself would have: an
-//!   expired token or a refused session token fails a cached plan too.
+//! - `ExecutorStart` checks the identity once per statement, as the call itself would have: it
+//!   first takes in pending invalidations (a cached plan in an open transaction takes no new lock
+//!   that would), so an expired token, a refused session token, a disabled member or a revoked
+//!   session fails a cached plan from the next statement too.
+//! - Each such plan also carries a fingerprint of the values it folded; `ExecutorStart` refuses
+//!   to run it for an identity with other values (a plan that escaped invalidation must fail, not
+//!   serve another identity's rows).
 //!
 //! Folding happens only in the planner proper (`root->parse` set); elsewhere (a domain check, a
 //! `COPY` default) the functions run as plain calls.
 
-use crate::identity;
+use crate::identity::{self, Identity};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::{Internal, PgList};
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::hash_map::DefaultHasher;
 use std::ffi::{c_int, CStr};
+use std::hash::{Hash, Hasher};
 use std::ptr;
+use std::rc::Rc;
 
-/// `PlanInvalItem.cacheId` of the item that carries a plan's fold version. No syscache has a
-/// negative id, so PostgreSQL never matches it against an invalidation.
-const VERSION_TAG: c_int = -0x746e_63;
+/// `PlanInvalItem.cacheId` of the two items that carry the high and low halves of the
+/// fingerprint of the identity a plan folded. No syscache has a negative id, so PostgreSQL never
+/// matches them against an invalidation.
+const FINGERPRINT_TAGS: [c_int; 2] = [-0x0074_6e63, -0x0074_6e64];
 
 thread_local! {
-    /// Bumped each time plans that folded are invalidated.
-    static VERSION: Cell<u32> = const { Cell::new(1) };
+    /// The identity whose fingerprint was computed last, and that fingerprint (the `Rc` is held
+    /// so that its address cannot be reused by another identity).
+    static LAST_FINGERPRINT: RefCell<Option<(Rc<Identity>, u64)>> = const { RefCell::new(None) };
+    /// Tests only: skip the next invalidation, as a missed one would.
+    static SKIP_NEXT_INVALIDATION: Cell<bool> = const { Cell::new(false) };
     /// Whether a plan folded since the last invalidation (none to invalidate otherwise).
     static FOLDED: Cell<bool> = const { Cell::new(false) };
     /// Syscache hash of the support function's OID: the dependency folded plans record.
@@ -59,18 +68,16 @@ pub fn init() {
 /// changed; costs nothing when no plan folded since the last call. Only flips flags, so it is safe
 /// in a GUC assign hook and in an invalidation callback.
 pub fn identity_changed() {
-    if !FOLDED.replace(false) {
+    if !FOLDED.replace(false) || SKIP_NEXT_INVALIDATION.replace(false) {
         return;
     }
-    VERSION.set(VERSION.get().wrapping_add(1));
     unsafe { pg_sys::CallSyscacheCallbacks(pg_sys::SysCacheIdentifier::PROCOID as c_int, MARKER.get()) };
 }
 
-/// Tests only: moves to the next fold version without invalidating plans, as a missed
-/// invalidation would.
+/// Tests only: the next identity change leaves folded plans valid, as a missed invalidation would.
 #[cfg(any(test, feature = "pg_test"))]
-pub fn skip_invalidation() {
-    VERSION.set(VERSION.get().wrapping_add(1));
+pub fn skip_next_invalidation() {
+    SKIP_NEXT_INVALIDATION.set(true);
 }
 
 /// Planner support function of `tenancy.workspace_id()`, `user_id()` and `has_permission(text)`,
@@ -95,13 +102,14 @@ pub fn _identity_support(request: Internal) -> Internal {
         if root.is_null() || (*root).glob.is_null() || (*root).parse.is_null() || call.is_null() {
             return keep_call();
         }
-        if is_once_per_statement_query((*root).parse, (*call).funcid) {
+        if !reads_rows((*root).parse) {
             return keep_call();
         }
         let replacement = if crate::credentials::outlives_transaction() {
-            match fold(call) {
+            let identity = identity::require();
+            match fold(call, &identity) {
                 Some(constant) => {
-                    record_fold(root, (*call).funcid);
+                    record_fold(root, (*call).funcid, fingerprint(&identity));
                     constant.cast::<pg_sys::Node>()
                 }
                 None => return keep_call(),
@@ -119,8 +127,7 @@ fn keep_call() -> Internal {
     Internal::from(Some(pg_sys::Datum::from(0_usize)))
 }
 
-/// Name of the output column of the subquery `once_per_statement` builds, by which the support
-/// function recognises that subquery and leaves the call in it alone.
+/// Name of the output column of the subquery `once_per_statement` builds.
 const ONCE_PER_STATEMENT: &CStr = c"tenancy_identity";
 
 /// `(SELECT call)`: a scalar subquery without references to the outer query, which the planner
@@ -152,27 +159,22 @@ unsafe fn once_per_statement(root: *mut pg_sys::PlannerInfo, call: *mut pg_sys::
     }
 }
 
-/// Whether `query` is a subquery built by `once_per_statement` around a call of `function`: one
-/// output column of that name whose expression calls it. (The planner adds an RTE for the empty
-/// FROM clause, so the range table is not looked at.)
-unsafe fn is_once_per_statement_query(query: *mut pg_sys::Query, function: pg_sys::Oid) -> bool {
-    unsafe {
-        let targets = PgList::<pg_sys::TargetEntry>::from_pg((*query).targetList);
-        let Some(target) = targets.get_ptr(0) else {
-            return false;
-        };
-        let expr = (*target).expr.cast::<pg_sys::Node>();
-        targets.len() == 1
-            && !(*target).resname.is_null()
-            && CStr::from_ptr((*target).resname) == ONCE_PER_STATEMENT
-            && !expr.is_null()
-            && (*expr).type_ == pg_sys::NodeTag::T_FuncExpr
-            && (*expr.cast::<pg_sys::FuncExpr>()).funcid == function
-    }
+/// Whether `query` reads a table, a view, a subquery, a function or VALUES: something that can
+/// produce many rows, over which a plain call could run once per row. A query that does not
+/// (`SELECT call`) evaluates the call once anyway, so the call is left as it is: such queries
+/// include PL/pgSQL's simple expressions, which never pass through `ExecutorStart` (a folded
+/// identity there would escape its per-statement check) and must not gain a subplan, and the
+/// subquery `once_per_statement` builds.
+unsafe fn reads_rows(query: *mut pg_sys::Query) -> bool {
+    let entries = unsafe { PgList::<pg_sys::RangeTblEntry>::from_pg((*query).rtable) };
+    let reads = entries
+        .iter_ptr()
+        .any(|entry| unsafe { (*entry).rtekind } != pg_sys::RTEKind::RTE_RESULT);
+    reads
 }
 
-/// The constant that replaces `call`, or `None` to keep the call.
-unsafe fn fold(call: *mut pg_sys::FuncExpr) -> Option<*mut pg_sys::Const> {
+/// The constant that replaces `call` for `identity`, or `None` to keep the call.
+unsafe fn fold(call: *mut pg_sys::FuncExpr, identity: &Identity) -> Option<*mut pg_sys::Const> {
     let name = unsafe { pg_sys::get_func_name((*call).funcid) };
     if name.is_null() {
         return None;
@@ -189,11 +191,11 @@ unsafe fn fold(call: *mut pg_sys::FuncExpr) -> Option<*mut pg_sys::Const> {
         )
     };
     match unsafe { CStr::from_ptr(name) }.to_bytes() {
-        b"workspace_id" => Some(text(crate::functions::workspace_of(&identity::require()))),
-        b"user_id" => Some(text(identity::require().user_id.clone())),
+        b"workspace_id" => Some(text(crate::functions::workspace_of(identity))),
+        b"user_id" => Some(text(identity.user_id.clone())),
         b"has_permission" => {
             let permission = unsafe { constant_text_argument(call) }?;
-            let granted = identity::require().permissions.iter().any(|p| *p == permission);
+            let granted = identity.permissions.contains(&permission);
             Some(unsafe { pg_sys::makeConst(pg_sys::BOOLOID, -1, pg_sys::InvalidOid, 1, granted.into(), false, true) })
         }
         _ => None,
@@ -216,9 +218,24 @@ unsafe fn constant_text_argument(call: *mut pg_sys::FuncExpr) -> Option<String> 
     }
 }
 
+/// What folding can read from an identity (workspace, user, permissions), hashed. Cached for the
+/// last identity: `ExecutorStart` asks for it on every statement that runs a folded plan.
+fn fingerprint(identity: &Rc<Identity>) -> u64 {
+    if let Some(known) =
+        LAST_FINGERPRINT.with_borrow(|last| last.as_ref().filter(|(i, _)| Rc::ptr_eq(i, identity)).map(|(_, f)| *f))
+    {
+        return known;
+    }
+    let mut hasher = DefaultHasher::new();
+    (&identity.workspace_id, &identity.user_id, &identity.permissions).hash(&mut hasher);
+    let computed = hasher.finish();
+    LAST_FINGERPRINT.with_borrow_mut(|last| *last = Some((Rc::clone(identity), computed)));
+    computed
+}
+
 /// Records in the plan being built that it folded: a dependency on the support function (what
-/// `identity_changed` invalidates) and the current fold version.
-unsafe fn record_fold(root: *mut pg_sys::PlannerInfo, function: pg_sys::Oid) {
+/// `identity_changed` invalidates) and, once per plan, the fingerprint of the identity.
+unsafe fn record_fold(root: *mut pg_sys::PlannerInfo, function: pg_sys::Oid, fingerprint: u64) {
     unsafe {
         let support = pg_sys::get_func_support(function);
         pg_sys::record_plan_function_dependency(root, support);
@@ -230,33 +247,43 @@ unsafe fn record_fold(root: *mut pg_sys::PlannerInfo, function: pg_sys::Oid) {
             pg_sys::Datum::from(0),
         );
         MARKER.set(hash);
-        let tag = pg_sys::palloc0(size_of::<pg_sys::PlanInvalItem>()).cast::<pg_sys::PlanInvalItem>();
-        (*tag).type_ = pg_sys::NodeTag::T_PlanInvalItem;
-        (*tag).cacheId = VERSION_TAG;
-        (*tag).hashValue = VERSION.get();
         let glob = (*root).glob;
-        (*glob).invalItems = pg_sys::lappend((*glob).invalItems, tag.cast());
+        if folded_fingerprint((*glob).invalItems).is_none() {
+            for (tag, half) in FINGERPRINT_TAGS
+                .into_iter()
+                .zip([(fingerprint >> 32) as u32, fingerprint as u32])
+            {
+                let item = pg_sys::palloc0(size_of::<pg_sys::PlanInvalItem>()).cast::<pg_sys::PlanInvalItem>();
+                (*item).type_ = pg_sys::NodeTag::T_PlanInvalItem;
+                (*item).cacheId = tag;
+                (*item).hashValue = half;
+                (*glob).invalItems = pg_sys::lappend((*glob).invalItems, item.cast());
+            }
+        }
     }
     FOLDED.set(true);
 }
 
-/// The fold version a plan was made in, when it folded an identity.
-unsafe fn fold_version(stmt: *mut pg_sys::PlannedStmt) -> Option<u32> {
-    let items = unsafe { PgList::<pg_sys::PlanInvalItem>::from_pg((*stmt).invalItems) };
-    let version = items
-        .iter_ptr()
-        .find(|item| unsafe { (**item).cacheId } == VERSION_TAG)
-        .map(|item| unsafe { (*item).hashValue });
-    version
+/// The fingerprint a plan's dependency list carries, when the plan folded an identity.
+unsafe fn folded_fingerprint(items: *mut pg_sys::List) -> Option<u64> {
+    let items = unsafe { PgList::<pg_sys::PlanInvalItem>::from_pg(items) };
+    let half = |tag: c_int| {
+        items
+            .iter_ptr()
+            .find(|item| unsafe { (**item).cacheId } == tag)
+            .map(|item| u64::from(unsafe { (*item).hashValue }))
+    };
+    Some((half(FINGERPRINT_TAGS[0])? << 32) | half(FINGERPRINT_TAGS[1])?)
 }
 
-/// `ExecutorStart`: a plan that folded an identity runs only in the fold version it was made in
-/// and while the identity is still valid.
+/// `ExecutorStart`: a plan that folded an identity runs only while that identity is valid, and
+/// only for it.
 #[pg_guard]
 unsafe extern "C-unwind" fn executor_start(query_desc: *mut pg_sys::QueryDesc, eflags: c_int) {
     unsafe {
-        if let Some(version) = fold_version((*query_desc).plannedstmt) {
-            if version != VERSION.get() {
+        if let Some(folded) = folded_fingerprint((*(*query_desc).plannedstmt).invalItems) {
+            pg_sys::AcceptInvalidationMessages();
+            if fingerprint(&identity::require()) != folded {
                 crate::errors::raise(
                     PgSqlErrorCode::ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
                     "statement was planned for another identity",
@@ -264,7 +291,6 @@ unsafe extern "C-unwind" fn executor_start(query_desc: *mut pg_sys::QueryDesc, e
                     Some("Run the statement again."),
                 );
             }
-            identity::require();
         }
         match PREV_EXECUTOR_START {
             Some(prev) => prev(query_desc, eflags),

@@ -99,58 +99,79 @@ mod tests {
         );
     }
 
-    /// A token for `user_test` in `org_test`, signed with the repository's test key.
-    fn test_token() -> String {
+    /// A token for `sub` in `org`, signed with the repository's test key.
+    fn test_token(sub: &str, org: &str) -> String {
         let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
         let key = RsaKeyPair::from_pkcs8(&std::fs::read(format!("{fixtures}/test-issuer-rsa.pk8")).unwrap()).unwrap();
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-        let claims = serde_json::json!({"iss": TEST_ISSUER, "sub": "user_test", "org_id": "org_test",
-                                        "iat": now, "exp": now + 300});
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let claims = serde_json::json!({"iss": TEST_ISSUER, "sub": sub, "org_id": org, "iat": now, "exp": now + 300});
         let input = format!(
             "{}.{}",
             URL_SAFE_NO_PAD.encode(br#"{"alg":"RS256","kid":"k1","typ":"JWT"}"#),
             URL_SAFE_NO_PAD.encode(claims.to_string())
         );
         let mut signature = vec![0; key.public().modulus_len()];
-        key.sign(&RSA_PKCS1_SHA256, &SystemRandom::new(), input.as_bytes(), &mut signature)
-            .unwrap();
+        key.sign(
+            &RSA_PKCS1_SHA256,
+            &SystemRandom::new(),
+            input.as_bytes(),
+            &mut signature,
+        )
+        .unwrap();
         format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature))
     }
 
     /// Issuer of `test_token`.
     const TEST_ISSUER: &str = "https://auth.test/user_management/client_TEST";
 
-    /// Registers the test issuer, workspace `ws_test` and its member, and sets the member's token
-    /// for the session.
-    fn sign_in_test_member() {
-        let jwks = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/test-issuer-jwks.json")).unwrap();
+    /// Registers the test issuer and two workspaces with a member each: `user_a` in `ws_a`
+    /// (organization `org_a`) and `user_b` in `ws_b`.
+    fn register_test_members() {
+        let jwks = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/test-issuer-jwks.json"
+        ))
+        .unwrap();
         Spi::run(&format!(
             "SELECT tenancy.add_issuer('{TEST_ISSUER}', {}::jsonb);
-             INSERT INTO tenancy.workspaces (workspace_id, organization_id, name) VALUES ('ws_test', 'org_test', 'Test');
-             INSERT INTO tenancy.members (workspace_id, user_id) VALUES ('ws_test', 'user_test');
-             SET tenancy.token = {}",
-            pgrx::spi::quote_literal(&jwks),
-            pgrx::spi::quote_literal(&test_token())
+             INSERT INTO tenancy.workspaces (workspace_id, organization_id, name) VALUES ('ws_a', 'org_a', 'A'), ('ws_b', 'org_b', 'B');
+             INSERT INTO tenancy.members (workspace_id, user_id) VALUES ('ws_a', 'user_a'), ('ws_b', 'user_b')",
+            pgrx::spi::quote_literal(jwks)
         ))
         .unwrap();
     }
 
-    /// Moves to the next fold version without invalidating plans (see `folding::skip_invalidation`).
+    /// Makes the next identity change leave folded plans valid (see `folding::skip_next_invalidation`).
     #[pg_extern]
-    fn lose_plan_invalidation() {
-        crate::folding::skip_invalidation();
+    fn skip_next_plan_invalidation() {
+        crate::folding::skip_next_invalidation();
     }
 
     #[pg_test]
     fn a_plan_that_escaped_invalidation_is_refused() {
-        sign_in_test_member();
-        Spi::run("SET plan_cache_mode = force_generic_plan; PREPARE folded AS SELECT tenancy.workspace_id()").unwrap();
-        assert_eq!(sqlstate_of("EXECUTE folded"), None);
-        Spi::run("SELECT tests.lose_plan_invalidation()").unwrap();
+        register_test_members();
+        Spi::run(&format!(
+            "SET tenancy.token = {};
+             SET plan_cache_mode = force_generic_plan;
+             PREPARE folded AS SELECT tenancy.workspace_id() FROM (VALUES (1)) v",
+            pgrx::spi::quote_literal(test_token("user_a", "org_a"))
+        ))
+        .unwrap();
+        Spi::run("EXECUTE folded").unwrap();
+        Spi::run(&format!(
+            "SELECT tests.skip_next_plan_invalidation(); SET tenancy.token = {}",
+            pgrx::spi::quote_literal(test_token("user_b", "org_b"))
+        ))
+        .unwrap();
         assert_eq!(sqlstate_of("EXECUTE folded").as_deref(), Some("28000"));
         assert_eq!(
-            Spi::get_one::<String>("SELECT tenancy.workspace_id()").unwrap().as_deref(),
-            Some("ws_test"),
+            Spi::get_one::<String>("SELECT tenancy.workspace_id() FROM (VALUES (1)) v")
+                .unwrap()
+                .as_deref(),
+            Some("ws_b"),
             "a new plan folds the current identity"
         );
     }

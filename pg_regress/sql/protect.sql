@@ -91,11 +91,18 @@ UPDATE documents SET title = 'acme plan v2' WHERE CURRENT OF cur RETURNING *;
 FETCH ALL cur;
 ROLLBACK;
 
--- The plan: the identity is an initPlan evaluated once, and the workspace index is used.
+-- The plan: with a session-level token the identity is a constant in the plan, as a literal
+-- WHERE would be, and the workspace index is used.
 SET enable_seqscan = off;
 SET enable_bitmapscan = off;
 EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) SELECT * FROM documents;
 EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) SELECT * FROM documents WHERE title = 'acme plan';
+-- With SET LOCAL (a pooler's pattern) it is an initPlan, evaluated once per statement, so that
+-- one cached plan serves every transaction's identity.
+BEGIN;
+SELECT set_config('tenancy.token', :'alice', true) IS NOT NULL AS signed_in;
+EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) SELECT * FROM documents;
+COMMIT;
 RESET enable_seqscan;
 RESET enable_bitmapscan;
 
@@ -116,7 +123,7 @@ RESET plan_cache_mode;
 DEALLOCATE mine;
 DEALLOCATE one;
 
--- Forced parallel plans: the initPlan runs in the leader, the workers see only its value.
+-- Forced parallel plans: the workers see the constant and only the caller's rows.
 SET force_parallel_mode = on;
 SET parallel_setup_cost = 0;
 SET parallel_tuple_cost = 0;

@@ -143,11 +143,11 @@ fn an_expired_key_stops_working() {
     let (secret, _) = create_key(
         "ws_initech",
         "short-lived",
-        ", expires_at => now() + interval '1 second'",
+        ", expires_at => now() + interval '3 seconds'",
     );
     let mut app = app();
     assert_eq!(titles_with(&mut app, &secret).unwrap(), ["initech memo"]);
-    std::thread::sleep(Duration::from_millis(1500));
+    std::thread::sleep(Duration::from_millis(3500));
     let err = titles_with(&mut app, &secret).unwrap_err();
     assert_eq!(sqlstate(&err), "28000", "{err}");
     assert_eq!(err.as_db_error().unwrap().message(), "api key has expired");

@@ -220,30 +220,33 @@ fn plan_of(client: &mut impl postgres::GenericClient, statement: &str) -> String
 #[test]
 fn prepared_statements_follow_the_identity_of_each_execution() {
     let mut app = app();
-    app.batch_execute(
-        "SET plan_cache_mode = force_generic_plan;
-         PREPARE titles AS SELECT string_agg(title, ',' ORDER BY title) FROM documents",
-    )
-    .unwrap();
-    let protocol_level = app
-        .prepare("SELECT string_agg(title, ',' ORDER BY title) FROM documents")
-        .unwrap();
+    app.batch_execute("SET plan_cache_mode = force_generic_plan").unwrap();
     // SET LOCAL: one cached plan, the identity an initPlan in it, serves every transaction.
     // Session-level SET: the identity is a constant in the plan, which is replanned when it changes.
     for local in [true, false] {
+        let name = if local { "titles_local" } else { "titles_session" };
+        let query = "SELECT string_agg(title, ',' ORDER BY title) FROM documents";
+        app.batch_execute(&format!("PREPARE {name} AS {query}")).unwrap();
+        let protocol_level = app.prepare(query).unwrap();
         for (sub, org, workspace, expected) in [
             ("user_alice", "org_acme", "ws_acme", "acme budget,acme plan"),
             ("user_bob", "org_globex", "ws_globex", "globex secret"),
             ("user_alice", "org_acme", "ws_acme", "acme budget,acme plan"),
         ] {
             let mut tx = app.transaction().unwrap();
-            tx.execute("SELECT set_config('tenancy.token', $1, $2)", &[&token(sub, org), &local])
-                .unwrap();
-            let sql_level: String = tx.query_one("EXECUTE titles", &[]).unwrap().get(0);
+            tx.execute(
+                "SELECT set_config('tenancy.token', $1, $2)",
+                &[&token(sub, org), &local],
+            )
+            .unwrap();
+            let sql_level: String = tx.query_one(&format!("EXECUTE {name}"), &[]).unwrap().get(0);
             assert_eq!(sql_level, expected, "EXECUTE as {sub}, local {local}");
             let bound: String = tx.query_one(&protocol_level, &[]).unwrap().get(0);
-            assert_eq!(bound, expected, "protocol-level prepared statement as {sub}, local {local}");
-            let plan = plan_of(&mut tx, "EXECUTE titles");
+            assert_eq!(
+                bound, expected,
+                "protocol-level prepared statement as {sub}, local {local}"
+            );
+            let plan = plan_of(&mut tx, &format!("EXECUTE {name}"));
             if local {
                 assert!(plan.contains("InitPlan"), "{plan}");
             } else {
@@ -292,8 +295,11 @@ fn forced_parallel_plans_see_only_the_callers_rows() {
         ("user_bob", "org_globex", "ws_globex", 1, false),
     ] {
         let mut tx = app.transaction().unwrap();
-        tx.execute("SELECT set_config('tenancy.token', $1, $2)", &[&token(sub, org), &local])
-            .unwrap();
+        tx.execute(
+            "SELECT set_config('tenancy.token', $1, $2)",
+            &[&token(sub, org), &local],
+        )
+        .unwrap();
         let plan: Vec<String> = tx
             .query(
                 "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) SELECT count(*) FROM documents",

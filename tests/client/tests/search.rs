@@ -40,7 +40,11 @@ fn items() -> postgres::Client {
              SET max_parallel_maintenance_workers = 0;
              CREATE INDEX ON search_items USING hnsw (embedding vector_cosine_ops);
              SELECT tenancy.protect('search_items');
-             GRANT SELECT ON search_items TO {APP_ROLE};"
+             GRANT SELECT ON search_items TO {APP_ROLE};
+             CREATE TABLE search_hand_written (id bigint PRIMARY KEY, workspace_id text NOT NULL, embedding vector(3));
+             ALTER TABLE search_hand_written ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;
+             CREATE POLICY tenant ON search_hand_written USING (workspace_id = (SELECT tenancy.workspace_id()));
+             GRANT SELECT ON search_hand_written TO {APP_ROLE};"
         ))
         .unwrap();
     });
@@ -123,14 +127,14 @@ fn bad_input_is_refused_with_its_sqlstate() {
     tx.batch_execute("ROLLBACK TO SAVEPOINT s").unwrap();
     let err = tx
         .query(
-            "SELECT * FROM tenancy.nearest(NULL::documents, 'embedding', '[1,0,0]'::vector, 10)",
+            "SELECT * FROM tenancy.nearest(NULL::search_hand_written, 'embedding', '[1,0,0]'::vector, 10)",
             &[],
         )
         .unwrap_err();
     assert_eq!(
         sqlstate(&err),
         "55000",
-        "documents has hand-written policies, not tenancy.protect"
+        "search_hand_written has hand-written policies, not tenancy.protect"
     );
     tx.rollback().unwrap();
 
