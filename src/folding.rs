@@ -48,8 +48,10 @@ thread_local! {
     static LAST_FINGERPRINT: RefCell<Option<(Rc<Identity>, u64)>> = const { RefCell::new(None) };
     /// Tests only: skip the next invalidation, as a missed one would.
     static SKIP_NEXT_INVALIDATION: Cell<bool> = const { Cell::new(false) };
-    /// Whether a plan folded since the last invalidation (none to invalidate otherwise).
-    static FOLDED: Cell<bool> = const { Cell::new(false) };
+    /// Whether this backend ever folded an identity into a plan (none to invalidate otherwise).
+    /// Never reset: an invalidation taken in while a plan is being built must not make the next
+    /// identity change skip that plan.
+    static EVER_FOLDED: Cell<bool> = const { Cell::new(false) };
     /// Syscache hash of the support function's OID: the dependency folded plans record.
     static MARKER: Cell<u32> = const { Cell::new(0) };
 }
@@ -65,10 +67,10 @@ pub fn init() {
 }
 
 /// Invalidates every cached plan that folded an identity. Called when the identity may have
-/// changed; costs nothing when no plan folded since the last call. Only flips flags, so it is safe
-/// in a GUC assign hook and in an invalidation callback.
+/// changed; costs nothing in a backend that never folded (a pooled one, whose identities are SET
+/// LOCAL). Only flips flags, so it is safe in a GUC assign hook and in an invalidation callback.
 pub fn identity_changed() {
-    if !FOLDED.replace(false) || SKIP_NEXT_INVALIDATION.replace(false) {
+    if !EVER_FOLDED.get() || SKIP_NEXT_INVALIDATION.replace(false) {
         return;
     }
     unsafe { pg_sys::CallSyscacheCallbacks(pg_sys::SysCacheIdentifier::PROCOID as c_int, MARKER.get()) };
@@ -261,7 +263,7 @@ unsafe fn record_fold(root: *mut pg_sys::PlannerInfo, function: pg_sys::Oid, fin
             }
         }
     }
-    FOLDED.set(true);
+    EVER_FOLDED.set(true);
 }
 
 /// The fingerprint a plan's dependency list carries, when the plan folded an identity.

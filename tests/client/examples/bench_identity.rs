@@ -65,8 +65,7 @@ fn set_up() {
          CREATE TABLE items (LIKE plain_items INCLUDING ALL);
          INSERT INTO items SELECT * FROM plain_items;
          CREATE INDEX ON items (workspace_id);
-         ALTER TABLE items ENABLE ROW LEVEL SECURITY;
-         CREATE POLICY tenant ON items USING (workspace_id = (SELECT tenancy.workspace_id()));
+         SELECT tenancy.protect('items');
          GRANT SELECT ON plain_items, items TO {APP_ROLE};
          ANALYZE;
          {LOOPS}
