@@ -107,15 +107,14 @@ pub fn _identity_support(request: Internal) -> Internal {
         if !reads_rows((*root).parse) {
             return keep_call();
         }
+        let Some(asked) = what_is_asked(call) else {
+            return keep_call();
+        };
         let replacement = if crate::credentials::outlives_transaction() {
             let identity = identity::require();
-            match fold(call, &identity) {
-                Some(constant) => {
-                    record_fold(root, (*call).funcid, fingerprint(&identity));
-                    constant.cast::<pg_sys::Node>()
-                }
-                None => return keep_call(),
-            }
+            let constant = asked.constant(call, &identity);
+            record_fold(root, (*call).funcid, fingerprint(&identity));
+            constant.cast::<pg_sys::Node>()
         } else {
             once_per_statement(root, call)
         };
@@ -175,32 +174,50 @@ unsafe fn reads_rows(query: *mut pg_sys::Query) -> bool {
     reads
 }
 
-/// The constant that replaces `call` for `identity`, or `None` to keep the call.
-unsafe fn fold(call: *mut pg_sys::FuncExpr, identity: &Identity) -> Option<*mut pg_sys::Const> {
+/// What an identity call asks for.
+enum Asked {
+    Workspace,
+    User,
+    Permission(String),
+}
+
+/// What `call` asks for, or `None` when it cannot be answered once per statement (an unknown
+/// function, or `has_permission` of anything but a constant, which may differ from row to row).
+unsafe fn what_is_asked(call: *mut pg_sys::FuncExpr) -> Option<Asked> {
     let name = unsafe { pg_sys::get_func_name((*call).funcid) };
     if name.is_null() {
         return None;
     }
-    let text = |value: String| unsafe {
-        pg_sys::makeConst(
-            pg_sys::TEXTOID,
-            -1,
-            (*call).funccollid,
-            -1,
-            value.into_datum().expect("text datum"),
-            false,
-            false,
-        )
-    };
     match unsafe { CStr::from_ptr(name) }.to_bytes() {
-        b"workspace_id" => Some(text(crate::functions::workspace_of(identity))),
-        b"user_id" => Some(text(identity.user_id.clone())),
-        b"has_permission" => {
-            let permission = unsafe { constant_text_argument(call) }?;
-            let granted = identity.permissions.contains(&permission);
-            Some(unsafe { pg_sys::makeConst(pg_sys::BOOLOID, -1, pg_sys::InvalidOid, 1, granted.into(), false, true) })
-        }
+        b"workspace_id" => Some(Asked::Workspace),
+        b"user_id" => Some(Asked::User),
+        b"has_permission" => unsafe { constant_text_argument(call) }.map(Asked::Permission),
         _ => None,
+    }
+}
+
+impl Asked {
+    /// The answer for `identity` as a constant of `call`'s result type and collation.
+    unsafe fn constant(&self, call: *mut pg_sys::FuncExpr, identity: &Identity) -> *mut pg_sys::Const {
+        let text = |value: String| unsafe {
+            pg_sys::makeConst(
+                pg_sys::TEXTOID,
+                -1,
+                (*call).funccollid,
+                -1,
+                value.into_datum().expect("text datum"),
+                false,
+                false,
+            )
+        };
+        match self {
+            Asked::Workspace => text(crate::functions::workspace_of(identity)),
+            Asked::User => text(identity.user_id.clone()),
+            Asked::Permission(permission) => {
+                let granted = identity.permissions.contains(permission);
+                unsafe { pg_sys::makeConst(pg_sys::BOOLOID, -1, pg_sys::InvalidOid, 1, granted.into(), false, true) }
+            }
+        }
     }
 }
 
@@ -266,14 +283,18 @@ unsafe fn record_fold(root: *mut pg_sys::PlannerInfo, function: pg_sys::Oid, fin
     EVER_FOLDED.set(true);
 }
 
-/// The fingerprint a plan's dependency list carries, when the plan folded an identity.
+/// The fingerprint a plan's dependency list carries, when the plan folded an identity. Reads the
+/// list in place: this runs for every statement executed.
 unsafe fn folded_fingerprint(items: *mut pg_sys::List) -> Option<u64> {
-    let items = unsafe { PgList::<pg_sys::PlanInvalItem>::from_pg(items) };
+    let cells = match unsafe { items.as_ref() } {
+        Some(list) => unsafe { std::slice::from_raw_parts(list.elements, list.length as usize) },
+        None => return None,
+    };
     let half = |tag: c_int| {
-        items
-            .iter_ptr()
-            .find(|item| unsafe { (**item).cacheId } == tag)
-            .map(|item| u64::from(unsafe { (*item).hashValue }))
+        cells.iter().find_map(|cell| {
+            let item = unsafe { cell.ptr_value }.cast::<pg_sys::PlanInvalItem>();
+            (unsafe { (*item).cacheId } == tag).then(|| u64::from(unsafe { (*item).hashValue }))
+        })
     };
     Some((half(FINGERPRINT_TAGS[0])? << 32) | half(FINGERPRINT_TAGS[1])?)
 }
