@@ -1,10 +1,11 @@
 //! The session's identity: derived from `tenancy.token`, verified, double-checked against
 //! `tenancy.workspaces` and `tenancy.members`, cached per backend, and read by the SQL functions.
 //!
-//! Reads are built for the policy's initPlan: the hot path compares two counters (the token's
-//! generation, bumped by the GUC assign hook on every change including rollbacks, and the cache
-//! epoch, bumped by the relcache callback of `invalidation.rs`) and returns the identity found
-//! last time, so `tenancy.workspace_id()` costs a few nanoseconds after the first call. A miss
+//! Reads run once per statement (the check `folding.rs` makes before a plan that holds the
+//! identity runs, or the initPlan under `SET LOCAL`) and are built for it: the hot path compares
+//! two counters (the token's generation, bumped by the GUC assign hook on every change including
+//! rollbacks, and the cache epoch, bumped by the relcache callback of `invalidation.rs`) and
+//! returns the identity found last time, in a few nanoseconds. A miss
 //! looks the token up by its SHA-256 digest (the `SET LOCAL` per transaction pattern) and only an
 //! unknown token pays for signature verification and the membership query.
 
