@@ -112,15 +112,20 @@ fn extension_installed() -> bool {
     installed
 }
 
+/// The identity found last time, when neither the credential nor the identity tables changed
+/// since (the hot path: two counter comparisons and a reference count).
+fn last_identity(generation: u64, epoch: u64) -> Option<Rc<Identity>> {
+    LAST.with_borrow(|last| match last {
+        Some((g, e, identity)) if *g == generation && *e == epoch => Some(Rc::clone(identity)),
+        _ => None,
+    })
+}
+
 /// The current identity, or why there is none. Verifies and queries only on a cache miss.
 pub fn current() -> Result<Rc<Identity>, Denial> {
     let generation = TOKEN_GENERATION.load(Ordering::Relaxed);
     let epoch = EPOCH.load(Ordering::Relaxed);
-    let hit = LAST.with_borrow(|last| match last {
-        Some((g, e, identity)) if *g == generation && *e == epoch => Some(Rc::clone(identity)),
-        _ => None,
-    });
-    let identity = match hit {
+    let identity = match last_identity(generation, epoch) {
         Some(identity) => identity,
         None => {
             let identity = resolve(credentials::current()?)?;
@@ -183,11 +188,8 @@ fn note_key_use(key: &str) {
 pub fn peek(field: impl Fn(&Identity) -> Option<String>) -> Option<String> {
     let generation = TOKEN_GENERATION.load(Ordering::Relaxed);
     let epoch = EPOCH.load(Ordering::Relaxed);
-    if let Some(value) = LAST.with_borrow(|last| match last {
-        Some((g, e, identity)) if *g == generation && *e == epoch => Some(field(identity)),
-        _ => None,
-    }) {
-        return value;
+    if let Some(identity) = last_identity(generation, epoch) {
+        return field(&identity);
     }
     let digest = digest_of(credentials::current().ok()?.text());
     CACHE.with_borrow(|cache| match cache.get(&digest) {

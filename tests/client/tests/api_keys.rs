@@ -68,16 +68,12 @@ fn a_key_reads_its_workspace_only_and_shows_no_secret() {
     drop(tx);
 
     let mut admin = admin();
-    let columns: Vec<String> = admin
-        .query(
-            "SELECT column_name::text FROM information_schema.columns
+    let columns: Vec<String> = first_column(
+        &mut admin,
+        "SELECT column_name::text FROM information_schema.columns
               WHERE table_schema = 'tenancy' AND table_name = 'api_keys' ORDER BY ordinal_position",
-            &[],
-        )
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+        &[],
+    );
     assert!(
         !columns.iter().any(|c| c.contains("digest") || c.contains("secret")),
         "{columns:?}"
@@ -268,12 +264,7 @@ fn a_key_works_in_parallel_plans_and_its_use_is_recorded() {
     .unwrap();
     app.execute("SELECT set_config('tenancy.api_key', $1, false)", &[&secret])
         .unwrap();
-    let plan: Vec<String> = app
-        .query("EXPLAIN (COSTS OFF) SELECT count(*) FROM documents", &[])
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let plan: Vec<String> = first_column(&mut app, "EXPLAIN (COSTS OFF) SELECT count(*) FROM documents", &[]);
     assert!(plan.iter().any(|l| l.contains("Gather")), "{plan:?}");
     let count: i64 = app.query_one("SELECT count(*) FROM documents", &[]).unwrap().get(0);
     assert_eq!(count, 2, "the first identity read happens inside the parallel plan");

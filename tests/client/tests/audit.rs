@@ -214,14 +214,10 @@ fn spoofing_and_refused_admin_calls_are_denials_too() {
         .unwrap_err();
     assert_eq!(sqlstate(&err), "42501", "{err}");
     drop(tx);
-    let reasons: Vec<String> = admin()
-        .query(
-            "SELECT reason FROM tenancy.denials WHERE application_name = $1 ORDER BY seq",
-            &[&tag],
-        )
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let reasons: Vec<String> = first_column(
+        &mut admin(),
+        "SELECT reason FROM tenancy.denials WHERE application_name = $1 ORDER BY seq",
+        &[&tag],
+    );
     assert_eq!(reasons, ["spoof_attempt", "admin_refused", "write_refused"]);
 }

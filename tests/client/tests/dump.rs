@@ -31,11 +31,7 @@ fn titles(database: &str, sub: &str, org: &str) -> Vec<String> {
     let mut app = connect_with(APP_ROLE, database, "").unwrap();
     let mut tx = app.transaction().unwrap();
     set_local_token(&mut tx, sub, org);
-    tx.query("SELECT title FROM notes ORDER BY title", &[])
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
+    first_column(&mut tx, "SELECT title FROM notes ORDER BY title", &[])
 }
 
 #[test]
@@ -91,15 +87,11 @@ fn a_dump_restored_into_a_fresh_database_keeps_protection_and_configuration() {
         "protection restored unmodified"
     );
     let findings = |client: &mut postgres::Client| -> Vec<String> {
-        client
-            .query(
-                "SELECT severity || ' ' || finding FROM tenancy.coverage WHERE object LIKE '%notes%' ORDER BY 1",
-                &[],
-            )
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect()
+        first_column(
+            client,
+            "SELECT severity || ' ' || finding FROM tenancy.coverage WHERE object LIKE '%notes%' ORDER BY 1",
+            &[],
+        )
     };
     assert_eq!(
         findings(&mut target),
@@ -115,12 +107,7 @@ fn a_dump_restored_into_a_fresh_database_keeps_protection_and_configuration() {
     let mut tx = app.transaction().unwrap();
     tx.execute("SELECT set_config('tenancy.api_key', $1, true)", &[&key])
         .unwrap();
-    let rows: Vec<String> = tx
-        .query("SELECT title FROM notes", &[])
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let rows: Vec<String> = first_column(&mut tx, "SELECT title FROM notes", &[]);
     assert_eq!(
         rows,
         ["globex note"],

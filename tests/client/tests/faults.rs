@@ -78,12 +78,7 @@ fn a_killed_backend_loses_no_persisted_audit_rows_and_no_identity_survives() {
     assert_eq!(sqlstate(&err), "28000", "a new backend starts without identity: {err}");
     let mut tx = fresh.transaction().unwrap();
     set_local_token(&mut tx, "user_alice", "org_acme");
-    let titles: Vec<String> = tx
-        .query("SELECT title FROM documents ORDER BY title", &[])
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let titles: Vec<String> = first_column(&mut tx, "SELECT title FROM documents ORDER BY title", &[]);
     assert_eq!(
         titles,
         ["acme budget", "acme plan"],

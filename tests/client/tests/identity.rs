@@ -54,15 +54,11 @@ fn a_plain_set_leaves_no_token_in_pg_stat_activity() {
         .batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
         .unwrap();
     client.batch_execute(&format!("SET tenancy.token = '{token}'")).unwrap();
-    let stored: Vec<String> = admin
-        .query(
-            "SELECT query FROM pg_stat_statements WHERE query LIKE '%tenancy.token%'",
-            &[],
-        )
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let stored: Vec<String> = first_column(
+        &mut admin,
+        "SELECT query FROM pg_stat_statements WHERE query LIKE '%tenancy.token%'",
+        &[],
+    );
     assert!(!stored.is_empty(), "pg_stat_statements tracks the SET");
     assert!(
         stored.iter().all(|q| !q.contains(signature)),
@@ -208,12 +204,7 @@ fn savepoints_restore_the_identity_they_saved() {
 
 /// The plan PostgreSQL would run for `statement`, one line per row of EXPLAIN.
 fn plan_of(client: &mut impl postgres::GenericClient, statement: &str) -> String {
-    let lines: Vec<String> = client
-        .query(&format!("EXPLAIN (COSTS OFF) {statement}"), &[])
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let lines: Vec<String> = first_column(client, &format!("EXPLAIN (COSTS OFF) {statement}"), &[]);
     lines.join("\n")
 }
 
@@ -300,15 +291,11 @@ fn forced_parallel_plans_see_only_the_callers_rows() {
             &[&token(sub, org), &local],
         )
         .unwrap();
-        let plan: Vec<String> = tx
-            .query(
-                "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) SELECT count(*) FROM documents",
-                &[],
-            )
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+        let plan: Vec<String> = first_column(
+            &mut tx,
+            "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) SELECT count(*) FROM documents",
+            &[],
+        );
         let launched = plan.iter().find_map(|l| l.trim().strip_prefix("Workers Launched: "));
         assert!(launched.is_some_and(|n| n != "0"), "no parallel worker ran: {plan:?}");
         let count: i64 = tx.query_one("SELECT count(*) FROM documents", &[]).unwrap().get(0);

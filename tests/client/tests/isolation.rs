@@ -22,22 +22,13 @@ fn each_user_sees_only_their_workspace() {
     ] {
         let mut tx = app.transaction().unwrap();
         set_local_token(&mut tx, sub, org);
-        let titles: Vec<String> = tx
-            .query("SELECT title FROM documents ORDER BY title", &[])
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+        let titles: Vec<String> = first_column(&mut tx, "SELECT title FROM documents ORDER BY title", &[]);
         assert_eq!(titles, expected, "{sub}");
-        let near: Vec<String> = tx
-            .query(
-                "SELECT title FROM documents ORDER BY embedding <-> $1 LIMIT 10",
-                &[&Vector::from(vec![1.0, 0.0, 0.0])],
-            )
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+        let near: Vec<String> = first_column(
+            &mut tx,
+            "SELECT title FROM documents ORDER BY embedding <-> $1 LIMIT 10",
+            &[&Vector::from(vec![1.0, 0.0, 0.0])],
+        );
         assert_eq!(
             near.len(),
             expected.len(),

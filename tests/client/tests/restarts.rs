@@ -212,12 +212,7 @@ fn an_immediate_restart_loses_no_acknowledged_commit_and_no_identity_survives() 
     for (ws, sub, org) in USERS {
         let mut tx = fresh.transaction().unwrap();
         set_local_token(&mut tx, sub, org);
-        let seen: Vec<String> = tx
-            .query("SELECT workspace_id FROM restart_notes", &[])
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+        let seen: Vec<String> = first_column(&mut tx, "SELECT workspace_id FROM restart_notes", &[]);
         assert!(seen.iter().all(|w| w == ws), "{sub} saw another workspace's rows");
         let own = rows.iter().filter(|(w, _, _)| w == ws).count();
         assert_eq!(seen.len(), own, "{sub} sees all of its workspace's rows");

@@ -3,6 +3,7 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use postgres::types::{FromSql, ToSql};
 use postgres::{Client, NoTls};
 use ring::rand::SystemRandom;
 use ring::signature::{RsaKeyPair, RSA_PKCS1_SHA256};
@@ -121,6 +122,14 @@ pub fn unique(prefix: &str) -> String {
         .unwrap()
         .as_nanos();
     format!("{prefix}_{}_{nanos}", std::process::id())
+}
+
+/// The first column of every row `sql` returns (panics on an error), for assertions.
+pub fn first_column<T>(client: &mut impl postgres::GenericClient, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Vec<T>
+where
+    T: for<'a> FromSql<'a>,
+{
+    client.query(sql, params).unwrap().iter().map(|r| r.get(0)).collect()
 }
 
 /// The SQLSTATE of an error, for assertions.
