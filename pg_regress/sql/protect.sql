@@ -70,6 +70,20 @@ ROLLBACK;
 -- An upsert aimed at another workspace's key fails; it never updates the foreign row.
 INSERT INTO documents (id, title) VALUES (3, 'hijack') ON CONFLICT (id) DO UPDATE SET title = excluded.title;
 INSERT INTO documents (id, title) VALUES (3, 'hijack') ON CONFLICT (id) DO NOTHING RETURNING *;
+-- MERGE matches only the caller's rows (a foreign key is "not matched") and inserts into the
+-- caller's workspace; views and SQL functions over the table see the same rows.
+BEGIN;
+MERGE INTO documents d USING (VALUES (1, 'acme plan (merged)'), (4, 'globex payroll (merged)'), (11, 'new')) v(id, title)
+   ON d.id = v.id
+ WHEN MATCHED THEN UPDATE SET title = v.title
+ WHEN NOT MATCHED AND v.id <> 4 THEN INSERT (id, title) VALUES (v.id, v.title);
+SELECT * FROM documents ORDER BY id;
+ROLLBACK;
+CREATE TEMP VIEW my_documents WITH (security_invoker) AS SELECT id, workspace_id FROM documents;
+CREATE FUNCTION pg_temp.document_count() RETURNS bigint LANGUAGE sql STABLE AS 'SELECT count(*) FROM documents';
+SELECT count(*), min(workspace_id), max(workspace_id), pg_temp.document_count() FROM my_documents;
+DROP VIEW my_documents;
+DROP FUNCTION pg_temp.document_count();
 -- INSERT … SELECT copies only what the caller can see.
 BEGIN;
 INSERT INTO documents (id, title) SELECT id + 100, title || ' (copy)' FROM documents RETURNING *;
