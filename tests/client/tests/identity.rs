@@ -249,6 +249,66 @@ fn prepared_statements_follow_the_identity_of_each_execution() {
 }
 
 #[test]
+fn folded_plans_follow_thousands_of_identity_switches() {
+    // Four connections switch at random between three users, mostly with session-level SETs
+    // (the identity folded into the cached plans, which must be replanned at each switch), and
+    // sometimes with a SET LOCAL inside a transaction, after which the session identity is back.
+    const USERS: [(&str, &str, &str); 3] = [
+        ("user_alice", "org_acme", "ws_acme"),
+        ("user_bob", "org_globex", "ws_globex"),
+        ("user_carol", "org_initech", "ws_initech"),
+    ];
+    let tokens: Vec<String> = USERS.iter().map(|(sub, org, _)| token(sub, org)).collect();
+    let workers: Vec<_> = (0..4_u64)
+        .map(|seed| {
+            let tokens = tokens.clone();
+            std::thread::spawn(move || {
+                let mut app = app();
+                app.batch_execute("SET plan_cache_mode = force_generic_plan").unwrap();
+                let read = app
+                    .prepare("SELECT workspace_id, count(*) FROM documents GROUP BY workspace_id")
+                    .unwrap();
+                let mut state = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                let mut next = |n: u64| {
+                    state = state
+                        .wrapping_mul(6_364_136_223_846_793_005)
+                        .wrapping_add(1_442_695_040_888_963_407);
+                    (state >> 33) % n
+                };
+                let mut session_user = None;
+                let mut checked = 0;
+                for _ in 0..400 {
+                    let user = next(3) as usize;
+                    let workspaces = |client: &mut dyn FnMut() -> Vec<postgres::Row>| -> Vec<String> {
+                        client().iter().map(|r| r.get(0)).collect()
+                    };
+                    if next(4) == 0 {
+                        let mut tx = app.transaction().unwrap();
+                        tx.execute("SELECT set_config('tenancy.token', $1, true)", &[&tokens[user]])
+                            .unwrap();
+                        let seen = workspaces(&mut || tx.query(&read, &[]).unwrap());
+                        assert_eq!(seen, [USERS[user].2], "SET LOCAL as {}", USERS[user].0);
+                        tx.commit().unwrap();
+                    } else {
+                        app.execute("SELECT set_config('tenancy.token', $1, false)", &[&tokens[user]])
+                            .unwrap();
+                        session_user = Some(user);
+                    }
+                    if let Some(user) = session_user {
+                        let seen = workspaces(&mut || app.query(&read, &[]).unwrap());
+                        assert_eq!(seen, [USERS[user].2], "session identity {}", USERS[user].0);
+                        checked += 1;
+                    }
+                }
+                checked
+            })
+        })
+        .collect();
+    let checked: usize = workers.into_iter().map(|w| w.join().unwrap()).sum();
+    assert!(checked > 1000, "{checked} session-identity reads checked");
+}
+
+#[test]
 fn a_cached_plan_stops_serving_when_its_token_expires() {
     let mut app = app();
     let skew: String = app.query_one("SHOW tenancy.clock_skew", &[]).unwrap().get(0);
