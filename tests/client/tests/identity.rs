@@ -314,9 +314,9 @@ fn a_cached_plan_stops_serving_when_its_token_expires() {
     let skew: String = app.query_one("SHOW tenancy.clock_skew", &[]).unwrap().get(0);
     let skew: u64 = skew.trim_end_matches('s').parse().unwrap();
     let now = unix_now();
-    // Still valid for three seconds with the server's clock skew allowance.
+    // Still valid for five seconds with the server's clock skew allowance.
     let expiring = mint(&json!({"iss": ISSUER, "sub": "user_alice", "org_id": "org_acme",
-                                "sid": "session_expiring", "iat": now - 60, "exp": now + 3 - skew}));
+                                "sid": "session_expiring", "iat": now - 60, "exp": now + 5 - skew}));
     app.execute("SELECT set_config('tenancy.token', $1, false)", &[&expiring])
         .unwrap();
     app.batch_execute("SET plan_cache_mode = force_generic_plan").unwrap();
@@ -324,7 +324,7 @@ fn a_cached_plan_stops_serving_when_its_token_expires() {
     let rows: i64 = app.query_one(&count, &[]).unwrap().get(0);
     assert_eq!(rows, 2);
     assert!(plan_of(&mut app, "SELECT count(*) FROM documents").contains("'ws_acme'::text"));
-    std::thread::sleep(std::time::Duration::from_secs(5));
+    std::thread::sleep(std::time::Duration::from_secs(7));
     let err = app.query_one(&count, &[]).unwrap_err();
     assert_eq!(sqlstate(&err), "28000", "{err}");
     assert!(format!("{err:?}").contains("expired"), "{err:?}");
