@@ -10,6 +10,7 @@ mod admin;
 mod api_keys;
 mod audit;
 mod credentials;
+mod cursors;
 mod errors;
 mod folding;
 mod fresh;
@@ -63,6 +64,7 @@ pgrx::extension_sql_file!("../sql/search.sql", name = "search", finalize);
 pub extern "C-unwind" fn _PG_init() {
     gucs::init();
     invalidation::init();
+    cursors::init();
     redaction::init();
     folding::init();
     audit::init();

@@ -49,6 +49,9 @@ pub enum Reason {
     ApiKeyExpired,
     /// Both `tenancy.token` and `tenancy.api_key` are set.
     BothCredentials,
+    /// A cursor `WITH HOLD` declared under a per-transaction credential: it would keep that
+    /// identity's rows for the next client of a pooled server connection.
+    HeldCursor,
 }
 
 impl Reason {
@@ -86,6 +89,7 @@ impl Reason {
             Reason::ApiKeyRevoked => "api_key_revoked",
             Reason::ApiKeyExpired => "api_key_expired",
             Reason::BothCredentials => "both_credentials",
+            Reason::HeldCursor => "held_cursor",
         }
     }
 
@@ -123,6 +127,7 @@ impl Reason {
             Reason::ApiKeyRevoked => "api key has been revoked",
             Reason::ApiKeyExpired => "api key has expired",
             Reason::BothCredentials => "both tenancy.token and tenancy.api_key are set",
+            Reason::HeldCursor => "a cursor with hold cannot outlive the transaction's identity",
         }
     }
 
@@ -140,6 +145,9 @@ impl Reason {
                 Some("Request the access token inside an organization so that it carries org_id.")
             }
             Reason::BothCredentials => Some("Set one credential per transaction: RESET the other first."),
+            Reason::HeldCursor => Some(
+                "Declare the cursor without HOLD and fetch before COMMIT: a held cursor stays with the server connection, which a pooler hands to its next client.",
+            ),
             Reason::ApiKeyMalformed => Some("An api key is 53 characters starting with tnk_; copy it again."),
             Reason::SessionToken => Some(
                 "Behind a transaction pooler, set the token per transaction: SET LOCAL tenancy.token, or set_config('tenancy.token', $1, true).",
@@ -169,7 +177,7 @@ impl Reason {
     }
 
     /// Every reason, in `index()` order (the audit counters are an array).
-    pub const ALL: [Reason; 31] = [
+    pub const ALL: [Reason; 32] = [
         Reason::NoToken,
         Reason::TooLarge,
         Reason::Malformed,
@@ -201,6 +209,7 @@ impl Reason {
         Reason::ApiKeyRevoked,
         Reason::ApiKeyExpired,
         Reason::BothCredentials,
+        Reason::HeldCursor,
     ];
 
     /// Position of the reason in `ALL`.

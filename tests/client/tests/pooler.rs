@@ -661,3 +661,48 @@ fn session_tokens_refuse_still_accepts_a_startup_option_token() {
     let err = direct.query_one("SELECT tenancy.workspace_id()", &[]).unwrap_err();
     assert_eq!(sqlstate(&err), "28000", "{err}");
 }
+
+#[test]
+fn a_held_cursor_cannot_outlive_a_per_transaction_identity() {
+    setup();
+    fixtures();
+    // Client A declares a cursor WITH HOLD under its SET LOCAL token: refused, so that nothing of
+    // A's is left on the server connection for the pooler's next client.
+    let mut a = pooled(POOL_ROLE, SINGLE, "pooler_single").unwrap();
+    let mut tx = a.transaction().unwrap();
+    set_local_token(&mut tx, &client_user(5), &org(5));
+    let err = tx
+        .batch_execute("DECLARE held CURSOR WITH HOLD FOR SELECT * FROM pooler_notes")
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), "42501", "{err}");
+    let message = err.as_db_error().map(|d| d.message().to_string()).unwrap_or_default();
+    assert!(message.contains("cursor with hold"), "{message}");
+    drop(tx);
+    drop(a);
+    let mut b = pooled(POOL_ROLE, SINGLE, "pooler_single").unwrap();
+    let open: i64 = b
+        .query_one("SELECT count(*) FROM pg_cursors WHERE is_holdable", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(open, 0, "no cursor left on the server connection");
+    // Cursors without HOLD under a token, and held cursors without any credential, work.
+    let mut tx = b.transaction().unwrap();
+    set_local_token(&mut tx, &client_user(5), &org(5));
+    tx.batch_execute("DECLARE c CURSOR FOR SELECT workspace_id FROM pooler_notes; FETCH 1 FROM c; CLOSE c")
+        .unwrap();
+    tx.commit().unwrap();
+    b.batch_execute("DECLARE anonymous_held CURSOR WITH HOLD FOR SELECT 1; CLOSE anonymous_held")
+        .unwrap();
+    // A token of the connection's own (a startup option, on a direct connection) may hold a
+    // cursor past its transaction: the cursor stays with the client that set it.
+    let options = format!("-c tenancy.token={}", token(&client_user(5), &org(5)));
+    let mut direct = connect_with(POOL_ROLE, DATABASE, &options).unwrap();
+    direct
+        .batch_execute("BEGIN; DECLARE mine CURSOR WITH HOLD FOR SELECT workspace_id FROM pooler_notes; COMMIT")
+        .unwrap();
+    let rows = direct.query("FETCH ALL FROM mine", &[]).unwrap();
+    assert!(
+        rows.iter().all(|r| r.get::<_, String>(0) == workspace(5)),
+        "own rows only"
+    );
+}
