@@ -9,8 +9,8 @@
 //! startup-option identity belongs to the connection, so its held cursors stay allowed; so do
 //! held cursors declared without any credential, which cannot read a protected row.
 //!
-//! FETCH itself cannot be guarded: the extended protocol's Execute message reads a held cursor's
-//! rows without passing through any hook, so the cursor must never exist.
+//! Guarding FETCH instead would not be enough: the extended protocol's Execute message names
+//! portals directly and does not pass through `ProcessUtility`, so the cursor must never exist.
 
 use crate::credentials;
 use crate::verify::{Denial, Reason};
