@@ -117,6 +117,12 @@ pub fn outlives_transaction() -> bool {
     current_option().is_some_and(set_beyond_transaction)
 }
 
+/// Whether a credential is set and the end of the transaction (or of a function call) takes it
+/// away: SET LOCAL, `set_config(…, true)` or a function's SET clause.
+pub fn is_transaction_scoped() -> bool {
+    current_option().is_some_and(|option| !set_beyond_transaction(option))
+}
+
 /// Whether `option`'s current value is not one that the end of the transaction (or of the
 /// function call) restores.
 fn set_beyond_transaction(option: &pg_sys::config_generic) -> bool {

@@ -13,6 +13,7 @@
 //! portals directly and does not pass through `ProcessUtility`, so the cursor must never exist.
 
 use crate::credentials;
+use crate::hooks;
 use crate::verify::{Denial, Reason};
 use pgrx::pg_sys;
 use pgrx::PgSqlErrorCode;
@@ -39,7 +40,7 @@ unsafe fn declares_held_cursor(stmt: *mut pg_sys::Node) -> bool {
 
 /// Refuses a held cursor under a transaction-scoped credential.
 fn refuse_if_transaction_scoped() {
-    if credentials::current().is_err() || credentials::outlives_transaction() {
+    if !credentials::is_transaction_scoped() {
         return;
     }
     let denial = Denial::new(
@@ -72,27 +73,16 @@ unsafe extern "C-unwind" fn process_utility(
         if declares_held_cursor((*pstmt).utilityStmt) {
             refuse_if_transaction_scoped();
         }
-        match PREV_PROCESS_UTILITY {
-            Some(prev) => prev(
-                pstmt,
-                query_string,
-                read_only_tree,
-                context,
-                params,
-                query_env,
-                dest,
-                qc,
-            ),
-            None => pg_sys::standard_ProcessUtility(
-                pstmt,
-                query_string,
-                read_only_tree,
-                context,
-                params,
-                query_env,
-                dest,
-                qc,
-            ),
-        }
+        hooks::next_process_utility(
+            PREV_PROCESS_UTILITY,
+            pstmt,
+            query_string,
+            read_only_tree,
+            context,
+            params,
+            query_env,
+            dest,
+            qc,
+        )
     }
 }

@@ -315,9 +315,6 @@ unsafe extern "C-unwind" fn executor_start(query_desc: *mut pg_sys::QueryDesc, e
                 );
             }
         }
-        match PREV_EXECUTOR_START {
-            Some(prev) => prev(query_desc, eflags),
-            None => pg_sys::standard_ExecutorStart(query_desc, eflags),
-        }
+        crate::hooks::next_executor_start(PREV_EXECUTOR_START, query_desc, eflags);
     }
 }

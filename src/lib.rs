@@ -16,6 +16,7 @@ mod folding;
 mod fresh;
 mod functions;
 mod gucs;
+mod hooks;
 mod identity;
 mod invalidation;
 mod pg_tests;

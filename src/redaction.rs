@@ -13,6 +13,7 @@
 //! the time it takes to parse the statement (microseconds) a reader can still see it. A bound
 //! parameter (`SELECT set_config('tenancy.token', $1, true)`) never puts the token in the text.
 
+use crate::hooks;
 use pgrx::pg_sys;
 use std::ffi::{c_char, c_int, CStr};
 
@@ -119,28 +120,17 @@ unsafe extern "C-unwind" fn process_utility(
 ) {
     scrub_current_statement();
     unsafe {
-        match PREV_PROCESS_UTILITY {
-            Some(prev) => prev(
-                pstmt,
-                query_string,
-                read_only_tree,
-                context,
-                params,
-                query_env,
-                dest,
-                qc,
-            ),
-            None => pg_sys::standard_ProcessUtility(
-                pstmt,
-                query_string,
-                read_only_tree,
-                context,
-                params,
-                query_env,
-                dest,
-                qc,
-            ),
-        }
+        hooks::next_process_utility(
+            PREV_PROCESS_UTILITY,
+            pstmt,
+            query_string,
+            read_only_tree,
+            context,
+            params,
+            query_env,
+            dest,
+            qc,
+        )
     }
 }
 
@@ -148,12 +138,7 @@ unsafe extern "C-unwind" fn process_utility(
 #[pgrx::pg_guard]
 unsafe extern "C-unwind" fn executor_start(query_desc: *mut pg_sys::QueryDesc, eflags: c_int) {
     scrub_current_statement();
-    unsafe {
-        match PREV_EXECUTOR_START {
-            Some(prev) => prev(query_desc, eflags),
-            None => pg_sys::standard_ExecutorStart(query_desc, eflags),
-        }
-    }
+    unsafe { hooks::next_executor_start(PREV_EXECUTOR_START, query_desc, eflags) }
 }
 
 /// `emit_log_hook`: masks credentials in a message before the log or the client sees it, and in
