@@ -218,11 +218,12 @@ fn a_workspace_manager_creates_keys_for_its_own_workspace_only() {
         .unwrap_err();
     assert_eq!(sqlstate(&err), "42501", "{err}");
     drop(tx);
-    let mut tx = app.transaction().unwrap();
-    set_local_token(&mut tx, "user_alice", "org_acme");
-    let err = tx
-        .query_one("SELECT tenancy.create_api_key('ws_acme', 'no-permission')", &[])
-        .unwrap_err();
+    let err = refusal_as(
+        &mut app,
+        "user_alice",
+        "org_acme",
+        "SELECT tenancy.create_api_key('ws_acme', 'no-permission')",
+    );
     assert_eq!(sqlstate(&err), "42501", "{err}");
 }
 

@@ -204,16 +204,13 @@ fn spoofing_and_refused_admin_calls_are_denials_too() {
     assert!(app
         .batch_execute("SELECT tenancy.revoke_session('session_user_bob')")
         .is_err());
-    let mut tx = app.transaction().unwrap();
-    set_local_token(&mut tx, "user_alice", "org_acme");
-    let err = tx
-        .execute(
-            "INSERT INTO documents (workspace_id, title) VALUES ('ws_globex', 'planted')",
-            &[],
-        )
-        .unwrap_err();
+    let err = refusal_as(
+        &mut app,
+        "user_alice",
+        "org_acme",
+        "INSERT INTO documents (workspace_id, title) VALUES ('ws_globex', 'planted')",
+    );
     assert_eq!(sqlstate(&err), "42501", "{err}");
-    drop(tx);
     let reasons: Vec<String> = first_column(
         &mut admin(),
         "SELECT reason FROM tenancy.denials WHERE application_name = $1 ORDER BY seq",

@@ -279,14 +279,11 @@ fn folded_plans_follow_thousands_of_identity_switches() {
                 let mut checked = 0;
                 for _ in 0..400 {
                     let user = next(3) as usize;
-                    let workspaces = |client: &mut dyn FnMut() -> Vec<postgres::Row>| -> Vec<String> {
-                        client().iter().map(|r| r.get(0)).collect()
-                    };
                     if next(4) == 0 {
                         let mut tx = app.transaction().unwrap();
                         tx.execute("SELECT set_config('tenancy.token', $1, true)", &[&tokens[user]])
                             .unwrap();
-                        let seen = workspaces(&mut || tx.query(&read, &[]).unwrap());
+                        let seen: Vec<String> = first_column(&mut tx, &read, &[]);
                         assert_eq!(seen, [USERS[user].2], "SET LOCAL as {}", USERS[user].0);
                         tx.commit().unwrap();
                     } else {
@@ -295,7 +292,7 @@ fn folded_plans_follow_thousands_of_identity_switches() {
                         session_user = Some(user);
                     }
                     if let Some(user) = session_user {
-                        let seen = workspaces(&mut || app.query(&read, &[]).unwrap());
+                        let seen: Vec<String> = first_column(&mut app, &read, &[]);
                         assert_eq!(seen, [USERS[user].2], "session identity {}", USERS[user].0);
                         checked += 1;
                     }

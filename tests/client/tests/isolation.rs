@@ -41,16 +41,13 @@ fn each_user_sees_only_their_workspace() {
 #[test]
 fn writes_cannot_target_another_workspace() {
     let mut app = app();
-    let mut tx = app.transaction().unwrap();
-    set_local_token(&mut tx, "user_alice", "org_acme");
-    let err = tx
-        .execute(
-            "INSERT INTO documents (workspace_id, title) VALUES ('ws_globex', 'planted')",
-            &[],
-        )
-        .unwrap_err();
+    let err = refusal_as(
+        &mut app,
+        "user_alice",
+        "org_acme",
+        "INSERT INTO documents (workspace_id, title) VALUES ('ws_globex', 'planted')",
+    );
     assert_eq!(sqlstate(&err), "42501", "{err}");
-    drop(tx);
     let mut tx = app.transaction().unwrap();
     set_local_token(&mut tx, "user_alice", "org_acme");
     let moved = tx

@@ -669,15 +669,15 @@ fn a_held_cursor_cannot_outlive_a_per_transaction_identity() {
     // Client A declares a cursor WITH HOLD under its SET LOCAL token: refused, so that nothing of
     // A's is left on the server connection for the pooler's next client.
     let mut a = pooled(POOL_ROLE, SINGLE, "pooler_single").unwrap();
-    let mut tx = a.transaction().unwrap();
-    set_local_token(&mut tx, &client_user(5), &org(5));
-    let err = tx
-        .batch_execute("DECLARE held CURSOR WITH HOLD FOR SELECT * FROM pooler_notes")
-        .unwrap_err();
+    let err = refusal_as(
+        &mut a,
+        &client_user(5),
+        &org(5),
+        "DECLARE held CURSOR WITH HOLD FOR SELECT * FROM pooler_notes",
+    );
     assert_eq!(sqlstate(&err), "42501", "{err}");
     let message = err.as_db_error().map(|d| d.message().to_string()).unwrap_or_default();
     assert!(message.contains("cursor with hold"), "{message}");
-    drop(tx);
     drop(a);
     let mut b = pooled(POOL_ROLE, SINGLE, "pooler_single").unwrap();
     let open: i64 = b

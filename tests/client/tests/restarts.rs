@@ -230,25 +230,22 @@ fn running_out_of_temporary_file_space_leaves_no_rows_and_no_identity_behind() {
     let mut client = role();
 
     // A read whose sort spills past temp_file_limit (512 kB; work_mem 64 kB).
-    let mut tx = client.transaction().unwrap();
-    set_local_token(&mut tx, "user_alice", "org_acme");
-    let err = tx
-        .query("SELECT body FROM spill_notes ORDER BY md5(body)", &[])
-        .unwrap_err();
+    let err = refusal_as(
+        &mut client,
+        "user_alice",
+        "org_acme",
+        "SELECT body FROM spill_notes ORDER BY md5(body)",
+    );
     assert_eq!(sqlstate(&err), "53400", "temp_file_limit exceeded: {err:?}");
-    drop(tx);
 
     // A write whose sort spills: nothing of it remains.
-    let mut tx = client.transaction().unwrap();
-    set_local_token(&mut tx, "user_alice", "org_acme");
-    let err = tx
-        .execute(
-            "INSERT INTO spill_notes (body) SELECT repeat(md5(i::text), 4) FROM generate_series(1, 100000) i ORDER BY random()",
-            &[],
-        )
-        .unwrap_err();
+    let err = refusal_as(
+        &mut client,
+        "user_alice",
+        "org_acme",
+        "INSERT INTO spill_notes (body) SELECT repeat(md5(i::text), 4) FROM generate_series(1, 100000) i ORDER BY random()",
+    );
     assert_eq!(sqlstate(&err), "53400", "temp_file_limit exceeded: {err:?}");
-    drop(tx);
     let after: i64 = admin.query_one("SELECT count(*) FROM spill_notes", &[]).unwrap().get(0);
     assert_eq!(after, before, "the failed write left no rows");
 

@@ -4,6 +4,7 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use postgres::types::{FromSql, ToSql};
+use postgres::ToStatement;
 use postgres::{Client, NoTls};
 use ring::rand::SystemRandom;
 use ring::signature::{RsaKeyPair, RSA_PKCS1_SHA256};
@@ -115,6 +116,14 @@ pub fn set_local_token(tx: &mut postgres::Transaction, sub: &str, org: &str) {
         .unwrap();
 }
 
+/// The error `sql` fails with, run as `sub` in `org` (`SET LOCAL tenancy.token`) in a transaction
+/// that is then rolled back. Panics when `sql` succeeds.
+pub fn refusal_as(client: &mut Client, sub: &str, org: &str, sql: &str) -> postgres::Error {
+    let mut tx = client.transaction().unwrap();
+    set_local_token(&mut tx, sub, org);
+    tx.batch_execute(sql).expect_err(sql)
+}
+
 /// `prefix` made unique to this test run (audit rows outlive the test database).
 pub fn unique(prefix: &str) -> String {
     let nanos = std::time::SystemTime::now()
@@ -124,10 +133,12 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}_{}_{nanos}", std::process::id())
 }
 
-/// The first column of every row `sql` returns (panics on an error), for assertions.
-pub fn first_column<T>(client: &mut impl postgres::GenericClient, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Vec<T>
+/// The first column of every row `sql` (a text or a prepared statement) returns (panics on an
+/// error), for assertions.
+pub fn first_column<T, S>(client: &mut impl postgres::GenericClient, sql: &S, params: &[&(dyn ToSql + Sync)]) -> Vec<T>
 where
     T: for<'a> FromSql<'a>,
+    S: ToStatement + ?Sized,
 {
     client.query(sql, params).unwrap().iter().map(|r| r.get(0)).collect()
 }
