@@ -26,6 +26,8 @@ as_builder() {
 # Runs the setup script when root (idempotent, seconds when done) and gives the builder the
 # repository's target directory.
 prepare() {
+    [ -z "${PG_TENANCY_PREPARED:-}" ] || return 0
+    export PG_TENANCY_PREPARED=1
     if [ "$(id -u)" -eq 0 ]; then
         "$REPO/scripts/setup"
         # The builder must reach and read the checkout and the shared test data beside it.

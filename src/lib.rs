@@ -25,6 +25,12 @@ pub mod verify;
 
 pgrx::pg_module_magic!();
 
+// Versions: `sql/pg_tenancy--0.1.0.sql` is the frozen install script of 0.1.0 and
+// `sql/pg_tenancy--A--B.sql` the upgrade scripts; the current version's script is generated from
+// the `extension_sql_file!`s below. Every C symbol a frozen script names (`…_wrapper`) must stay
+// exported by this library, or `CREATE EXTENSION pg_tenancy VERSION '0.1.0'` fails: the upgrade
+// test (scripts/upgrade-test) installs each frozen version with the current library.
+
 pgrx::extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
 pgrx::extension_sql_file!(
     "../sql/admin.sql",

@@ -1,6 +1,9 @@
 -- Verified identity: tokens of the fixture issuer (tests/fixtures/test-issuer-rsa.pem), valid until 2100.
 \set VERBOSITY default
+-- Quiet: the upgrade test runs this file in a database where the extension exists already.
+SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS pg_tenancy;
+RESET client_min_messages;
 SELECT tenancy.add_issuer('https://auth.test/user_management/client_TEST', '{"keys":[{"kty":"RSA","alg":"RS256","use":"sig","kid":"k1","n":"8Yl5yx_FOqDUwvVt7_qahxF0iwnq50-TAtYGtMcJMIYBYEDy53v3HQMmUmAx5Zj0s278KJESOF7CWszOZHKAkRHFsoAAtkG9HI9c6EuwRppqfS1UWLP-6arE465fQvrHqwFvp-PxeGbOmn4MdZdU36kxC3sk3YIxw--mi6NNJudbu5OIrQT3hUQBSf3w682Ld6y66ugVy3P_eZGIkMAgJwB-jyYK4Y0xiiFxnpVh1uWvvuHeIyAv2oQWd_4h2JiNWuGdP3UMQ1PxVYQWOJJbGDy6tNebJZ2da6b3KbFtpcaWwdnxvvW3EmNkCDgWDhLTp95P4SMb2qB19wY5BBXzTQ","e":"AQAB"}]}'::jsonb);
 SELECT issuer, algorithms, key_ids FROM tenancy.issuers;
 INSERT INTO tenancy.workspaces (workspace_id, organization_id, name) VALUES
