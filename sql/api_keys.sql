@@ -38,6 +38,8 @@ COMMENT ON VIEW tenancy.api_keys IS 'API keys: id, workspace, name, key prefix, 
 
 REVOKE ALL ON tenancy._api_key_store, tenancy.api_key_usage, tenancy.api_keys FROM PUBLIC;
 GRANT SELECT ON tenancy.api_keys TO tenancy_admin, tenancy_auditor;
+GRANT SELECT ON tenancy._api_key_store TO tenancy_lookup;
+GRANT SELECT, INSERT, UPDATE ON tenancy.api_key_usage TO tenancy_lookup;
 REVOKE ALL ON FUNCTION tenancy._mint_api_key() FROM PUBLIC;
 
 -- Raises 42501 unless the caller administers pg_tenancy or holds api_keys:manage in `workspace`.

@@ -14,6 +14,26 @@ BEGIN
 END
 $roles$;
 
+-- The role pg_tenancy's identity lookups run as (src/raised.rs): it logs in never, owns nothing,
+-- and may only read the identity tables and record API-key use. A role of that name that could
+-- log in or has members is not ours: refuse to install rather than run lookups as it.
+DO $lookup$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) 'tenancy_lookup') THEN
+        CREATE ROLE tenancy_lookup NOLOGIN NOINHERIT;
+        COMMENT ON ROLE tenancy_lookup IS 'pg_tenancy: the role identity lookups run as (no login, no members)';
+    ELSIF EXISTS (SELECT FROM pg_catalog.pg_roles r
+                   WHERE r.rolname OPERATOR(pg_catalog.=) 'tenancy_lookup'
+                     AND (r.rolcanlogin OR r.rolsuper OR r.rolbypassrls OR r.rolcreaterole
+                          OR EXISTS (SELECT FROM pg_catalog.pg_auth_members m
+                                      WHERE m.roleid OPERATOR(pg_catalog.=) r.oid))) THEN
+        RAISE EXCEPTION 'role "tenancy_lookup" exists with login, attributes or members'
+            USING ERRCODE = '42501',
+                  HINT = 'pg_tenancy runs its identity lookups as that role; drop it or make it NOLOGIN NOSUPERUSER without members.';
+    END IF;
+END
+$lookup$;
+
 GRANT USAGE ON SCHEMA tenancy TO PUBLIC;
 
 -- Trusted token issuers. Written only through add_issuer / set_jwks, which vet every key.
@@ -63,3 +83,4 @@ REVOKE ALL ON tenancy.issuers, tenancy.workspaces, tenancy.members, tenancy.revo
 GRANT SELECT ON tenancy.issuers, tenancy.revoked_sessions TO tenancy_admin, tenancy_auditor;
 GRANT SELECT, INSERT, UPDATE, DELETE ON tenancy.workspaces, tenancy.members TO tenancy_admin;
 GRANT SELECT ON tenancy.workspaces, tenancy.members TO tenancy_auditor;
+GRANT SELECT ON tenancy.issuers, tenancy.workspaces, tenancy.members, tenancy.revoked_sessions TO tenancy_lookup;

@@ -11,7 +11,7 @@
 //! digests of keys they already hold. The row found is then compared in constant time.
 
 use crate::fresh;
-use crate::identity::{as_owner, Identity};
+use crate::identity::Identity;
 use crate::verify::{Denial, Reason};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -84,21 +84,25 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// The row of a key, with what the double check needs ($1: the digest in hex).
+/// The row of a key, with what the double check needs ($1: the digest in hex). Every name is
+/// qualified; times come back as `numeric` seconds (`EXTRACT` is `pg_catalog.extract`), whose
+/// text no session setting changes (a float8's does, with `extra_float_digits`).
 const LOOKUP: &std::ffi::CStr = c"\
-SELECT k.id::text, k.workspace_id, k.user_id, k.role, array_to_json(k.permissions)::text,
-       extract(epoch FROM k.expires_at)::float8, k.revoked_at IS NOT NULL,
-       k.digest OPERATOR(pg_catalog.=) decode($1, 'hex'),
-       encode(CASE WHEN k.digest OPERATOR(pg_catalog.=) decode($1, 'hex') THEN k.digest ELSE k.previous_digest END, 'hex'),
-       extract(epoch FROM k.previous_valid_until)::float8,
+SELECT CAST(k.id AS pg_catalog.text), k.workspace_id, k.user_id, k.role,
+       CAST(pg_catalog.array_to_json(k.permissions) AS pg_catalog.text),
+       EXTRACT(epoch FROM k.expires_at), k.revoked_at IS NOT NULL,
+       k.digest OPERATOR(pg_catalog.=) pg_catalog.decode($1, 'hex'),
+       pg_catalog.encode(CASE WHEN k.digest OPERATOR(pg_catalog.=) pg_catalog.decode($1, 'hex')
+                              THEN k.digest ELSE k.previous_digest END, 'hex'),
+       EXTRACT(epoch FROM k.previous_valid_until),
        w.organization_id, w.disabled_at IS NOT NULL,
        m.user_id IS NOT NULL, m.disabled_at IS NOT NULL, m.role
   FROM tenancy._api_key_store k
   JOIN tenancy.workspaces w ON w.workspace_id OPERATOR(pg_catalog.=) k.workspace_id
   LEFT JOIN tenancy.members m ON m.workspace_id OPERATOR(pg_catalog.=) k.workspace_id
                              AND m.user_id OPERATOR(pg_catalog.=) k.user_id
- WHERE k.digest OPERATOR(pg_catalog.=) decode($1, 'hex')
-    OR k.previous_digest OPERATOR(pg_catalog.=) decode($1, 'hex')";
+ WHERE k.digest OPERATOR(pg_catalog.=) pg_catalog.decode($1, 'hex')
+    OR k.previous_digest OPERATOR(pg_catalog.=) pg_catalog.decode($1, 'hex')";
 
 thread_local! {
     /// The lookup, planned once per backend.
@@ -130,9 +134,10 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Reads the row of the key with this digest, as the bootstrap superuser, under the latest snapshot.
+/// Reads the row of the key with this digest, as `tenancy_lookup` (`src/raised.rs`), under the
+/// latest snapshot.
 fn lookup(digest_hex: &str) -> Option<KeyRow> {
-    let mut rows = as_owner(|| fresh::query(&LOOKUP_PLAN, LOOKUP, &[Some(digest_hex)]));
+    let mut rows = crate::raised::as_lookup_role(|| fresh::query(&LOOKUP_PLAN, LOOKUP, &[Some(digest_hex)]));
     let row = rows.pop()?;
     let column = |i: usize| row.get(i).cloned().flatten();
     let number = |i: usize| column(i).and_then(|v| v.parse::<f64>().ok());

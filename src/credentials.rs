@@ -6,7 +6,7 @@
 //! credential in role, database or function settings, which every user can read. The assign
 //! hooks only start a new identity generation; the identity is derived on first use.
 
-use crate::gucs::check_error;
+use crate::gucs::{self, check_error};
 use crate::identity;
 use crate::verify::{jws, Denial, Reason};
 use pgrx::pg_sys;
@@ -55,7 +55,9 @@ pub fn init() {
     );
 }
 
-/// Defines one credential setting: USERSET, never in a file, shown as "(set)".
+/// Defines one credential setting: USERSET, never in a file, never inside a security-restricted
+/// operation (an index expression or a materialized view run by a maintenance command must not
+/// change who the session is), shown as "(set)".
 fn define(
     name: &'static CStr,
     description: &'static CStr,
@@ -63,7 +65,10 @@ fn define(
     check: unsafe extern "C-unwind" fn(*mut *mut c_char, *mut *mut c_void, pg_sys::GucSource::Type) -> bool,
     show: unsafe extern "C-unwind" fn() -> *const c_char,
 ) {
-    let flags = pg_sys::GUC_NOT_IN_SAMPLE | pg_sys::GUC_DISALLOW_IN_FILE | pg_sys::GUC_DISALLOW_IN_AUTO_FILE;
+    let flags = pg_sys::GUC_NOT_IN_SAMPLE
+        | pg_sys::GUC_DISALLOW_IN_FILE
+        | pg_sys::GUC_DISALLOW_IN_AUTO_FILE
+        | pg_sys::GUC_NOT_WHILE_SEC_REST;
     unsafe {
         pg_sys::DefineCustomStringVariable(
             name.as_ptr(),
@@ -222,6 +227,15 @@ fn check(
             )
         };
         return false;
+    }
+    if source == pg_sys::GucSource::PGC_S_SESSION
+        && gucs::CREDENTIALS_IN_TEXT.get() == gucs::CredentialsInText::Refuse
+        && crate::redaction::in_statement_text(text)
+    {
+        return refuse(&Denial::new(
+            Reason::CredentialInText,
+            format!("{name} arrived as a literal in the statement text"),
+        ));
     }
     let outcome = shape(text).and_then(|credential| {
         let other = match credential {

@@ -37,6 +37,22 @@ pub enum SessionTokens {
 /// `tenancy.session_tokens` (SUSET): set `refuse` for roles that connect through a pooler.
 pub static SESSION_TOKENS: GucSetting<SessionTokens> = GucSetting::<SessionTokens>::new(SessionTokens::Allow);
 
+/// Whether a credential may arrive as a literal in statement text (`tenancy.credentials_in_text`).
+#[derive(pgrx::PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum CredentialsInText {
+    /// `SET tenancy.token = '…'` and literals in `set_config` are accepted (and masked).
+    #[name = c"allow"]
+    Allow,
+    /// Only a bound parameter or a startup option may carry the credential.
+    #[name = c"refuse"]
+    Refuse,
+}
+
+/// `tenancy.credentials_in_text` (SUSET): set `refuse` for application roles, whose statement
+/// text other connections of the same role can read in `pg_stat_activity` before it is parsed.
+pub static CREDENTIALS_IN_TEXT: GucSetting<CredentialsInText> =
+    GucSetting::<CredentialsInText>::new(CredentialsInText::Allow);
+
 /// `tenancy.audit_ring_size` (POSTMASTER): denials kept in shared memory.
 pub static AUDIT_RING_SIZE: GucSetting<i32> = GucSetting::<i32>::new(1024);
 /// `tenancy.audit_database` (POSTMASTER): where the worker writes `tenancy.audit_log`.
@@ -87,6 +103,14 @@ pub fn init() {
         c"Whether tenancy.token may be set for a whole session (allow) or only per transaction (refuse).",
         c"Set refuse for roles behind a transaction pooler, where a session-level SET would outlive its client.",
         &SESSION_TOKENS,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_enum_guc(
+        c"tenancy.credentials_in_text",
+        c"Whether tenancy.token and tenancy.api_key may be written as literals in statement text.",
+        c"Set refuse for application roles: pg_stat_activity shows statement text before it is parsed, so only a bound parameter keeps the credential out of it.",
+        &CREDENTIALS_IN_TEXT,
         GucContext::Suset,
         GucFlags::default(),
     );

@@ -174,9 +174,10 @@ fn note_key_use(key: &str) {
         return;
     }
     KEY_USES.with_borrow_mut(|uses| uses.insert(key.to_string(), now));
-    as_owner(|| {
+    crate::raised::as_lookup_role(|| {
         Spi::run_with_args(
-            "INSERT INTO tenancy.api_key_usage AS u (key_id, last_used_at) VALUES ($1::uuid, pg_catalog.now())
+            "INSERT INTO tenancy.api_key_usage AS u (key_id, last_used_at)
+             VALUES (CAST($1 AS pg_catalog.uuid), pg_catalog.now())
              ON CONFLICT (key_id) DO UPDATE SET last_used_at = excluded.last_used_at",
             &[key.into()],
         )
@@ -268,29 +269,14 @@ fn with_trusted_issuers<R>(epoch: u64, f: impl FnOnce(&HashMap<String, TrustedIs
     ISSUERS.with_borrow(|loaded| f(&loaded.as_ref().expect("loaded above").1))
 }
 
-/// Runs `f` as the bootstrap superuser, so that identity lookups do not depend on the caller's
-/// grants; a SECURITY DEFINER function does the same, and an error restores the user on abort.
-pub fn as_owner<R>(f: impl FnOnce() -> R) -> R {
-    let (mut user, mut context) = (pg_sys::InvalidOid, 0);
-    unsafe {
-        pg_sys::GetUserIdAndSecContext(&mut user, &mut context);
-        pg_sys::SetUserIdAndSecContext(
-            pg_sys::Oid::from(pg_sys::BOOTSTRAP_SUPERUSERID),
-            context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32 | pg_sys::SECURITY_RESTRICTED_OPERATION as i32,
-        );
-    }
-    let result = f();
-    unsafe { pg_sys::SetUserIdAndSecContext(user, context) };
-    result
-}
-
-/// Reads `tenancy.issuers`; a row that no longer passes the key policy is skipped with a warning.
+/// Reads `tenancy.issuers` (as `tenancy_lookup`, names pinned: `src/raised.rs`); a row that no longer passes the key policy is skipped with a warning.
 fn load_issuers() -> HashMap<String, TrustedIssuer> {
     crate::invalidation::remember_tables();
-    let rows = as_owner(|| {
+    let rows = crate::raised::as_lookup_role(|| {
         fresh::query(
             &ISSUERS_PLAN,
-            c"SELECT issuer, audience, array_to_string(algorithms, ','), jwks::text FROM tenancy.issuers",
+            c"SELECT i.issuer, i.audience, pg_catalog.array_to_string(i.algorithms, ','),
+                CAST(i.jwks AS pg_catalog.text) FROM tenancy.issuers i",
             &[],
         )
     });
@@ -342,7 +328,7 @@ fn check_membership(claims: Claims) -> Result<Identity, Denial> {
         Some(claims.sub.as_str()),
         claims.sid.as_deref(),
     ];
-    let mut rows = as_owner(|| fresh::query(&MEMBERSHIP_PLAN, MEMBERSHIP_QUERY, &args));
+    let mut rows = crate::raised::as_lookup_role(|| fresh::query(&MEMBERSHIP_PLAN, MEMBERSHIP_QUERY, &args));
     let row = rows.pop().unwrap_or_default();
     let column = |i: usize| row.get(i).cloned().flatten();
     let row = (

@@ -20,6 +20,7 @@ mod hooks;
 mod identity;
 mod invalidation;
 mod pg_tests;
+mod raised;
 mod redaction;
 pub mod verify;
 

@@ -69,6 +69,8 @@ pub extern "C-unwind" fn pg_tenancy_audit_worker_main(_arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     let database = gucs::audit_database();
     BackgroundWorker::connect_worker_to_spi(Some(&database), None);
+    // The audit database's owner may set its search_path: resolve nothing through it.
+    crate::raised::pin_search_path_for_worker();
     // A persisted denial must survive a crash even where the server runs with
     // synchronous_commit = off.
     unsafe {
@@ -137,15 +139,21 @@ fn in_transaction(body: impl FnOnce() -> Result<u64, String>) -> Result<u64, Str
     outcome
 }
 
-/// The insert of one entry; names are resolved from the shared catalogs.
+/// The insert of one entry; names are resolved from the shared catalogs. Every function, operator
+/// and type is qualified (and `search_path` is pinned for the worker's life, `src/raised.rs`).
 const INSERT: &str = "\
 INSERT INTO tenancy.audit_log (ring_started_at, seq, at, reason, critical, pid, database, role,
                                client_addr, application_name, iss, sub, org_id, sid, kid, exp,
                                detail, statement)
 SELECT $1, $2, $3, $4, $5, $6,
-       coalesce((SELECT datname::text FROM pg_catalog.pg_database WHERE oid OPERATOR(pg_catalog.=) $7), 'oid:' || $7),
-       coalesce((SELECT rolname::text FROM pg_catalog.pg_roles WHERE oid OPERATOR(pg_catalog.=) $8), 'oid:' || $8),
-       nullif($9, ''), $10, nullif($11, ''), nullif($12, ''), nullif($13, ''), nullif($14, ''), nullif($15, ''),
+       coalesce((SELECT CAST(d.datname AS pg_catalog.text) FROM pg_catalog.pg_database d
+                  WHERE d.oid OPERATOR(pg_catalog.=) $7), 'oid:' OPERATOR(pg_catalog.||) $7),
+       coalesce((SELECT CAST(r.rolname AS pg_catalog.text) FROM pg_catalog.pg_roles r
+                  WHERE r.oid OPERATOR(pg_catalog.=) $8), 'oid:' OPERATOR(pg_catalog.||) $8),
+       CASE WHEN $9 OPERATOR(pg_catalog.=) '' THEN NULL ELSE $9 END, $10,
+       CASE WHEN $11 OPERATOR(pg_catalog.=) '' THEN NULL ELSE $11 END, CASE WHEN $12 OPERATOR(pg_catalog.=) '' THEN NULL ELSE $12 END,
+       CASE WHEN $13 OPERATOR(pg_catalog.=) '' THEN NULL ELSE $13 END, CASE WHEN $14 OPERATOR(pg_catalog.=) '' THEN NULL ELSE $14 END,
+       CASE WHEN $15 OPERATOR(pg_catalog.=) '' THEN NULL ELSE $15 END,
        pg_catalog.to_timestamp($16), $17, $18
 ON CONFLICT (ring_started_at, seq) DO NOTHING";
 
@@ -192,11 +200,11 @@ fn write_batch(batch: &[Entry], bursts: &mut Bursts, purge: bool) -> Result<u64,
             client.update(INSERT, None, &args).map_err(|e| e.to_string())?;
             rows += 1;
             if reason.is_critical() {
-                notify(client, &alert_of(entry, "denial", None))?;
+                notify(client, &alert_of("denial"))?;
             }
             let source = format!("{}|{}|{}", entry.client.get(), entry.role, entry.database);
-            if let Some(count) = bursts.note(&source, entry.at, threshold, window) {
-                notify(client, &alert_of(entry, "burst", Some(count)))?;
+            if bursts.note(&source, entry.at, threshold, window).is_some() {
+                notify(client, &alert_of("burst"))?;
             }
         }
         if let Some(last) = batch.last() {
@@ -205,7 +213,8 @@ fn write_batch(batch: &[Entry], bursts: &mut Bursts, purge: bool) -> Result<u64,
         if purge && gucs::AUDIT_RETENTION.get() > 0 {
             client
                 .update(
-                    "DELETE FROM tenancy.audit_log WHERE at < pg_catalog.now() - pg_catalog.make_interval(days => $1)",
+                    "DELETE FROM tenancy.audit_log
+                      WHERE at OPERATOR(pg_catalog.<) pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.make_interval(days => $1)",
                     None,
                     &[gucs::AUDIT_RETENTION.get().into()],
                 )
@@ -216,20 +225,11 @@ fn write_batch(batch: &[Entry], bursts: &mut Bursts, purge: bool) -> Result<u64,
     Ok(rows)
 }
 
-/// The JSON payload of an alert.
-fn alert_of(entry: &Entry, kind: &str, burst: Option<usize>) -> String {
-    let mut payload = super::record::to_json(
-        entry,
-        &format!("oid:{}", entry.database),
-        &format!("oid:{}", entry.role),
-    );
-    payload["kind"] = kind.into();
-    if let Some(count) = burst {
-        payload["count"] = count.into();
-        payload["window_seconds"] = gucs::ALERT_BURST_WINDOW.get().into();
-    }
-    payload["statement"] = serde_json::Value::Null;
-    payload.to_string()
+/// The payload of an alert: a wake-up signal that names its kind and severity and nothing else.
+/// Any role that may connect to the audit database can `LISTEN tenancy_alert`; the details stay
+/// in `tenancy.audit_log`, readable by `tenancy_admin` and `tenancy_auditor` only.
+fn alert_of(kind: &str) -> String {
+    serde_json::json!({ "kind": kind, "severity": "critical" }).to_string()
 }
 
 /// `NOTIFY tenancy_alert` (delivered when the batch commits).

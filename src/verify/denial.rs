@@ -52,6 +52,9 @@ pub enum Reason {
     /// A cursor `WITH HOLD` declared under a per-transaction credential: it would keep that
     /// identity's rows for the next client of a pooled server connection.
     HeldCursor,
+    /// A credential written as a literal in the statement text where
+    /// `tenancy.credentials_in_text = refuse`: that text is readable by others before parsing.
+    CredentialInText,
 }
 
 impl Reason {
@@ -90,6 +93,7 @@ impl Reason {
             Reason::ApiKeyExpired => "api_key_expired",
             Reason::BothCredentials => "both_credentials",
             Reason::HeldCursor => "held_cursor",
+            Reason::CredentialInText => "credential_in_text",
         }
     }
 
@@ -128,6 +132,7 @@ impl Reason {
             Reason::ApiKeyExpired => "api key has expired",
             Reason::BothCredentials => "both tenancy.token and tenancy.api_key are set",
             Reason::HeldCursor => "a cursor with hold cannot outlive the transaction's identity",
+            Reason::CredentialInText => "credential written in the statement text",
         }
     }
 
@@ -149,6 +154,9 @@ impl Reason {
                 "Declare the cursor without HOLD and fetch before COMMIT: a held cursor stays with the server connection, which a pooler hands to its next client.",
             ),
             Reason::ApiKeyMalformed => Some("An api key is 53 characters starting with tnk_; copy it again."),
+            Reason::CredentialInText => Some(
+                "Bind it as a parameter: SELECT set_config('tenancy.token', $1, true). Statement text is visible in pg_stat_activity before it is parsed (tenancy.credentials_in_text = refuse for this role).",
+            ),
             Reason::SessionToken => Some(
                 "Behind a transaction pooler, set the token per transaction: SET LOCAL tenancy.token, or set_config('tenancy.token', $1, true).",
             ),
@@ -177,7 +185,7 @@ impl Reason {
     }
 
     /// Every reason, in `index()` order (the audit counters are an array).
-    pub const ALL: [Reason; 32] = [
+    pub const ALL: [Reason; 33] = [
         Reason::NoToken,
         Reason::TooLarge,
         Reason::Malformed,
@@ -210,6 +218,7 @@ impl Reason {
         Reason::ApiKeyExpired,
         Reason::BothCredentials,
         Reason::HeldCursor,
+        Reason::CredentialInText,
     ];
 
     /// Position of the reason in `ALL`.

@@ -60,7 +60,9 @@ fn forged_token() -> String {
 fn a_rolled_back_denial_reaches_log_ring_table_and_listeners() {
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let tag = &unique("audit_rollback");
-    let mut listener = audit_db();
+    // The listener is the application role: any role that may connect to the audit database.
+    drop(audit_db());
+    let mut listener = connect_with(APP_ROLE, "postgres", "").unwrap();
     listener.batch_execute("LISTEN tenancy_alert").unwrap();
     let forged = forged_token();
 
@@ -95,15 +97,39 @@ fn a_rolled_back_denial_reaches_log_ring_table_and_listeners() {
     );
     assert_eq!(persisted, 1, "the worker persisted the rolled-back denial");
 
+    // The listener gets a wake-up signal only; the details are read from the audit log, which
+    // only tenancy_admin and tenancy_auditor may read.
     let mut alerts = listener.notifications();
     let alert = alerts
         .timeout_iter(Duration::from_secs(20))
-        .find(|n| Ok(n.payload().contains(tag)))
+        .find(|n| Ok(n.channel() == "tenancy_alert"))
         .unwrap()
         .expect("a tenancy_alert notification for the critical denial");
     let payload: serde_json::Value = serde_json::from_str(alert.payload()).unwrap();
-    assert_eq!(payload["kind"], "denial");
-    assert_eq!(payload["reason"], "bad_signature");
+    assert_eq!(
+        payload,
+        serde_json::json!({"kind": "denial", "severity": "critical"}),
+        "the signal carries no tenant data"
+    );
+    for secret in [tag.as_str(), "user_alice", "org_acme"] {
+        assert!(!alert.payload().contains(secret), "{}", alert.payload());
+    }
+    let (reason, sub): (String, Option<String>) = audit
+        .query_one(
+            "SELECT reason, sub FROM tenancy.audit_log WHERE application_name = $1",
+            &[&tag],
+        )
+        .map(|r| (r.get(0), r.get(1)))
+        .unwrap();
+    assert_eq!((reason.as_str(), sub.as_deref()), ("bad_signature", Some("user_alice")));
+    let refused = listener
+        .query("SELECT count(*) FROM tenancy.audit_log", &[])
+        .unwrap_err();
+    assert_eq!(
+        sqlstate(&refused),
+        "42501",
+        "the listener cannot read the details: {refused}"
+    );
 
     if let Ok(path) = std::env::var("PG_TENANCY_SERVER_LOG") {
         let log = std::fs::read_to_string(path).unwrap();
