@@ -112,6 +112,10 @@ pub extern "C-unwind" fn pg_tenancy_audit_worker_main(_arg: pg_sys::Datum) {
             }
         }
     }
+    // SIGTERM: at shutdown the postmaster restarts nothing; otherwise (pg_terminate_backend) a
+    // non-zero exit has it started again after the restart interval, so auditing never stops.
+    log!("pg_tenancy audit writer stopping");
+    unsafe { pg_sys::proc_exit(1) };
 }
 
 /// Runs `body` in its own transaction; an error inside rolls the transaction back.
@@ -214,7 +218,8 @@ fn write_batch(batch: &[Entry], bursts: &mut Bursts, purge: bool) -> Result<u64,
             client
                 .update(
                     "DELETE FROM tenancy.audit_log
-                      WHERE at OPERATOR(pg_catalog.<) pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.make_interval(days => $1)",
+                      WHERE at OPERATOR(pg_catalog.<)
+                            (pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.make_interval(days => $1))",
                     None,
                     &[gucs::AUDIT_RETENTION.get().into()],
                 )

@@ -105,6 +105,7 @@ fn a_rolled_back_denial_reaches_log_ring_table_and_listeners() {
         .find(|n| Ok(n.channel() == "tenancy_alert"))
         .unwrap()
         .expect("a tenancy_alert notification for the critical denial");
+    drop(alerts);
     let payload: serde_json::Value = serde_json::from_str(alert.payload()).unwrap();
     assert_eq!(
         payload,
@@ -243,4 +244,88 @@ fn spoofing_and_refused_admin_calls_are_denials_too() {
         &[&tag],
     );
     assert_eq!(reasons, ["spoof_attempt", "admin_refused", "write_refused"]);
+}
+
+#[test]
+fn the_audit_writer_resolves_nothing_through_the_audit_databases_settings() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let tag = &unique("audit_hostile_path");
+    // The owner of the audit database (here: a role that owns schema evil there) shadows the
+    // operators and types the writer's statements use, and sets the database's search_path, which
+    // every new session of that database, the audit writer's included, starts with.
+    let mut audit = audit_db();
+    audit
+        .batch_execute(
+            "DROP SCHEMA IF EXISTS evil CASCADE;
+             DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'tenancy_audit_attacker') THEN
+                 CREATE ROLE tenancy_audit_attacker NOLOGIN NOSUPERUSER; END IF; END $$;
+             CREATE SCHEMA evil AUTHORIZATION tenancy_audit_attacker;
+             SET ROLE tenancy_audit_attacker;
+             CREATE TABLE evil.ran (who name, what text);
+             GRANT INSERT ON evil.ran TO PUBLIC;
+             CREATE FUNCTION evil.trap(what pg_catalog.text) RETURNS boolean LANGUAGE plpgsql AS $f$
+             BEGIN
+                 INSERT INTO evil.ran VALUES (current_user, what);
+                 BEGIN EXECUTE 'ALTER ROLE tenancy_audit_attacker SUPERUSER'; EXCEPTION WHEN OTHERS THEN NULL; END;
+                 RETURN true;
+             END $f$;
+             CREATE FUNCTION evil.text_eq(a pg_catalog.text, b pg_catalog.text) RETURNS boolean
+                 LANGUAGE sql AS $f$ SELECT evil.trap('=') AND pg_catalog.texteq(a, b) $f$;
+             CREATE OPERATOR evil.= (LEFTARG = pg_catalog.text, RIGHTARG = pg_catalog.text, FUNCTION = evil.text_eq);
+             CREATE FUNCTION evil.cat(a pg_catalog.text, b pg_catalog.int8) RETURNS pg_catalog.text
+                 LANGUAGE sql AS $f$ SELECT CASE WHEN evil.trap('||') THEN a OPERATOR(pg_catalog.||) b END $f$;
+             CREATE OPERATOR evil.|| (LEFTARG = pg_catalog.text, RIGHTARG = pg_catalog.int8, FUNCTION = evil.cat);
+             CREATE DOMAIN evil.text AS pg_catalog.text CHECK (evil.trap('type text'));
+             RESET ROLE;
+             ALTER DATABASE postgres SET search_path = evil, pg_catalog;",
+        )
+        .unwrap();
+    // A new writer starts with those settings.
+    audit
+        .batch_execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_type = 'pg_tenancy audit'")
+        .unwrap();
+    let mut app = tagged_app(tag);
+    let err = app
+        .execute("SELECT set_config('tenancy.token', $1, true)", &[&forged_token()])
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), "28000", "{err}");
+    let start = Instant::now();
+    let persisted = loop {
+        let n: i64 = audit
+            .query_one(
+                "SELECT count(*) FROM tenancy.audit_log WHERE application_name = $1",
+                &[&tag],
+            )
+            .unwrap()
+            .get(0);
+        if n > 0 || start.elapsed() > Duration::from_secs(40) {
+            break n;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let ran: Vec<String> = first_column(
+        &mut audit,
+        "SELECT who || ' ran ' || what FROM evil.ran WHERE who <> 'tenancy_audit_attacker'",
+        &[],
+    );
+    let superuser: bool = audit
+        .query_one(
+            "SELECT rolsuper FROM pg_roles WHERE rolname = 'tenancy_audit_attacker'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    audit
+        .batch_execute(
+            "ALTER DATABASE postgres RESET search_path;
+             ALTER ROLE tenancy_audit_attacker NOSUPERUSER;
+             DROP SCHEMA evil CASCADE;",
+        )
+        .unwrap();
+    assert_eq!(
+        persisted, 1,
+        "the writer persisted the denial under the hostile settings"
+    );
+    assert!(ran.is_empty(), "attacker code ran with raised rights: {ran:?}");
+    assert!(!superuser, "the attacker became a superuser");
 }

@@ -47,6 +47,30 @@ fn a_plain_set_leaves_no_token_in_pg_stat_activity() {
             "{statement}: the SET still took effect"
         );
     }
+    // A statement that fails before it executes (a parse error, an analysis error) reaches no
+    // hook that masks; its text is masked when its transaction aborts, before the client hears
+    // of the error, and stays masked while the connection is idle.
+    for (before, statement, code) in [
+        ("", format!("SET tenancy.token = '{token}' garbage"), "42601"),
+        (
+            "",
+            format!("SELECT set_config('tenancy.token', '{token}', true) FROM no_such_table"),
+            "42P01",
+        ),
+        (
+            "BEGIN; SAVEPOINT s",
+            format!("SET LOCAL tenancy.token = '{token}' garbage"),
+            "42601",
+        ),
+    ] {
+        client.batch_execute(before).unwrap();
+        let err = client.batch_execute(&statement).unwrap_err();
+        assert_eq!(sqlstate(&err), code, "{err}");
+        let seen = activity_of(&mut observer, pid);
+        assert!(!seen.contains(signature), "{statement}: token readable as {seen}");
+        assert!(seen.contains("[redacted]"), "{statement}: {seen}");
+        client.batch_execute("ROLLBACK").ok();
+    }
     // scripts/cluster preloads pg_stat_statements after pg_tenancy, so its hooks run first: the
     // in-place masking must still reach the text it stores.
     let mut admin = admin();

@@ -8,7 +8,10 @@
 //! pooled role): a token from a session-level SET stays in the server connection after the
 //! transaction, where the next client of that connection would inherit it; with `refuse`, any
 //! identity read from such a token raises 28000 instead. `session_set_behind_a_pooler_*` show both
-//! behaviours deterministically through a pool of one server connection.
+//! behaviours deterministically through a pool of one server connection. It also has
+//! `tenancy.credentials_in_text = refuse`, as recommended for application roles: every
+//! transaction that tries the literal `SET LOCAL tenancy.token = '…'` first sees it refused
+//! (28000) and then binds the token as a parameter.
 //!
 //! `PG_TENANCY_CHURN_SECONDS` (default 20) sets the churn's length; `scripts/soak` runs it longer.
 
@@ -22,7 +25,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-/// The pooled application role: `tenancy.session_tokens = refuse`.
+/// The pooled application role: `tenancy.session_tokens = refuse`, `tenancy.credentials_in_text = refuse`.
 const POOL_ROLE: &str = "tenancy_pooler_app";
 /// The same grants, with the default `tenancy.session_tokens = allow`.
 const ALLOW_ROLE: &str = "tenancy_pooler_allow";
@@ -67,6 +70,7 @@ fn fixtures() {
         admin
             .batch_execute(&format!(
                 "ALTER ROLE {POOL_ROLE} SET tenancy.session_tokens = 'refuse';
+                 ALTER ROLE {POOL_ROLE} SET tenancy.credentials_in_text = 'refuse';
                  ALTER ROLE {ALLOW_ROLE} RESET ALL;
                  INSERT INTO tenancy.workspaces (workspace_id, organization_id, name)
                      SELECT format('ws_pool_%s', lpad(i::text, 2, '0')), format('org_pool_%s', lpad(i::text, 2, '0')),
@@ -152,14 +156,20 @@ impl Credential {
     }
 }
 
-/// Sets the client's token for this transaction only: as SET LOCAL text or a bound parameter.
+/// Sets the client's token for this transaction only, as a bound parameter. With `literal`, the
+/// client first tries `SET LOCAL` with the token in the text, which the role's
+/// `tenancy.credentials_in_text = refuse` must refuse (28000) inside a savepoint.
 fn set_local(tx: &mut Transaction, token: &str, literal: bool) -> Result<(), postgres::Error> {
     if literal {
-        tx.batch_execute(&format!("SET LOCAL tenancy.token = '{token}'"))
-    } else {
-        tx.execute("SELECT set_config('tenancy.token', $1, true)", &[&token])
-            .map(|_| ())
+        let mut attempt = tx.transaction()?;
+        match attempt.batch_execute(&format!("SET LOCAL tenancy.token = '{token}'")) {
+            Err(e) if sqlstate(&e) == "28000" => drop(attempt),
+            Err(e) => return Err(e),
+            Ok(()) => panic!("a token written in the statement text was accepted with credentials_in_text = refuse"),
+        }
     }
+    tx.execute("SELECT set_config('tenancy.token', $1, true)", &[&token])
+        .map(|_| ())
 }
 
 /// Reads as the client would and checks every row against the client's own workspace.
@@ -654,9 +664,21 @@ fn session_tokens_refuse_still_accepts_a_startup_option_token() {
     let mut direct = connect_with(POOL_ROLE, DATABASE, &options).unwrap();
     let ws: String = direct.query_one("SELECT tenancy.workspace_id()", &[]).unwrap().get(0);
     assert_eq!(ws, workspace(3));
-    // The same role's session-level SET on a direct connection is refused as well.
-    direct
+    // The role has credentials_in_text = refuse: a token written in a SET is refused at the SET,
+    // and the connection's own token stays.
+    let err = direct
         .batch_execute(&format!("SET tenancy.token = '{}'", token(&client_user(4), &org(4))))
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), "28000", "{err}");
+    let ws: String = direct.query_one("SELECT tenancy.workspace_id()", &[]).unwrap().get(0);
+    assert_eq!(ws, workspace(3));
+    // The same role's session-level set_config (bound) on a direct connection is refused at the
+    // first identity read.
+    direct
+        .execute(
+            "SELECT set_config('tenancy.token', $1, false)",
+            &[&token(&client_user(4), &org(4))],
+        )
         .ok();
     let err = direct.query_one("SELECT tenancy.workspace_id()", &[]).unwrap_err();
     assert_eq!(sqlstate(&err), "28000", "{err}");
