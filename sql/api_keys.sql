@@ -16,7 +16,13 @@ CREATE TABLE tenancy._api_key_store (
     created_at            timestamptz NOT NULL DEFAULT now(),
     created_by            name NOT NULL DEFAULT session_user,
     expires_at            timestamptz,
-    revoked_at            timestamptz
+    revoked_at            timestamptz,
+    -- Added in 0.2.0 (API keys carry no more than whoever made them):
+    created_by_identity   text,   -- who made it: user_… or api_key:<id> of an identity, role:<name> of an administrator
+    creator_user_id       text,   -- the member whose rights it was made from (NULL: an administrator's key)
+    rotated_at            timestamptz,
+    rotated_by            text,
+    revoked_by            text
 );
 SELECT pg_catalog.pg_extension_config_dump('tenancy._api_key_store', '');
 
@@ -30,8 +36,10 @@ CREATE TABLE tenancy.api_key_usage (
 -- What people see of the keys: never the secret nor its digest.
 CREATE VIEW tenancy.api_keys AS
 SELECT k.id, k.workspace_id, k.name, k.key_prefix, k.role, k.permissions, k.user_id,
-       k.created_at, k.created_by, k.expires_at, u.last_used_at, k.revoked_at,
-       k.previous_valid_until AS previous_key_valid_until
+       k.created_at, coalesce(k.created_by_identity, 'role:' OPERATOR(pg_catalog.||) k.created_by) AS created_by,
+       k.expires_at, u.last_used_at, k.revoked_at,
+       k.previous_valid_until AS previous_key_valid_until,
+       k.rotated_at, k.rotated_by, k.revoked_by
   FROM tenancy._api_key_store k
   LEFT JOIN tenancy.api_key_usage u ON u.key_id OPERATOR(pg_catalog.=) k.id;
 COMMENT ON VIEW tenancy.api_keys IS 'API keys: id, workspace, name, key prefix, role, permissions, dates; never the secret';
@@ -42,17 +50,19 @@ GRANT SELECT ON tenancy._api_key_store TO tenancy_lookup;
 GRANT SELECT, INSERT, UPDATE ON tenancy.api_key_usage TO tenancy_lookup;
 REVOKE ALL ON FUNCTION tenancy._mint_api_key() FROM PUBLIC;
 
--- Raises 42501 unless the caller administers pg_tenancy or holds api_keys:manage in `workspace`.
-CREATE FUNCTION tenancy._require_key_manager(workspace text, action text) RETURNS void
+-- Who manages the keys of `workspace` in this call: 'admin' for members of tenancy_admin (and
+-- superusers), who control every key; 'identity' for an identity of that workspace that holds
+-- api_keys:manage, whose keys are bounded by its own rights. Anyone else: 42501.
+CREATE FUNCTION tenancy._key_manager(workspace text, action text) RETURNS text
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    IF pg_has_role(session_user, 'tenancy_admin', 'MEMBER') THEN
-        RETURN;
+    IF pg_catalog.pg_has_role(session_user, 'tenancy_admin', 'MEMBER') THEN
+        RETURN 'admin';
     END IF;
-    IF pg_catalog.current_setting('tenancy.token', true) <> ''
-       OR pg_catalog.current_setting('tenancy.api_key', true) <> '' THEN
-        IF tenancy.workspace_id() = workspace AND tenancy.has_permission('api_keys:manage') THEN
-            RETURN;
+    IF pg_catalog.current_setting('tenancy.token', true) OPERATOR(pg_catalog.<>) ''
+       OR pg_catalog.current_setting('tenancy.api_key', true) OPERATOR(pg_catalog.<>) '' THEN
+        IF tenancy.workspace_id() OPERATOR(pg_catalog.=) workspace AND tenancy.has_permission('api_keys:manage') THEN
+            RETURN 'identity';
         END IF;
     END IF;
     RAISE EXCEPTION 'permission denied to % for workspace "%"', action, workspace
@@ -61,16 +71,55 @@ BEGIN
 END
 $$;
 
--- Creates a key and returns its secret, the only time it is ever shown.
+-- Who is acting, as the key records show it: the identity's user (user_… or api_key:<id>), or
+-- role:<name> for an administrator.
+CREATE FUNCTION tenancy._key_actor(manager text) RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT CASE WHEN manager OPERATOR(pg_catalog.=) 'admin'
+                THEN 'role:' OPERATOR(pg_catalog.||) session_user
+                ELSE tenancy.user_id() END
+$$;
+
+-- What a key with these rights would carry beyond the calling identity's, in words; NULL when
+-- nothing. Permissions must be a subset of the identity's; the role the identity's own or none
+-- (WorkOS role slugs have no order, so "not above" can only mean "the same"); the user the
+-- identity's own or none.
+CREATE FUNCTION tenancy._beyond_identity(key_role text, key_permissions text[], key_user text) RETURNS text
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    extra text[];
+BEGIN
+    SELECT pg_catalog.array_agg(p.permission ORDER BY p.permission) INTO extra
+      FROM pg_catalog.unnest(coalesce(key_permissions, '{}')) AS p(permission)
+     WHERE NOT tenancy.has_permission(p.permission);
+    IF extra IS NOT NULL THEN
+        RETURN pg_catalog.format('permissions %s not held by the identity', pg_catalog.array_to_string(extra, ', '));
+    END IF;
+    IF key_role IS NOT NULL AND key_role IS DISTINCT FROM tenancy.role() THEN
+        RETURN pg_catalog.format('role "%s" is not the identity''s own (%s)', key_role, coalesce(tenancy.role(), 'none'));
+    END IF;
+    IF key_user IS NOT NULL AND key_user IS DISTINCT FROM tenancy.user_id() THEN
+        RETURN pg_catalog.format('user "%s" is not the identity''s own', key_user);
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+-- Creates a key and returns its secret, the only time it is ever shown. An identity's key carries
+-- at most the identity's rights (tenancy._beyond_identity) and stays tied to the member whose
+-- rights it was made from: disabling that member disables the key.
 CREATE FUNCTION tenancy.create_api_key(workspace_id text, name text, role text DEFAULT NULL,
                                        permissions text[] DEFAULT '{}',
                                        expires_at timestamptz DEFAULT NULL, user_id text DEFAULT NULL)
 RETURNS text LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_variable
 DECLARE
+    manager text;
+    excess text;
+    creator_user text;
     minted record;
 BEGIN
-    PERFORM tenancy._require_key_manager(workspace_id, 'create an api key');
+    manager := tenancy._key_manager(workspace_id, 'create an api key');
     IF name IS NULL OR name = '' THEN
         RAISE EXCEPTION 'api key name must not be empty' USING ERRCODE = '22023';
     END IF;
@@ -81,6 +130,22 @@ BEGIN
     IF expires_at IS NOT NULL AND expires_at <= now() THEN
         RAISE EXCEPTION 'expires_at must be in the future' USING ERRCODE = '22023';
     END IF;
+    IF manager = 'identity' THEN
+        excess := tenancy._beyond_identity(role, permissions, user_id);
+        IF excess IS NOT NULL THEN
+            RAISE EXCEPTION 'permission denied to create an api key beyond its creator''s rights: %', excess
+                USING ERRCODE = '42501',
+                      HINT = 'An identity creates keys with at most its own permissions, its own role or none, and its own user or none; members of tenancy_admin create any key.';
+        END IF;
+        -- A key made by a key inherits that key's member (or none, for an administrator's key).
+        IF pg_catalog.current_setting('tenancy.api_key', true) OPERATOR(pg_catalog.<>) '' THEN
+            SELECT coalesce(k.user_id, k.creator_user_id) INTO creator_user
+              FROM tenancy._api_key_store k
+             WHERE CAST(k.id AS pg_catalog.text) OPERATOR(pg_catalog.=) (tenancy.claims() OPERATOR(pg_catalog.->>) 'api_key_id');
+        ELSE
+            creator_user := tenancy.user_id();
+        END IF;
+    END IF;
     IF user_id IS NOT NULL AND NOT EXISTS (SELECT FROM tenancy.members m
                                             WHERE m.workspace_id = workspace_id AND m.user_id = user_id) THEN
         RAISE EXCEPTION 'user "%" is not a member of workspace "%"', user_id, workspace_id
@@ -88,50 +153,79 @@ BEGIN
     END IF;
     SELECT * INTO minted FROM tenancy._mint_api_key();
     INSERT INTO tenancy._api_key_store (workspace_id, name, key_prefix, digest, role, permissions,
-                                        user_id, expires_at)
+                                        user_id, expires_at, created_by_identity, creator_user_id)
     VALUES (workspace_id, name, minted.display, minted.digest, role, coalesce(permissions, '{}'),
-            user_id, expires_at);
+            user_id, expires_at, tenancy._key_actor(manager), creator_user);
     RETURN minted.secret;
 END
 $$;
 
--- Revokes a key: it fails from the next statement on, in every backend.
+-- Revokes a key: it fails from the next statement on, in every backend. An identity revokes keys
+-- within its own rights or that it created.
 CREATE FUNCTION tenancy.revoke_api_key(id uuid)
 RETURNS void LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_variable
 DECLARE
-    workspace text;
+    key record;
+    manager text;
+    excess text;
 BEGIN
-    SELECT k.workspace_id INTO workspace FROM tenancy._api_key_store k WHERE k.id = id;
+    SELECT k.workspace_id, k.role, k.permissions, k.user_id, k.created_by_identity INTO key
+      FROM tenancy._api_key_store k WHERE k.id = id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'api key % does not exist', id USING ERRCODE = '22023';
     END IF;
-    PERFORM tenancy._require_key_manager(workspace, 'revoke an api key');
-    UPDATE tenancy._api_key_store k SET revoked_at = coalesce(k.revoked_at, now()) WHERE k.id = id;
+    manager := tenancy._key_manager(key.workspace_id, 'revoke an api key');
+    IF manager = 'identity' AND key.created_by_identity IS DISTINCT FROM tenancy.user_id() THEN
+        excess := tenancy._beyond_identity(key.role, key.permissions, key.user_id);
+        IF excess IS NOT NULL THEN
+            RAISE EXCEPTION 'permission denied to revoke api key %: it carries more than the identity (%) and was not created by it', id, excess
+                USING ERRCODE = '42501',
+                      HINT = 'An identity revokes keys within its own rights or that it created; members of tenancy_admin revoke any key.';
+        END IF;
+    END IF;
+    UPDATE tenancy._api_key_store k
+       SET revoked_at = coalesce(k.revoked_at, now()),
+           revoked_by = CASE WHEN k.revoked_at IS NULL THEN tenancy._key_actor(manager) ELSE k.revoked_by END
+     WHERE k.id = id;
 END
 $$;
 
--- Gives a key a new secret (returned once); the old secret stays valid for `grace`.
+-- Gives a key a new secret (returned once); the old secret stays valid for `grace`. An identity
+-- rotates only keys within its own rights at the moment of rotation (a working secret is as much
+-- as a new key).
 CREATE FUNCTION tenancy.rotate_api_key(id uuid, grace interval DEFAULT '0 seconds')
 RETURNS text LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_variable
 DECLARE
-    workspace text;
+    key record;
+    manager text;
+    excess text;
     minted record;
 BEGIN
-    SELECT k.workspace_id INTO workspace FROM tenancy._api_key_store k WHERE k.id = id AND k.revoked_at IS NULL;
+    SELECT k.workspace_id, k.role, k.permissions, k.user_id INTO key
+      FROM tenancy._api_key_store k WHERE k.id = id AND k.revoked_at IS NULL;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'api key % does not exist or is revoked', id USING ERRCODE = '22023';
     END IF;
-    PERFORM tenancy._require_key_manager(workspace, 'rotate an api key');
+    manager := tenancy._key_manager(key.workspace_id, 'rotate an api key');
     IF grace IS NULL OR grace < '0 seconds' OR grace > '30 days' THEN
         RAISE EXCEPTION 'grace must be between 0 seconds and 30 days' USING ERRCODE = '22023';
+    END IF;
+    IF manager = 'identity' THEN
+        excess := tenancy._beyond_identity(key.role, key.permissions, key.user_id);
+        IF excess IS NOT NULL THEN
+            RAISE EXCEPTION 'permission denied to rotate api key %: it carries more than the identity (%)', id, excess
+                USING ERRCODE = '42501',
+                      HINT = 'An identity rotates only keys within its own rights; members of tenancy_admin rotate any key.';
+        END IF;
     END IF;
     SELECT * INTO minted FROM tenancy._mint_api_key();
     UPDATE tenancy._api_key_store k
        SET previous_digest = CASE WHEN grace > '0 seconds' THEN k.digest END,
            previous_valid_until = CASE WHEN grace > '0 seconds' THEN now() + grace END,
-           digest = minted.digest, key_prefix = minted.display
+           digest = minted.digest, key_prefix = minted.display,
+           rotated_at = now(), rotated_by = tenancy._key_actor(manager)
      WHERE k.id = id;
     RETURN minted.secret;
 END
@@ -139,7 +233,8 @@ $$;
 
 REVOKE ALL ON FUNCTION tenancy.create_api_key(text, text, text, text[], timestamptz, text),
     tenancy.revoke_api_key(uuid), tenancy.rotate_api_key(uuid, interval),
-    tenancy._require_key_manager(text, text) FROM PUBLIC;
+    tenancy._key_manager(text, text), tenancy._key_actor(text),
+    tenancy._beyond_identity(text, text[], text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION tenancy.create_api_key(text, text, text, text[], timestamptz, text),
     tenancy.revoke_api_key(uuid), tenancy.rotate_api_key(uuid, interval) TO PUBLIC;
 

@@ -194,3 +194,214 @@ SELECT 'medium', 'unique_without_workspace', format('%s on %s', quote_ident(ic.r
  WHERE NOT (a.attnum OPERATOR(pg_catalog.=) ANY (i.indkey::int2[]))
    AND NOT (p.relispartition AND EXISTS (SELECT FROM pg_catalog.pg_inherits ii
                                           WHERE ii.inhrelid OPERATOR(pg_catalog.=) i.indexrelid));
+
+-- API keys carry no more than whoever made them: who made, rotated and revoked each key, the
+-- member it was made from, and key functions bounded by the caller's rights.
+ALTER TABLE tenancy._api_key_store
+    ADD COLUMN created_by_identity text,
+    ADD COLUMN creator_user_id text,
+    ADD COLUMN rotated_at timestamptz,
+    ADD COLUMN rotated_by text,
+    ADD COLUMN revoked_by text;
+DROP VIEW tenancy.api_keys;
+CREATE VIEW tenancy.api_keys AS
+SELECT k.id, k.workspace_id, k.name, k.key_prefix, k.role, k.permissions, k.user_id,
+       k.created_at, coalesce(k.created_by_identity, 'role:' OPERATOR(pg_catalog.||) k.created_by) AS created_by,
+       k.expires_at, u.last_used_at, k.revoked_at,
+       k.previous_valid_until AS previous_key_valid_until,
+       k.rotated_at, k.rotated_by, k.revoked_by
+  FROM tenancy._api_key_store k
+  LEFT JOIN tenancy.api_key_usage u ON u.key_id OPERATOR(pg_catalog.=) k.id;
+COMMENT ON VIEW tenancy.api_keys IS 'API keys: id, workspace, name, key prefix, role, permissions, dates; never the secret';
+
+REVOKE ALL ON tenancy.api_keys FROM PUBLIC;
+GRANT SELECT ON tenancy.api_keys TO tenancy_admin, tenancy_auditor;
+DROP FUNCTION tenancy._require_key_manager(text, text);
+-- Who manages the keys of `workspace` in this call: 'admin' for members of tenancy_admin (and
+-- superusers), who control every key; 'identity' for an identity of that workspace that holds
+-- api_keys:manage, whose keys are bounded by its own rights. Anyone else: 42501.
+CREATE OR REPLACE FUNCTION tenancy._key_manager(workspace text, action text) RETURNS text
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF pg_catalog.pg_has_role(session_user, 'tenancy_admin', 'MEMBER') THEN
+        RETURN 'admin';
+    END IF;
+    IF pg_catalog.current_setting('tenancy.token', true) OPERATOR(pg_catalog.<>) ''
+       OR pg_catalog.current_setting('tenancy.api_key', true) OPERATOR(pg_catalog.<>) '' THEN
+        IF tenancy.workspace_id() OPERATOR(pg_catalog.=) workspace AND tenancy.has_permission('api_keys:manage') THEN
+            RETURN 'identity';
+        END IF;
+    END IF;
+    RAISE EXCEPTION 'permission denied to % for workspace "%"', action, workspace
+        USING ERRCODE = '42501',
+              HINT = 'Members of tenancy_admin, or an identity of that workspace with the api_keys:manage permission, manage its keys.';
+END
+$$;
+
+-- Who is acting, as the key records show it: the identity's user (user_… or api_key:<id>), or
+-- role:<name> for an administrator.
+CREATE OR REPLACE FUNCTION tenancy._key_actor(manager text) RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT CASE WHEN manager OPERATOR(pg_catalog.=) 'admin'
+                THEN 'role:' OPERATOR(pg_catalog.||) session_user
+                ELSE tenancy.user_id() END
+$$;
+
+-- What a key with these rights would carry beyond the calling identity's, in words; NULL when
+-- nothing. Permissions must be a subset of the identity's; the role the identity's own or none
+-- (WorkOS role slugs have no order, so "not above" can only mean "the same"); the user the
+-- identity's own or none.
+CREATE OR REPLACE FUNCTION tenancy._beyond_identity(key_role text, key_permissions text[], key_user text) RETURNS text
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    extra text[];
+BEGIN
+    SELECT pg_catalog.array_agg(p.permission ORDER BY p.permission) INTO extra
+      FROM pg_catalog.unnest(coalesce(key_permissions, '{}')) AS p(permission)
+     WHERE NOT tenancy.has_permission(p.permission);
+    IF extra IS NOT NULL THEN
+        RETURN pg_catalog.format('permissions %s not held by the identity', pg_catalog.array_to_string(extra, ', '));
+    END IF;
+    IF key_role IS NOT NULL AND key_role IS DISTINCT FROM tenancy.role() THEN
+        RETURN pg_catalog.format('role "%s" is not the identity''s own (%s)', key_role, coalesce(tenancy.role(), 'none'));
+    END IF;
+    IF key_user IS NOT NULL AND key_user IS DISTINCT FROM tenancy.user_id() THEN
+        RETURN pg_catalog.format('user "%s" is not the identity''s own', key_user);
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+-- Creates a key and returns its secret, the only time it is ever shown. An identity's key carries
+-- at most the identity's rights (tenancy._beyond_identity) and stays tied to the member whose
+-- rights it was made from: disabling that member disables the key.
+CREATE OR REPLACE FUNCTION tenancy.create_api_key(workspace_id text, name text, role text DEFAULT NULL,
+                                       permissions text[] DEFAULT '{}',
+                                       expires_at timestamptz DEFAULT NULL, user_id text DEFAULT NULL)
+RETURNS text LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_variable
+DECLARE
+    manager text;
+    excess text;
+    creator_user text;
+    minted record;
+BEGIN
+    manager := tenancy._key_manager(workspace_id, 'create an api key');
+    IF name IS NULL OR name = '' THEN
+        RAISE EXCEPTION 'api key name must not be empty' USING ERRCODE = '22023';
+    END IF;
+    IF NOT EXISTS (SELECT FROM tenancy.workspaces w WHERE w.workspace_id = workspace_id) THEN
+        RAISE EXCEPTION 'workspace "%" does not exist', workspace_id USING ERRCODE = '22023',
+            HINT = 'Add it to tenancy.workspaces first.';
+    END IF;
+    IF expires_at IS NOT NULL AND expires_at <= now() THEN
+        RAISE EXCEPTION 'expires_at must be in the future' USING ERRCODE = '22023';
+    END IF;
+    IF manager = 'identity' THEN
+        excess := tenancy._beyond_identity(role, permissions, user_id);
+        IF excess IS NOT NULL THEN
+            RAISE EXCEPTION 'permission denied to create an api key beyond its creator''s rights: %', excess
+                USING ERRCODE = '42501',
+                      HINT = 'An identity creates keys with at most its own permissions, its own role or none, and its own user or none; members of tenancy_admin create any key.';
+        END IF;
+        -- A key made by a key inherits that key's member (or none, for an administrator's key).
+        IF pg_catalog.current_setting('tenancy.api_key', true) OPERATOR(pg_catalog.<>) '' THEN
+            SELECT coalesce(k.user_id, k.creator_user_id) INTO creator_user
+              FROM tenancy._api_key_store k
+             WHERE CAST(k.id AS pg_catalog.text) OPERATOR(pg_catalog.=) (tenancy.claims() OPERATOR(pg_catalog.->>) 'api_key_id');
+        ELSE
+            creator_user := tenancy.user_id();
+        END IF;
+    END IF;
+    IF user_id IS NOT NULL AND NOT EXISTS (SELECT FROM tenancy.members m
+                                            WHERE m.workspace_id = workspace_id AND m.user_id = user_id) THEN
+        RAISE EXCEPTION 'user "%" is not a member of workspace "%"', user_id, workspace_id
+            USING ERRCODE = '22023';
+    END IF;
+    SELECT * INTO minted FROM tenancy._mint_api_key();
+    INSERT INTO tenancy._api_key_store (workspace_id, name, key_prefix, digest, role, permissions,
+                                        user_id, expires_at, created_by_identity, creator_user_id)
+    VALUES (workspace_id, name, minted.display, minted.digest, role, coalesce(permissions, '{}'),
+            user_id, expires_at, tenancy._key_actor(manager), creator_user);
+    RETURN minted.secret;
+END
+$$;
+
+-- Revokes a key: it fails from the next statement on, in every backend. An identity revokes keys
+-- within its own rights or that it created.
+CREATE OR REPLACE FUNCTION tenancy.revoke_api_key(id uuid)
+RETURNS void LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_variable
+DECLARE
+    key record;
+    manager text;
+    excess text;
+BEGIN
+    SELECT k.workspace_id, k.role, k.permissions, k.user_id, k.created_by_identity INTO key
+      FROM tenancy._api_key_store k WHERE k.id = id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'api key % does not exist', id USING ERRCODE = '22023';
+    END IF;
+    manager := tenancy._key_manager(key.workspace_id, 'revoke an api key');
+    IF manager = 'identity' AND key.created_by_identity IS DISTINCT FROM tenancy.user_id() THEN
+        excess := tenancy._beyond_identity(key.role, key.permissions, key.user_id);
+        IF excess IS NOT NULL THEN
+            RAISE EXCEPTION 'permission denied to revoke api key %: it carries more than the identity (%) and was not created by it', id, excess
+                USING ERRCODE = '42501',
+                      HINT = 'An identity revokes keys within its own rights or that it created; members of tenancy_admin revoke any key.';
+        END IF;
+    END IF;
+    UPDATE tenancy._api_key_store k
+       SET revoked_at = coalesce(k.revoked_at, now()),
+           revoked_by = CASE WHEN k.revoked_at IS NULL THEN tenancy._key_actor(manager) ELSE k.revoked_by END
+     WHERE k.id = id;
+END
+$$;
+
+-- Gives a key a new secret (returned once); the old secret stays valid for `grace`. An identity
+-- rotates only keys within its own rights at the moment of rotation (a working secret is as much
+-- as a new key).
+CREATE OR REPLACE FUNCTION tenancy.rotate_api_key(id uuid, grace interval DEFAULT '0 seconds')
+RETURNS text LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_variable
+DECLARE
+    key record;
+    manager text;
+    excess text;
+    minted record;
+BEGIN
+    SELECT k.workspace_id, k.role, k.permissions, k.user_id INTO key
+      FROM tenancy._api_key_store k WHERE k.id = id AND k.revoked_at IS NULL;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'api key % does not exist or is revoked', id USING ERRCODE = '22023';
+    END IF;
+    manager := tenancy._key_manager(key.workspace_id, 'rotate an api key');
+    IF grace IS NULL OR grace < '0 seconds' OR grace > '30 days' THEN
+        RAISE EXCEPTION 'grace must be between 0 seconds and 30 days' USING ERRCODE = '22023';
+    END IF;
+    IF manager = 'identity' THEN
+        excess := tenancy._beyond_identity(key.role, key.permissions, key.user_id);
+        IF excess IS NOT NULL THEN
+            RAISE EXCEPTION 'permission denied to rotate api key %: it carries more than the identity (%)', id, excess
+                USING ERRCODE = '42501',
+                      HINT = 'An identity rotates only keys within its own rights; members of tenancy_admin rotate any key.';
+        END IF;
+    END IF;
+    SELECT * INTO minted FROM tenancy._mint_api_key();
+    UPDATE tenancy._api_key_store k
+       SET previous_digest = CASE WHEN grace > '0 seconds' THEN k.digest END,
+           previous_valid_until = CASE WHEN grace > '0 seconds' THEN now() + grace END,
+           digest = minted.digest, key_prefix = minted.display,
+           rotated_at = now(), rotated_by = tenancy._key_actor(manager)
+     WHERE k.id = id;
+    RETURN minted.secret;
+END
+$$;
+
+REVOKE ALL ON FUNCTION tenancy.create_api_key(text, text, text, text[], timestamptz, text),
+    tenancy.revoke_api_key(uuid), tenancy.rotate_api_key(uuid, interval),
+    tenancy._key_manager(text, text), tenancy._key_actor(text),
+    tenancy._beyond_identity(text, text[], text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION tenancy.create_api_key(text, text, text, text[], timestamptz, text),
+    tenancy.revoke_api_key(uuid), tenancy.rotate_api_key(uuid, interval) TO PUBLIC;
+

@@ -96,11 +96,14 @@ SELECT CAST(k.id AS pg_catalog.text), k.workspace_id, k.user_id, k.role,
                               THEN k.digest ELSE k.previous_digest END, 'hex'),
        EXTRACT(epoch FROM k.previous_valid_until),
        w.organization_id, w.disabled_at IS NOT NULL,
-       m.user_id IS NOT NULL, m.disabled_at IS NOT NULL, m.role
+       m.user_id IS NOT NULL, m.disabled_at IS NOT NULL, m.role,
+       k.creator_user_id IS NOT NULL, c.user_id IS NOT NULL AND c.disabled_at IS NULL
   FROM tenancy._api_key_store k
   JOIN tenancy.workspaces w ON w.workspace_id OPERATOR(pg_catalog.=) k.workspace_id
   LEFT JOIN tenancy.members m ON m.workspace_id OPERATOR(pg_catalog.=) k.workspace_id
                              AND m.user_id OPERATOR(pg_catalog.=) k.user_id
+  LEFT JOIN tenancy.members c ON c.workspace_id OPERATOR(pg_catalog.=) k.workspace_id
+                             AND c.user_id OPERATOR(pg_catalog.=) k.creator_user_id
  WHERE k.digest OPERATOR(pg_catalog.=) pg_catalog.decode($1, 'hex')
     OR k.previous_digest OPERATOR(pg_catalog.=) pg_catalog.decode($1, 'hex')";
 
@@ -127,6 +130,10 @@ struct KeyRow {
     is_member: bool,
     member_disabled: bool,
     member_role: Option<String>,
+    /// The key was made by an identity (from a member's rights).
+    has_creator: bool,
+    /// That member is still an enabled member of the workspace.
+    creator_enabled: bool,
 }
 
 /// Lowercase hex of `bytes`.
@@ -159,6 +166,8 @@ fn lookup(digest_hex: &str) -> Option<KeyRow> {
         is_member: fresh::flag(&column(12)),
         member_disabled: fresh::flag(&column(13)),
         member_role: column(14),
+        has_creator: fresh::flag(&column(15)),
+        creator_enabled: fresh::flag(&column(16)),
     })
 }
 
@@ -200,6 +209,12 @@ pub fn resolve(key: &str, now: i64) -> Result<Identity, Denial> {
     }
     if row.member_disabled {
         return Err(Denial::new(Reason::MemberDisabled, "the key's user is disabled"));
+    }
+    if row.has_creator && !row.creator_enabled {
+        return Err(Denial::new(
+            Reason::MemberDisabled,
+            "the member who made the key is disabled or no longer a member",
+        ));
     }
     let user_id = row.user_id.clone().unwrap_or_else(|| format!("api_key:{}", row.id));
     Ok(Identity {

@@ -1,6 +1,7 @@
 //! Denials that PostgreSQL itself raises and pg_tenancy can only observe: a write refused by a
 //! row-level security check (`WITH CHECK` of a policy `tenancy.protect` wrote), and an
-//! administration function called by a role without `EXECUTE` on it. `emit_log_hook` sees them
+//! administration function called by a role without `EXECUTE` on it, and an API-key function
+//! refusing its caller (not a manager of the workspace, or a key beyond the manager's rights). `emit_log_hook` sees them
 //! on their way out; it records them in the ring and attaches the structured line to the error's
 //! server-log detail, because logging anew from inside error reporting is not safe.
 
@@ -41,6 +42,11 @@ fn denial_of(edata: &pg_sys::ErrorData) -> Option<Denial> {
     let message = super::ring::c_text(edata.message);
     if format.starts_with(b"new row violates row-level security policy") {
         return Some(Denial::new(Reason::WriteRefused, message));
+    }
+    // Refusals of the key functions themselves (src: sql/api_keys.sql): not a manager of the
+    // workspace, or a key beyond the manager's rights.
+    if message.starts_with("permission denied to ") && message.contains("api key") {
+        return Some(Denial::new(Reason::AdminRefused, message));
     }
     if let Some(name) = message.strip_prefix("permission denied for function ") {
         if ADMIN_FUNCTIONS.contains(&name) {
