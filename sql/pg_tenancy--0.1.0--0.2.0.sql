@@ -405,3 +405,8 @@ REVOKE ALL ON FUNCTION tenancy.create_api_key(text, text, text, text[], timestam
 GRANT EXECUTE ON FUNCTION tenancy.create_api_key(text, text, text, text[], timestamptz, text),
     tenancy.revoke_api_key(uuid), tenancy.rotate_api_key(uuid, interval) TO PUBLIC;
 
+
+-- Immutable helpers are parallel safe (PostgreSQL's opr_sanity check).
+ALTER FUNCTION tenancy._registry_key(text) PARALLEL SAFE;
+ALTER FUNCTION tenancy._vector_index_mark(text, text, text) PARALLEL SAFE;
+ALTER FUNCTION tenancy._exact_max_rows() PARALLEL SAFE;

@@ -156,7 +156,7 @@ $$;
 
 -- The registry key (schema, table) named by a policy comment, or NULL when it is not one of ours.
 CREATE FUNCTION tenancy._registry_key(mark text) RETURNS text[]
-LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     key text[];
 BEGIN

@@ -107,7 +107,7 @@ GRANT EXECUTE ON FUNCTION tenancy._protection(text, text) TO PUBLIC;
 -- The comment that marks a per-workspace HNSW index made by tenancy.create_vector_index; search
 -- finds the index by it (pg_description is indexed by object, so the lookup is a few probes).
 CREATE FUNCTION tenancy._vector_index_mark(col text, metric text, workspace_id text) RETURNS text
-LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
     SELECT format('pg_tenancy:hnsw:%s:%s:%s', metric, col, workspace_id)
 $$;
 
@@ -170,7 +170,7 @@ $$;
 -- (4 ms at 10,000 rows), which is what an HNSW scan with ef_search 200 plus re-ranking costs;
 -- the bounded count that decides reads at most 10,001 index entries (index-only, about 0.6 ms).
 CREATE FUNCTION tenancy._exact_max_rows() RETURNS integer
-LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$ SELECT 10000 $$;
+LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$ SELECT 10000 $$;
 
 -- The strategy tenancy.nearest would use now for the caller on this table and column:
 -- 'exact', 'hnsw' or 'hnsw_workspace' (see tenancy.nearest). For tests and EXPLAIN-style checks.

@@ -6,22 +6,13 @@
 // A `Denial` is a value on the refusal path only; boxing it would add noise to every `?`.
 #![allow(clippy::result_large_err)]
 
-mod admin;
-mod api_keys;
+// The layers, lowest first; each uses only those below it (scripts/check-layers keeps it so).
 mod audit;
-mod credentials;
-mod cursors;
-mod errors;
-mod folding;
-mod fresh;
-mod functions;
-mod gucs;
-mod hooks;
 mod identity;
-mod invalidation;
 mod pg_tests;
-mod raised;
-mod redaction;
+mod plumbing;
+mod state;
+mod surface;
 pub mod verify;
 
 pgrx::pg_module_magic!();
@@ -36,7 +27,7 @@ pgrx::extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
 pgrx::extension_sql_file!(
     "../sql/admin.sql",
     name = "admin",
-    requires = [admin::_vet_jwks, invalidation::invalidate_identities]
+    requires = [surface::admin::_vet_jwks, state::invalidation::invalidate_identities]
 );
 pgrx::extension_sql_file!(
     "../sql/audit.sql",
@@ -48,9 +39,9 @@ pgrx::extension_sql_file!(
     name = "api_keys",
     requires = [
         "admin",
-        api_keys::_mint_api_key,
-        functions::workspace_id,
-        functions::has_permission
+        surface::api_key_functions::_mint_api_key,
+        surface::functions::workspace_id,
+        surface::functions::has_permission
     ]
 );
 pgrx::extension_sql_file!(
@@ -59,9 +50,9 @@ pgrx::extension_sql_file!(
     requires = [
         "audit",
         "api_keys",
-        functions::workspace_id,
-        functions::user_id,
-        functions::has_permission
+        surface::functions::workspace_id,
+        surface::functions::user_id,
+        surface::functions::has_permission
     ]
 );
 pgrx::extension_sql_file!("../sql/coverage.sql", name = "coverage", requires = ["protect"]);
@@ -70,12 +61,11 @@ pgrx::extension_sql_file!("../sql/search.sql", name = "search", finalize);
 /// Registers settings and callbacks when the library is loaded (preloaded or on first use).
 #[pgrx::pg_guard]
 pub extern "C-unwind" fn _PG_init() {
-    gucs::init();
-    invalidation::init();
-    cursors::init();
-    redaction::init();
-    folding::init();
     audit::init();
+    state::init();
+    identity::init();
+    surface::init();
+    plumbing::guc::reserve_prefix();
 }
 
 #[cfg(test)]

@@ -147,7 +147,7 @@ mod tests {
     /// Makes the next identity change leave folded plans valid (see `folding::skip_next_invalidation`).
     #[pg_extern]
     fn skip_next_plan_invalidation() {
-        crate::folding::skip_next_invalidation();
+        crate::surface::folding::skip_next_invalidation();
     }
 
     #[pg_test]

@@ -9,17 +9,20 @@
 mod observe;
 mod record;
 pub mod ring;
+pub mod settings;
 pub(crate) mod views;
 mod worker;
 
-use crate::gucs;
 use crate::verify::Denial;
+pub use observe::observe_error;
 use pgrx::prelude::*;
 pub use ring::Counter;
+use settings as gucs;
 
-/// Installs the error observer; when preloading, the shared memory and the worker too.
+/// When preloading: the shared memory and the worker (the error observer runs from
+/// `src/hooks.rs`).
 pub fn init() {
-    observe::init();
+    settings::define();
     if unsafe { pgrx::pg_sys::process_shared_preload_libraries_in_progress } {
         ring::init(gucs::AUDIT_RING_SIZE.get() as usize);
         worker::register();

@@ -9,8 +9,6 @@ use crate::verify::{Denial, Reason};
 use pgrx::pg_sys;
 use std::ffi::CStr;
 
-static mut PREV_EMIT_LOG: pg_sys::emit_log_hook_type = None;
-
 /// Administration functions whose refused calls are denials.
 const ADMIN_FUNCTIONS: [&str; 7] = [
     "add_issuer",
@@ -21,14 +19,6 @@ const ADMIN_FUNCTIONS: [&str; 7] = [
     "revoke_api_key",
     "rotate_api_key",
 ];
-
-/// Installs the hook, chained to the previous one.
-pub fn init() {
-    unsafe {
-        PREV_EMIT_LOG = pg_sys::emit_log_hook;
-        pg_sys::emit_log_hook = Some(observe_error);
-    }
-}
 
 /// The denial an error stands for, if any (matched on the untranslated message format).
 fn denial_of(edata: &pg_sys::ErrorData) -> Option<Denial> {
@@ -56,9 +46,11 @@ fn denial_of(edata: &pg_sys::ErrorData) -> Option<Denial> {
     None
 }
 
-/// `emit_log_hook`: records observed denials.
-#[pgrx::pg_guard]
-unsafe extern "C-unwind" fn observe_error(edata: *mut pg_sys::ErrorData) {
+/// The observing part of `emit_log_hook` (src/hooks.rs, after masking): records denials.
+///
+/// # Safety
+/// `edata` must be null or the error being reported.
+pub unsafe fn observe_error(edata: *mut pg_sys::ErrorData) {
     unsafe {
         if let Some(data) = edata.as_mut() {
             if let Some(denial) = denial_of(data) {
@@ -68,9 +60,6 @@ unsafe extern "C-unwind" fn observe_error(edata: *mut pg_sys::ErrorData) {
                     data.detail_log = pg_sys::pstrdup(text.as_ptr());
                 }
             }
-        }
-        if let Some(prev) = PREV_EMIT_LOG {
-            prev(edata);
         }
     }
 }

@@ -3,7 +3,7 @@
 //! masked and truncated. The same record becomes the server-log line and the ring entry.
 
 use super::ring::{self, Entry};
-use crate::redaction;
+use crate::verify::masking;
 use crate::verify::Denial;
 use pgrx::pg_sys;
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -41,7 +41,7 @@ pub fn entry_of(denial: &Denial) -> Entry {
 fn statement_text() -> String {
     let raw = ring::c_text(unsafe { pg_sys::debug_query_string });
     let mut bytes: Vec<u8> = raw.chars().take(STATEMENT_CHARS).collect::<String>().into_bytes();
-    redaction::mask_in_place(&mut bytes);
+    masking::mask_in_place(&mut bytes);
     String::from_utf8_lossy(&bytes).into_owned()
 }
 

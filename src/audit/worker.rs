@@ -5,7 +5,7 @@
 //! in the ring and the next round tries again. The postmaster restarts the worker if it dies.
 
 use super::ring::{self, Counter, Entry};
-use crate::gucs;
+use super::settings as gucs;
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags};
 use pgrx::prelude::*;
 use pgrx::{pg_sys, PgTryBuilder};
@@ -70,7 +70,7 @@ pub extern "C-unwind" fn pg_tenancy_audit_worker_main(_arg: pg_sys::Datum) {
     let database = gucs::audit_database();
     BackgroundWorker::connect_worker_to_spi(Some(&database), None);
     // The audit database's owner may set its search_path: resolve nothing through it.
-    crate::raised::pin_search_path_for_worker();
+    crate::plumbing::raised::pin_search_path_for_worker();
     // A persisted denial must survive a crash even where the server runs with
     // synchronous_commit = off.
     unsafe {

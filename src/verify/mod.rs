@@ -5,12 +5,14 @@
 //! header rules, issuer (read from the unverified payload only to choose the keys), algorithm
 //! allow-list, key by `kid`, signature, and only then the claim rules.
 
+pub mod api_key_format;
 pub mod base64url;
 mod claims;
 mod denial;
 pub mod json;
 pub mod jwks;
 pub mod jws;
+pub mod masking;
 mod roca;
 #[cfg(test)]
 pub(crate) mod tests;

@@ -5,7 +5,7 @@
 //! backend's relcache callback sees the table's OID at its next command boundary and bumps the
 //! identity epoch. Nothing polls, and no shared memory is needed.
 
-use crate::identity;
+use super::counters;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use std::cell::RefCell;
@@ -55,7 +55,7 @@ unsafe extern "C-unwind" fn on_relcache_invalidation(_arg: pg_sys::Datum, relid:
                 .unwrap_or(true)
         });
     if ours {
-        identity::invalidate();
+        counters::invalidate();
     }
 }
 

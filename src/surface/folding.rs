@@ -56,16 +56,6 @@ thread_local! {
     static MARKER: Cell<u32> = const { Cell::new(0) };
 }
 
-static mut PREV_EXECUTOR_START: pg_sys::ExecutorStart_hook_type = None;
-
-/// Installs the `ExecutorStart` check, chained to the hook installed before it.
-pub fn init() {
-    unsafe {
-        PREV_EXECUTOR_START = pg_sys::ExecutorStart_hook;
-        pg_sys::ExecutorStart_hook = Some(executor_start);
-    }
-}
-
 /// Invalidates every cached plan that folded an identity. Called when the identity may have
 /// changed; costs nothing in a backend that never folded (a pooled one, whose identities are SET
 /// LOCAL). Only flips flags, so it is safe in a GUC assign hook and in an invalidation callback.
@@ -110,7 +100,7 @@ pub fn _identity_support(request: Internal) -> Internal {
         let Some(asked) = what_is_asked(call) else {
             return keep_call();
         };
-        let replacement = if crate::credentials::outlives_transaction() {
+        let replacement = if crate::state::credentials::outlives_transaction() {
             let identity = identity::require();
             let constant = asked.constant(call, &identity);
             record_fold(root, (*call).funcid, fingerprint(&identity));
@@ -211,7 +201,7 @@ impl Asked {
             )
         };
         match self {
-            Asked::Workspace => text(crate::functions::workspace_of(identity)),
+            Asked::Workspace => text(super::functions::workspace_of(identity)),
             Asked::User => text(identity.user_id.clone()),
             Asked::Permission(permission) => {
                 let granted = identity.permissions.contains(permission);
@@ -299,15 +289,17 @@ unsafe fn folded_fingerprint(items: *mut pg_sys::List) -> Option<u64> {
     Some((half(FINGERPRINT_TAGS[0])? << 32) | half(FINGERPRINT_TAGS[1])?)
 }
 
-/// `ExecutorStart`: a plan that folded an identity runs only while that identity is valid, and
-/// only for it.
-#[pg_guard]
-unsafe extern "C-unwind" fn executor_start(query_desc: *mut pg_sys::QueryDesc, eflags: c_int) {
+/// The check `ExecutorStart` runs (src/hooks.rs): a plan that folded an identity runs only while
+/// that identity is valid, and only for it.
+///
+/// # Safety
+/// `query_desc` must be the query about to start.
+pub(crate) unsafe fn check_plan(query_desc: *mut pg_sys::QueryDesc) {
     unsafe {
         if let Some(folded) = folded_fingerprint((*(*query_desc).plannedstmt).invalItems) {
             pg_sys::AcceptInvalidationMessages();
             if fingerprint(&identity::require()) != folded {
-                crate::errors::raise(
+                crate::plumbing::errors::raise(
                     PgSqlErrorCode::ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
                     "statement was planned for another identity",
                     None,
@@ -315,6 +307,5 @@ unsafe extern "C-unwind" fn executor_start(query_desc: *mut pg_sys::QueryDesc, e
                 );
             }
         }
-        crate::hooks::next_executor_start(PREV_EXECUTOR_START, query_desc, eflags);
     }
 }

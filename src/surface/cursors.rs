@@ -12,22 +12,10 @@
 //! Guarding FETCH instead would not be enough: the extended protocol's Execute message names
 //! portals directly and does not pass through `ProcessUtility`, so the cursor must never exist.
 
-use crate::credentials;
-use crate::hooks;
+use crate::state::credentials;
 use crate::verify::{Denial, Reason};
 use pgrx::pg_sys;
 use pgrx::PgSqlErrorCode;
-use std::ffi::c_char;
-
-static mut PREV_PROCESS_UTILITY: pg_sys::ProcessUtility_hook_type = None;
-
-/// Installs the `ProcessUtility` check, chained to the hook installed before it.
-pub fn init() {
-    unsafe {
-        PREV_PROCESS_UTILITY = pg_sys::ProcessUtility_hook;
-        pg_sys::ProcessUtility_hook = Some(process_utility);
-    }
-}
 
 /// Whether `stmt` declares a cursor `WITH HOLD`.
 unsafe fn declares_held_cursor(stmt: *mut pg_sys::Node) -> bool {
@@ -48,7 +36,7 @@ fn refuse_if_transaction_scoped() {
         "DECLARE … WITH HOLD while tenancy.token or tenancy.api_key is set for the transaction only",
     );
     crate::audit::record(&denial);
-    crate::errors::raise(
+    crate::plumbing::errors::raise(
         PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
         denial.reason.message(),
         Some(denial.detail.clone()),
@@ -56,33 +44,13 @@ fn refuse_if_transaction_scoped() {
     );
 }
 
-/// `ProcessUtility` hook: the held-cursor check, then the statement.
-#[pgrx::pg_guard]
-#[allow(clippy::too_many_arguments)]
-unsafe extern "C-unwind" fn process_utility(
-    pstmt: *mut pg_sys::PlannedStmt,
-    query_string: *const c_char,
-    read_only_tree: bool,
-    context: pg_sys::ProcessUtilityContext::Type,
-    params: pg_sys::ParamListInfo,
-    query_env: *mut pg_sys::QueryEnvironment,
-    dest: *mut pg_sys::DestReceiver,
-    qc: *mut pg_sys::QueryCompletion,
-) {
-    unsafe {
-        if declares_held_cursor((*pstmt).utilityStmt) {
-            refuse_if_transaction_scoped();
-        }
-        hooks::next_process_utility(
-            PREV_PROCESS_UTILITY,
-            pstmt,
-            query_string,
-            read_only_tree,
-            context,
-            params,
-            query_env,
-            dest,
-            qc,
-        )
+/// The check `ProcessUtility` runs (src/hooks.rs) before a utility statement: a held cursor
+/// under a transaction-scoped credential is refused.
+///
+/// # Safety
+/// `stmt` must be null or the utility statement about to run.
+pub(crate) unsafe fn check_utility(stmt: *mut pg_sys::Node) {
+    if unsafe { declares_held_cursor(stmt) } {
+        refuse_if_transaction_scoped();
     }
 }

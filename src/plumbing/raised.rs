@@ -29,7 +29,7 @@ pub const PINNED_SEARCH_PATH: &CStr = c"pg_catalog, pg_temp";
 pub fn as_lookup_role<R>(f: impl FnOnce() -> R) -> R {
     let role = unsafe { pg_sys::get_role_oid(LOOKUP_ROLE.as_ptr(), true) };
     if role == pg_sys::InvalidOid {
-        crate::errors::raise(
+        super::errors::raise(
             PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
             "role \"tenancy_lookup\" does not exist",
             Some("pg_tenancy's identity lookups run as that role.".into()),

@@ -1,7 +1,7 @@
 //! The session's identity: derived from `tenancy.token`, verified, double-checked against
 //! `tenancy.workspaces` and `tenancy.members`, cached per backend, and read by the SQL functions.
 //!
-//! Reads run once per statement (the check `folding.rs` makes before a plan that holds the
+//! Reads run once per statement (the check `surface/folding.rs` makes before a plan that holds the
 //! identity runs, or the initPlan under `SET LOCAL`) and are built for it: the hot path compares
 //! two counters (the token's generation, bumped by the GUC assign hook on every change including
 //! rollbacks, and the cache epoch, bumped by the relcache callback of `invalidation.rs`) and
@@ -9,16 +9,17 @@
 //! looks the token up by its SHA-256 digest (the `SET LOCAL` per transaction pattern) and only an
 //! unknown token pays for signature verification and the membership query.
 
-use crate::credentials::{self, Credential};
-use crate::fresh;
-use crate::gucs;
+mod api_keys;
+
+use crate::plumbing::{fresh, raised};
+use crate::state::credentials::{self, Credential};
+use crate::state::{counters, invalidation, settings as gucs};
 use crate::verify::{self, Algorithm, Claims, Denial, KeySet, Reason, TimeRules, TrustedIssuer};
 use pgrx::prelude::*;
 use pgrx::{pg_sys, PgSqlErrorCode};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 /// What a verified token and the membership rows agree on.
 #[derive(Debug, Clone)]
@@ -36,10 +37,6 @@ pub struct Identity {
     pub api_key_id: Option<String>,
 }
 
-/// Bumped by the `tenancy.token` assign hook.
-static TOKEN_GENERATION: AtomicU64 = AtomicU64::new(1);
-/// Bumped when issuers, keys, workspaces, members or revocations change.
-static EPOCH: AtomicU64 = AtomicU64::new(1);
 /// SHA-256 of a token: the cache key.
 type Digest = [u8; 32];
 
@@ -55,24 +52,16 @@ thread_local! {
     static ISSUERS: RefCell<Option<(u64, HashMap<String, TrustedIssuer>)>> = const { RefCell::new(None) };
     /// When this backend last recorded each API key's use (Unix seconds).
     static KEY_USES: RefCell<HashMap<String, i64>> = RefCell::new(HashMap::new());
-    /// The epoch in which the extension was last seen installed (0: not seen).
-    static EXTENSION_SEEN: Cell<u64> = const { Cell::new(0) };
     /// The membership query, planned once per backend (its plan is revalidated by PostgreSQL).
     static MEMBERSHIP_PLAN: Cell<pg_sys::SPIPlanPtr> = const { Cell::new(std::ptr::null_mut()) };
     /// The issuers query, likewise.
     static ISSUERS_PLAN: Cell<pg_sys::SPIPlanPtr> = const { Cell::new(std::ptr::null_mut()) };
 }
 
-/// Called by the assign hook of `tenancy.token`.
-pub fn token_changed() {
-    TOKEN_GENERATION.fetch_add(1, Ordering::Relaxed);
-    crate::folding::identity_changed();
-}
-
-/// Called when any table the identity depends on changed (any backend, after commit).
-pub fn invalidate() {
-    EPOCH.fetch_add(1, Ordering::Relaxed);
-    crate::folding::identity_changed();
+/// Lets the credential settings verify fully at the SET (their check hooks are in the state
+/// layer, below this one).
+pub fn init() {
+    credentials::set_verifier(|credential| resolve(credential).map(|_| ()));
 }
 
 /// Seconds since the Unix epoch, from the system clock PostgreSQL reads too (read directly: this
@@ -82,34 +71,6 @@ fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
-/// Whether queries can run here: inside a healthy transaction, with the extension installed, and
-/// not in a parallel worker (which restores the leader's `tenancy.token` while it starts, where SPI
-/// cannot run; identity functions are PARALLEL RESTRICTED, so workers never need an identity).
-pub fn can_query() -> bool {
-    let healthy = unsafe {
-        pg_sys::ParallelWorkerNumber < 0
-            && !pg_sys::InitializingParallelWorker
-            && pg_sys::IsTransactionState()
-            && !pg_sys::IsAbortedTransactionBlockState()
-    };
-    healthy && extension_installed()
-}
-
-/// Whether `CREATE EXTENSION pg_tenancy` ran in this database. A catalog scan costs about a
-/// microsecond, a third of a cached `SET LOCAL`, so a positive answer is remembered for the
-/// current epoch: `DROP EXTENSION` drops the identity tables, which bumps the epoch.
-fn extension_installed() -> bool {
-    let epoch = EPOCH.load(Ordering::Relaxed);
-    if EXTENSION_SEEN.get() == epoch {
-        return true;
-    }
-    let installed = unsafe { pg_sys::get_extension_oid(c"pg_tenancy".as_ptr(), true) } != pg_sys::InvalidOid;
-    if installed {
-        EXTENSION_SEEN.set(epoch);
-    }
-    installed
 }
 
 /// The identity found last time, when neither the credential nor the identity tables changed
@@ -123,8 +84,8 @@ fn last_identity(generation: u64, epoch: u64) -> Option<Rc<Identity>> {
 
 /// The current identity, or why there is none. Verifies and queries only on a cache miss.
 pub fn current() -> Result<Rc<Identity>, Denial> {
-    let generation = TOKEN_GENERATION.load(Ordering::Relaxed);
-    let epoch = EPOCH.load(Ordering::Relaxed);
+    let generation = counters::generation();
+    let epoch = counters::epoch();
     let identity = match last_identity(generation, epoch) {
         Some(identity) => identity,
         None => {
@@ -170,11 +131,11 @@ fn note_key_use(key: &str) {
     let now = unix_now();
     let due = KEY_USES.with_borrow(|uses| uses.get(key).is_none_or(|t| now - t >= KEY_USE_INTERVAL));
     let cannot_write = unsafe { pg_sys::XactReadOnly || pg_sys::RecoveryInProgress() || pg_sys::IsInParallelMode() };
-    if !due || !can_query() || cannot_write {
+    if !due || !counters::can_query() || cannot_write {
         return;
     }
     KEY_USES.with_borrow_mut(|uses| uses.insert(key.to_string(), now));
-    crate::raised::as_lookup_role(|| {
+    raised::as_lookup_role(|| {
         Spi::run_with_args(
             "INSERT INTO tenancy.api_key_usage AS u (key_id, last_used_at)
              VALUES (CAST($1 AS pg_catalog.uuid), pg_catalog.now())
@@ -187,8 +148,8 @@ fn note_key_use(key: &str) {
 
 /// A field of the already-verified identity, without verifying or raising (for SHOW).
 pub fn peek(field: impl Fn(&Identity) -> Option<String>) -> Option<String> {
-    let generation = TOKEN_GENERATION.load(Ordering::Relaxed);
-    let epoch = EPOCH.load(Ordering::Relaxed);
+    let generation = counters::generation();
+    let epoch = counters::epoch();
     if let Some(identity) = last_identity(generation, epoch) {
         return field(&identity);
     }
@@ -209,7 +170,7 @@ fn digest_of(token: &str) -> Digest {
 
 /// Verifies a credential (token or API key) and checks membership, through the digest-keyed cache.
 pub fn resolve(credential: Credential<'_>) -> Result<Rc<Identity>, Denial> {
-    let epoch = EPOCH.load(Ordering::Relaxed);
+    let epoch = counters::epoch();
     let digest = digest_of(credential.text());
     let cached = CACHE.with_borrow(|cache| match cache.get(&digest) {
         Some((e, identity)) if *e == epoch => Some(Rc::clone(identity)),
@@ -219,7 +180,7 @@ pub fn resolve(credential: Credential<'_>) -> Result<Rc<Identity>, Denial> {
         crate::audit::count(crate::audit::Counter::CacheHits);
         return Ok(identity);
     }
-    if !can_query() {
+    if !counters::can_query() {
         return Err(Denial::new(
             Reason::NoToken,
             "identity cannot be verified outside a transaction",
@@ -228,7 +189,7 @@ pub fn resolve(credential: Credential<'_>) -> Result<Rc<Identity>, Denial> {
     crate::audit::count(crate::audit::Counter::Verifications);
     let identity = Rc::new(match credential {
         Credential::Token(token) => verify_token(token, epoch)?,
-        Credential::ApiKey(key) => crate::api_keys::resolve(key, unix_now())?,
+        Credential::ApiKey(key) => api_keys::resolve(key, unix_now())?,
     });
     if fresh::latest() {
         CACHE.with_borrow_mut(|cache| {
@@ -271,8 +232,8 @@ fn with_trusted_issuers<R>(epoch: u64, f: impl FnOnce(&HashMap<String, TrustedIs
 
 /// Reads `tenancy.issuers` (as `tenancy_lookup`, names pinned: `src/raised.rs`); a row that no longer passes the key policy is skipped with a warning.
 fn load_issuers() -> HashMap<String, TrustedIssuer> {
-    crate::invalidation::remember_tables();
-    let rows = crate::raised::as_lookup_role(|| {
+    invalidation::remember_tables();
+    let rows = raised::as_lookup_role(|| {
         fresh::query(
             &ISSUERS_PLAN,
             c"SELECT i.issuer, i.audience, pg_catalog.array_to_string(i.algorithms, ','),
@@ -328,7 +289,7 @@ fn check_membership(claims: Claims) -> Result<Identity, Denial> {
         Some(claims.sub.as_str()),
         claims.sid.as_deref(),
     ];
-    let mut rows = crate::raised::as_lookup_role(|| fresh::query(&MEMBERSHIP_PLAN, MEMBERSHIP_QUERY, &args));
+    let mut rows = raised::as_lookup_role(|| fresh::query(&MEMBERSHIP_PLAN, MEMBERSHIP_QUERY, &args));
     let row = rows.pop().unwrap_or_default();
     let column = |i: usize| row.get(i).cloned().flatten();
     let row = (
@@ -399,7 +360,7 @@ pub fn note_denial(denial: &Denial) {
 /// Raises a denial as an error with SQLSTATE 28000.
 pub fn raise(denial: Denial) -> ! {
     note_denial(&denial);
-    crate::errors::raise(
+    crate::plumbing::errors::raise(
         PgSqlErrorCode::ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
         describe(&denial),
         Some(denial.detail.clone()),

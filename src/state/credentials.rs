@@ -6,8 +6,9 @@
 //! credential in role, database or function settings, which every user can read. The assign
 //! hooks only start a new identity generation; the identity is derived on first use.
 
-use crate::gucs::{self, check_error};
-use crate::identity;
+use super::counters;
+use super::settings as gucs;
+use crate::plumbing::guc::check_error;
 use crate::verify::{jws, Denial, Reason};
 use pgrx::pg_sys;
 use pgrx::PgSqlErrorCode;
@@ -192,9 +193,27 @@ unsafe extern "C-unwind" fn check_api_key(
     source: pg_sys::GucSource::Type,
 ) -> bool {
     check(unsafe { *newval }, source, "tenancy.api_key", |text| {
-        crate::api_keys::check_shape(text)?;
+        crate::verify::api_key_format::check_shape(text)?;
         Ok(Credential::ApiKey(text))
     })
+}
+
+thread_local! {
+    /// What fully verifies a credential at the SET (registered by the identity layer above).
+    static VERIFIER: Cell<Option<Verifier>> = const { Cell::new(None) };
+}
+
+/// A full verification of a credential: the identity layer's, registered at `_PG_init`.
+pub type Verifier = for<'a> fn(Credential<'a>) -> Result<(), Denial>;
+
+/// Registers the full verification the check hooks run when a SET happens inside a transaction.
+pub fn set_verifier(verifier: Verifier) {
+    VERIFIER.set(Some(verifier));
+}
+
+/// Runs the registered verification (none registered: shape only).
+fn verify_at_set(credential: Credential<'_>) -> Result<(), Denial> {
+    VERIFIER.get().map_or(Ok(()), |verify| verify(credential))
 }
 
 /// The shared checks: not stored in a catalog, the shape (`shape`), not both credentials, and
@@ -230,7 +249,7 @@ fn check(
     }
     if source == pg_sys::GucSource::PGC_S_SESSION
         && gucs::CREDENTIALS_IN_TEXT.get() == gucs::CredentialsInText::Refuse
-        && crate::redaction::in_statement_text(text)
+        && crate::plumbing::redaction::in_statement_text(text)
     {
         return refuse(&Denial::new(
             Reason::CredentialInText,
@@ -248,8 +267,8 @@ fn check(
                 format!("setting {name} while the other is set"),
             ));
         }
-        if source == pg_sys::GucSource::PGC_S_SESSION && identity::can_query() {
-            identity::resolve(credential).map(|_| ())
+        if source == pg_sys::GucSource::PGC_S_SESSION && counters::can_query() {
+            verify_at_set(credential)
         } else {
             Ok(())
         }
@@ -262,11 +281,11 @@ fn check(
 
 /// Records a denial and makes the check hook fail with it (SQLSTATE 28000).
 fn refuse(denial: &Denial) -> bool {
-    identity::note_denial(denial);
+    crate::audit::record(denial);
     unsafe {
         check_error(
             PgSqlErrorCode::ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION as i32,
-            &identity::describe(denial),
+            denial.reason.message(),
             denial.reason.hint(),
         )
     };
@@ -300,7 +319,7 @@ pub fn source_name(source: pg_sys::GucSource::Type) -> &'static str {
 /// Assign hook of both settings: any change, including a rollback's, starts a new generation.
 #[pgrx::pg_guard]
 unsafe extern "C-unwind" fn assign_credential(_newval: *const c_char, _extra: *mut c_void) {
-    identity::token_changed();
+    counters::token_changed();
 }
 
 /// `SHOW tenancy.token` tells whether a token is set, never the token.

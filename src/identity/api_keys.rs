@@ -1,92 +1,15 @@
-//! API keys: long-lived, workspace-scoped credentials that pg_tenancy issues and verifies itself.
-//!
-//! Format: `tnk_` + 43 base64url characters (32 bytes from the operating system's CSPRNG) + a
-//! 6-character checksum (the first 4 bytes of a SHA-256 over the random part), 53 characters in
-//! all. The checksum catches a mistyped or truncated key before any table is read.
-//!
-//! Storage: only SHA-256 of the whole key. With 256 bits of entropy nothing can be recovered or
-//! brute-forced from the digest, so a keyed hash (HMAC with a server-side secret) would add a
-//! secret to store, back up and rotate and protect nothing more; a dump of the table is safe.
-//! Lookup goes through a unique index on the digest: timing can only tell an attacker about
-//! digests of keys they already hold. The row found is then compared in constant time.
+//! The API-key path of the identity: the key's row, read as `tenancy_lookup` under the latest
+//! snapshot, and the workspace and membership double check. Lookup goes through a unique index on
+//! the digest: timing can only tell an attacker about digests of keys they already hold. The row
+//! found is then compared in constant time. The key format is `verify::api_key_format`.
 
-use crate::fresh;
-use crate::identity::Identity;
+use super::Identity;
+use crate::plumbing::{fresh, raised};
+use crate::verify::api_key_format::{check_shape, constant_time_eq, hex, sha256};
 use crate::verify::{Denial, Reason};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use pgrx::pg_sys;
-use pgrx::prelude::*;
-use ring::rand::{SecureRandom, SystemRandom};
 use std::cell::Cell;
 
-/// What every key starts with.
-pub const PREFIX: &str = "tnk_";
-/// Characters of the random part (32 bytes in base64url).
-const BODY_LEN: usize = 43;
-/// Characters of the checksum (4 bytes in base64url).
-const CHECKSUM_LEN: usize = 6;
-/// Characters of a whole key.
-pub const KEY_LEN: usize = PREFIX.len() + BODY_LEN + CHECKSUM_LEN;
-/// Characters of the key shown in `tenancy.api_keys` (prefix and the first 8 random ones).
-const DISPLAY_LEN: usize = PREFIX.len() + 8;
-
-/// SHA-256 of `bytes`.
-fn sha256(bytes: &[u8]) -> [u8; 32] {
-    ring::digest::digest(&ring::digest::SHA256, bytes)
-        .as_ref()
-        .try_into()
-        .expect("SHA-256 is 32 bytes")
-}
-
-/// The checksum of a key's random part.
-fn checksum(body: &str) -> String {
-    let mut input = b"pg_tenancy api key\0".to_vec();
-    input.extend_from_slice(body.as_bytes());
-    URL_SAFE_NO_PAD.encode(&sha256(&input)[..4])
-}
-
-/// A new key: the secret (shown once), its digest (stored) and its display prefix.
-pub fn generate() -> Result<(String, [u8; 32], String), ring::error::Unspecified> {
-    let mut random = [0u8; 32];
-    SystemRandom::new().fill(&mut random)?;
-    let body = URL_SAFE_NO_PAD.encode(random);
-    let key = format!("{PREFIX}{body}{}", checksum(&body));
-    let digest = sha256(key.as_bytes());
-    Ok((key.clone(), digest, key[..DISPLAY_LEN].to_string()))
-}
-
-/// Checks a key's shape and checksum without reading any table.
-pub fn check_shape(key: &str) -> Result<(), Denial> {
-    let malformed = |detail: String| Err(Denial::new(Reason::ApiKeyMalformed, detail));
-    if key.len() != KEY_LEN {
-        return malformed(format!("{} characters instead of {KEY_LEN}", key.len()));
-    }
-    if !key.starts_with(PREFIX) {
-        return malformed(format!("it does not start with {PREFIX}"));
-    }
-    let rest = &key[PREFIX.len()..];
-    if !rest
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    {
-        return malformed("characters outside base64url".into());
-    }
-    let (body, sum) = rest.split_at(BODY_LEN);
-    if !constant_time_eq(checksum(body).as_bytes(), sum.as_bytes()) {
-        return malformed("the checksum does not match (mistyped or truncated)".into());
-    }
-    Ok(())
-}
-
-/// Equality that takes the same time wherever the inputs differ.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// The row of a key, with what the double check needs ($1: the digest in hex). Every name is
-/// qualified; times come back as `numeric` seconds (`EXTRACT` is `pg_catalog.extract`), whose
-/// text no session setting changes (a float8's does, with `extra_float_digits`).
 const LOOKUP: &std::ffi::CStr = c"\
 SELECT CAST(k.id AS pg_catalog.text), k.workspace_id, k.user_id, k.role,
        CAST(pg_catalog.array_to_json(k.permissions) AS pg_catalog.text),
@@ -136,15 +59,10 @@ struct KeyRow {
     creator_enabled: bool,
 }
 
-/// Lowercase hex of `bytes`.
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// Reads the row of the key with this digest, as `tenancy_lookup` (`src/raised.rs`), under the
 /// latest snapshot.
 fn lookup(digest_hex: &str) -> Option<KeyRow> {
-    let mut rows = crate::raised::as_lookup_role(|| fresh::query(&LOOKUP_PLAN, LOOKUP, &[Some(digest_hex)]));
+    let mut rows = raised::as_lookup_role(|| fresh::query(&LOOKUP_PLAN, LOOKUP, &[Some(digest_hex)]));
     let row = rows.pop()?;
     let column = |i: usize| row.get(i).cloned().flatten();
     let number = |i: usize| column(i).and_then(|v| v.parse::<f64>().ok());
@@ -229,49 +147,4 @@ pub fn resolve(key: &str, now: i64) -> Result<Identity, Denial> {
         claims: serde_json::json!({"api_key_id": row.id, "workspace_id": row.workspace_id, "user_id": row.user_id}),
         api_key_id: Some(row.id),
     })
-}
-
-/// Mints a key for `tenancy.create_api_key` / `rotate_api_key`: the secret, its digest, its
-/// display prefix. Callable only by those SECURITY DEFINER functions (EXECUTE revoked).
-#[pg_extern(volatile, parallel_unsafe)]
-fn _mint_api_key() -> TableIterator<'static, (name!(secret, String), name!(digest, Vec<u8>), name!(display, String))> {
-    let (secret, digest, display) =
-        generate().unwrap_or_else(|_| error!("the operating system's random number generator failed"));
-    TableIterator::once((secret, digest.to_vec(), display))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn generated_keys_pass_and_every_corruption_fails_before_lookup() {
-        let (key, digest, display) = generate().unwrap();
-        assert_eq!(key.len(), KEY_LEN);
-        assert!(key.starts_with(&display));
-        assert_eq!(digest, sha256(key.as_bytes()));
-        assert!(check_shape(&key).is_ok());
-        let flipped = {
-            let mut bytes = key.clone().into_bytes();
-            bytes[10] = if bytes[10] == b'A' { b'B' } else { b'A' };
-            String::from_utf8(bytes).unwrap()
-        };
-        for (name, bad) in [
-            ("wrong prefix", key.replacen("tnk_", "tnx_", 1)),
-            ("one character mistyped", flipped),
-            ("truncated", key[..KEY_LEN - 1].to_string()),
-            ("one character more", format!("{key}A")),
-            ("1 MiB", "tnk_".to_string() + &"A".repeat(1 << 20)),
-            ("space inside", format!("{} {}", &key[..20], &key[21..])),
-            ("empty", String::new()),
-        ] {
-            let denial = check_shape(&bad).expect_err(name);
-            assert_eq!(denial.reason, Reason::ApiKeyMalformed, "{name}");
-        }
-    }
-
-    #[test]
-    fn two_keys_never_repeat() {
-        assert_ne!(generate().unwrap().0, generate().unwrap().0);
-    }
 }

@@ -1,6 +1,6 @@
 //! Key vetting for the administration functions of `sql/admin.sql`.
 
-use crate::errors::bad_parameter;
+use crate::plumbing::errors::bad_parameter;
 use crate::verify::{Algorithm, KeySet};
 use pgrx::prelude::*;
 use pgrx::JsonB;

@@ -1,0 +1,9 @@
+//! PostgreSQL plumbing that knows nothing of identity: raising errors, GUC helpers, queries under
+//! the latest snapshot, raised-rights lookups under a pinned `search_path`, and keeping
+//! credentials out of statement text, `pg_stat_activity` and error messages.
+
+pub mod errors;
+pub mod fresh;
+pub mod guc;
+pub mod raised;
+pub mod redaction;

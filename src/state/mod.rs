@@ -1,0 +1,15 @@
+//! State that only stores values and announces changes: the settings, the credential settings
+//! and their checks, the generation and epoch counters with their listeners, and cross-backend
+//! invalidation. Nothing here knows how an identity is derived; the identity layer registers its
+//! verifier (`credentials::set_verifier`) and the surface its listeners.
+
+pub mod counters;
+pub mod credentials;
+pub mod invalidation;
+pub mod settings;
+
+/// Defines the settings and registers the invalidation callback.
+pub fn init() {
+    settings::init();
+    invalidation::init();
+}

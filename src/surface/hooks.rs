@@ -1,0 +1,167 @@
+//! Every hook pg_tenancy installs into PostgreSQL's statement path, installed here and only here,
+//! once, each chained to the hook installed before it (as pg_stat_statements does). What runs in
+//! which order is decided here, not by the order of `init()` calls:
+//! - `ProcessUtility`: mask credentials in the statement text (`redaction`), then refuse a held
+//!   cursor under a per-transaction credential (`cursors`), then the statement;
+//! - `ExecutorStart`: mask (a literal in `set_config`), then refuse a plan folded for another
+//!   identity (`folding`), then the statement;
+//! - `emit_log_hook`: mask the message and the statement first, then observe denials (so the
+//!   audit's copy is masked too), then the previous hook;
+//! - transaction and subtransaction abort: mask the statement text `pg_stat_activity` shows.
+//!
+//! **Transparency.** An error raised below these hooks (by the statement itself, by another
+//! extension's hook) must reach the client exactly as PostgreSQL raised it. pgrx turns a
+//! PostgreSQL error that crosses one of its guarded calls into a Rust panic and re-raises it at
+//! the next `#[pg_guard]` boundary, keeping only some fields: the error position, `CONTEXT`,
+//! `QUERY` and internal position are lost, and a Rust backtrace is added to `DETAIL` when the
+//! server's environment sets `RUST_BACKTRACE` (measured with PostgreSQL's own regression suite:
+//! 33 of 217 test files differed). So the hook functions here are plain `extern "C-unwind"`
+//! functions without a guard: pg_tenancy's own work runs in a guarded function that returns
+//! before the next routine is called, and the next routine is called through its raw function
+//! pointer (the standard routines through unguarded declarations below). No Rust value with a
+//! destructor is alive in a hook's frame when the next routine runs, so PostgreSQL's `longjmp`
+//! passes these frames by as it passes C frames, with the error data untouched.
+//! `scripts/postgres-regress` proves it against PostgreSQL's own suite.
+
+use pgrx::pg_sys;
+use std::ffi::{c_char, c_int};
+
+static mut PREV_PROCESS_UTILITY: pg_sys::ProcessUtility_hook_type = None;
+static mut PREV_EXECUTOR_START: pg_sys::ExecutorStart_hook_type = None;
+static mut PREV_EMIT_LOG: pg_sys::emit_log_hook_type = None;
+
+// PostgreSQL's standard routines, declared without pgrx's error guard (see the module comment).
+extern "C-unwind" {
+    #[link_name = "standard_ProcessUtility"]
+    fn unguarded_standard_process_utility(
+        pstmt: *mut pg_sys::PlannedStmt,
+        query_string: *const c_char,
+        read_only_tree: bool,
+        context: pg_sys::ProcessUtilityContext::Type,
+        params: pg_sys::ParamListInfo,
+        query_env: *mut pg_sys::QueryEnvironment,
+        dest: *mut pg_sys::DestReceiver,
+        qc: *mut pg_sys::QueryCompletion,
+    );
+    #[link_name = "standard_ExecutorStart"]
+    fn unguarded_standard_executor_start(query_desc: *mut pg_sys::QueryDesc, eflags: c_int);
+}
+
+/// Installs every hook and callback, each once, chained to the one installed before it.
+pub fn init() {
+    unsafe {
+        PREV_PROCESS_UTILITY = pg_sys::ProcessUtility_hook;
+        pg_sys::ProcessUtility_hook = Some(process_utility);
+        PREV_EXECUTOR_START = pg_sys::ExecutorStart_hook;
+        pg_sys::ExecutorStart_hook = Some(executor_start);
+        PREV_EMIT_LOG = pg_sys::emit_log_hook;
+        pg_sys::emit_log_hook = Some(emit_log);
+        pg_sys::RegisterXactCallback(Some(on_xact_event), std::ptr::null_mut());
+        pg_sys::RegisterSubXactCallback(Some(on_subxact_event), std::ptr::null_mut());
+    }
+}
+
+/// pg_tenancy's part of `ProcessUtility`, before the statement runs: masking, then the
+/// held-cursor check (which may raise its own error).
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn before_process_utility(pstmt: *mut pg_sys::PlannedStmt) {
+    crate::plumbing::redaction::scrub_current_statement();
+    unsafe { super::cursors::check_utility((*pstmt).utilityStmt) };
+}
+
+/// `ProcessUtility` hook (unguarded: see the module comment).
+#[allow(clippy::too_many_arguments)]
+unsafe extern "C-unwind" fn process_utility(
+    pstmt: *mut pg_sys::PlannedStmt,
+    query_string: *const c_char,
+    read_only_tree: bool,
+    context: pg_sys::ProcessUtilityContext::Type,
+    params: pg_sys::ParamListInfo,
+    query_env: *mut pg_sys::QueryEnvironment,
+    dest: *mut pg_sys::DestReceiver,
+    qc: *mut pg_sys::QueryCompletion,
+) {
+    unsafe {
+        before_process_utility(pstmt);
+        match PREV_PROCESS_UTILITY {
+            Some(previous) => previous(
+                pstmt,
+                query_string,
+                read_only_tree,
+                context,
+                params,
+                query_env,
+                dest,
+                qc,
+            ),
+            None => unguarded_standard_process_utility(
+                pstmt,
+                query_string,
+                read_only_tree,
+                context,
+                params,
+                query_env,
+                dest,
+                qc,
+            ),
+        }
+    }
+}
+
+/// pg_tenancy's part of `ExecutorStart`: masking, then the folded-plan identity check.
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn before_executor_start(query_desc: *mut pg_sys::QueryDesc) {
+    crate::plumbing::redaction::scrub_current_statement();
+    unsafe { super::folding::check_plan(query_desc) };
+}
+
+/// `ExecutorStart` hook (unguarded: see the module comment).
+unsafe extern "C-unwind" fn executor_start(query_desc: *mut pg_sys::QueryDesc, eflags: c_int) {
+    unsafe {
+        before_executor_start(query_desc);
+        match PREV_EXECUTOR_START {
+            Some(previous) => previous(query_desc, eflags),
+            None => unguarded_standard_executor_start(query_desc, eflags),
+        }
+    }
+}
+
+/// pg_tenancy's part of `emit_log_hook`: masking, then the denial observer.
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn before_emit_log(edata: *mut pg_sys::ErrorData) {
+    unsafe {
+        crate::plumbing::redaction::scrub_error(edata);
+        crate::audit::observe_error(edata);
+    }
+}
+
+/// `emit_log_hook` (unguarded, like the others).
+unsafe extern "C-unwind" fn emit_log(edata: *mut pg_sys::ErrorData) {
+    unsafe {
+        before_emit_log(edata);
+        if let Some(previous) = PREV_EMIT_LOG {
+            previous(edata);
+        }
+    }
+}
+
+/// Transaction callback: on abort, mask the statement text `pg_stat_activity` shows.
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn on_xact_event(event: pg_sys::XactEvent::Type, _arg: *mut std::ffi::c_void) {
+    if event == pg_sys::XactEvent::XACT_EVENT_ABORT {
+        crate::plumbing::redaction::scrub_reported_activity();
+    }
+}
+
+/// Subtransaction callback: the same when a savepoint's work aborts.
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn on_subxact_event(
+    event: pg_sys::SubXactEvent::Type,
+    _my: pg_sys::SubTransactionId,
+    _parent: pg_sys::SubTransactionId,
+    _arg: *mut std::ffi::c_void,
+) {
+    if event == pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB {
+        crate::plumbing::redaction::scrub_reported_activity();
+    }
+}
