@@ -46,6 +46,8 @@ const CACHE_CAPACITY: usize = 1024;
 thread_local! {
     /// The identity of the current token generation, for the hot path.
     static LAST: RefCell<Option<(u64, u64, Rc<Identity>)>> = const { RefCell::new(None) };
+    /// The credential resolved last, with its epoch and identity.
+    static LAST_RESOLVED: RefCell<Option<(u64, String, Rc<Identity>)>> = const { RefCell::new(None) };
     /// Verified identities by token digest, each tagged with the epoch it was verified in.
     static CACHE: RefCell<HashMap<Digest, (u64, Rc<Identity>)>> = RefCell::new(HashMap::new());
     /// Trusted issuers as loaded from `tenancy.issuers`, tagged with their epoch.
@@ -171,6 +173,15 @@ fn digest_of(token: &str) -> Digest {
 /// Verifies a credential (token or API key) and checks membership, through the digest-keyed cache.
 pub fn resolve(credential: Credential<'_>) -> Result<Rc<Identity>, Denial> {
     let epoch = counters::epoch();
+    // The credential resolved last: a `SET LOCAL` resolves it in the check hook, and the
+    // transaction's first identity read asks again (one comparison instead of a second SHA-256).
+    let memo = LAST_RESOLVED.with_borrow(|last| match last {
+        Some((e, text, identity)) if *e == epoch && text == credential.text() => Some(Rc::clone(identity)),
+        _ => None,
+    });
+    if let Some(identity) = memo {
+        return Ok(identity);
+    }
     let digest = digest_of(credential.text());
     let cached = CACHE.with_borrow(|cache| match cache.get(&digest) {
         Some((e, identity)) if *e == epoch => Some(Rc::clone(identity)),
@@ -178,6 +189,7 @@ pub fn resolve(credential: Credential<'_>) -> Result<Rc<Identity>, Denial> {
     });
     if let Some(identity) = cached {
         crate::audit::count(crate::audit::Counter::CacheHits);
+        remember_resolved(epoch, credential.text(), &identity);
         return Ok(identity);
     }
     if !counters::can_query() {
@@ -198,8 +210,23 @@ pub fn resolve(credential: Credential<'_>) -> Result<Rc<Identity>, Denial> {
             }
             cache.insert(digest, (epoch, Rc::clone(&identity)));
         });
+        remember_resolved(epoch, credential.text(), &identity);
     }
     Ok(identity)
+}
+
+/// Remembers the credential resolved last (its text, kept in backend memory as the setting
+/// itself is) for `resolve`'s first comparison.
+fn remember_resolved(epoch: u64, text: &str, identity: &Rc<Identity>) {
+    LAST_RESOLVED.with_borrow_mut(|last| match last {
+        Some((e, kept, kept_identity)) => {
+            *e = epoch;
+            kept.clear();
+            kept.push_str(text);
+            *kept_identity = Rc::clone(identity);
+        }
+        None => *last = Some((epoch, text.to_string(), Rc::clone(identity))),
+    });
 }
 
 /// Verifies a token against the trusted issuers and checks membership.

@@ -93,8 +93,13 @@ fn measure(app: &mut postgres::Client, sql: &str, params: &[&(dyn postgres::type
     micros
 }
 
-/// TPS reported by pgbench for one script, as the application role.
+/// TPS reported by pgbench for one script, as the application role (simple protocol).
 fn pgbench(script: &str, seconds: u32) -> f64 {
+    pgbench_with(script, seconds, &[])
+}
+
+/// TPS reported by pgbench for one script with extra options (`-M prepared`, `-D name=value`).
+fn pgbench_with(script: &str, seconds: u32, extra: &[String]) -> f64 {
     let dir = std::env::temp_dir().join(format!("pg_tenancy_bench_{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("script.sql");
@@ -114,6 +119,7 @@ fn pgbench(script: &str, seconds: u32) -> f64 {
             "-j",
             "2",
         ])
+        .args(extra)
         .args(["-T", &seconds.to_string(), "-f", file.to_str().unwrap(), DATABASE])
         .output()
         .expect("pgbench on PATH");
@@ -128,6 +134,64 @@ fn pgbench(script: &str, seconds: u32) -> f64 {
         .and_then(|l| l.split_whitespace().next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no tps in: {text}"))
+}
+
+/// The median of `values`.
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// The pooled pattern: what a driver behind PgBouncer sends per transaction, each statement on
+/// its own (`-M prepared`: every statement is parsed once and bound, `:tok` a bound parameter),
+/// against a control that sets an unknown setting to a value of the same length.
+fn pooled_pattern(token: &str, key: &str) {
+    let pick = "\\set id 100 * random(1, 999)\n";
+    let plain = "SELECT v FROM plain_items WHERE id = :id;";
+    let protected = "SELECT v FROM items WHERE id = :id;";
+    let tx = |set: &str, select: &str| format!("{pick}BEGIN;\n{set}\n{select}\nCOMMIT;\n");
+    let literal = |setting: &str, value: &str| format!("SET LOCAL {setting} = '{value}';");
+    let bound = |setting: &str, var: &str| format!("SELECT set_config('{setting}', :{var}, true);");
+    let control_token = "x".repeat(token.len());
+    let control_key = "x".repeat(key.len());
+    // (row, script, the index of its control row)
+    let rows: Vec<(&str, String, usize)> = vec![
+        ("control: `SET LOCAL` of an unknown setting as long as the token, plain select", tx(&literal("bench.control", &control_token), plain), 0),
+        ("`SET LOCAL tenancy.token = '…'`, plain select", tx(&literal("tenancy.token", token), plain), 0),
+        ("`SET LOCAL tenancy.token = '…'`, protected select", tx(&literal("tenancy.token", token), protected), 0),
+        ("control: `set_config(unknown, $1, true)`, value as long as the token, plain select", tx(&bound("bench.control", "ctl"), plain), 3),
+        ("`set_config('tenancy.token', $1, true)`, plain select", tx(&bound("tenancy.token", "tok"), plain), 3),
+        ("`set_config('tenancy.token', $1, true)`, protected select", tx(&bound("tenancy.token", "tok"), protected), 3),
+        ("control: `SET LOCAL` of an unknown setting as long as a key, plain select", tx(&literal("bench.control", &control_key), plain), 6),
+        ("`SET LOCAL tenancy.api_key = '…'`, protected select", tx(&literal("tenancy.api_key", key), protected), 6),
+        ("control: `set_config(unknown, $1, true)`, value as long as a key, plain select", tx(&bound("bench.control", "kctl"), plain), 8),
+        ("`set_config('tenancy.api_key', $1, true)`, protected select", tx(&bound("tenancy.api_key", "key"), protected), 8),
+    ];
+    let options = [
+        "-M".to_string(),
+        "prepared".to_string(),
+        "-D".to_string(),
+        format!("tok={token}"),
+        "-D".to_string(),
+        format!("ctl={control_token}"),
+        "-D".to_string(),
+        format!("key={key}"),
+        "-D".to_string(),
+        format!("kctl={control_key}"),
+    ];
+    let mut runs: Vec<Vec<f64>> = vec![Vec::new(); rows.len()];
+    for _ in 0..3 {
+        for (tps, (_, script, _)) in runs.iter_mut().zip(&rows) {
+            tps.push(pgbench_with(script, 5, &options));
+        }
+    }
+    let tps: Vec<f64> = runs.into_iter().map(median).collect();
+    println!();
+    println!("| pooled pattern (`-M prepared`, separate statements, 2 clients, median of 3 × 5 s) | TPS | vs its control |");
+    println!("|---|---:|---:|");
+    for (i, (row, _, control)) in rows.iter().enumerate() {
+        println!("| {row} | {:.0} | {:.3} |", tps[i], tps[i] / tps[*control]);
+    }
 }
 
 fn main() {
@@ -238,4 +302,10 @@ fn main() {
         let target = if i == 1 { "≥ 0.9×" } else { "" };
         println!("| {row} | {figure:.0} TPS ({:.3}×) | {target} |", figure / tps[0]);
     }
+    let key: String = connect_with("postgres", DATABASE, "")
+        .unwrap()
+        .query_one("SELECT tenancy.create_api_key('ws_0', 'bench')", &[])
+        .unwrap()
+        .get(0);
+    pooled_pattern(&warm[0], &key);
 }
