@@ -156,16 +156,56 @@ fn pooled_pattern(token: &str, key: &str) {
     let control_key = "x".repeat(key.len());
     // (row, script, the index of its control row)
     let rows: Vec<(&str, String, usize)> = vec![
-        ("control: `SET LOCAL` of an unknown setting as long as the token, plain select", tx(&literal("bench.control", &control_token), plain), 0),
-        ("`SET LOCAL tenancy.token = '…'`, plain select", tx(&literal("tenancy.token", token), plain), 0),
-        ("`SET LOCAL tenancy.token = '…'`, protected select", tx(&literal("tenancy.token", token), protected), 0),
-        ("control: `set_config(unknown, $1, true)`, value as long as the token, plain select", tx(&bound("bench.control", "ctl"), plain), 3),
-        ("`set_config('tenancy.token', $1, true)`, plain select", tx(&bound("tenancy.token", "tok"), plain), 3),
-        ("`set_config('tenancy.token', $1, true)`, protected select", tx(&bound("tenancy.token", "tok"), protected), 3),
-        ("control: `SET LOCAL` of an unknown setting as long as a key, plain select", tx(&literal("bench.control", &control_key), plain), 6),
-        ("`SET LOCAL tenancy.api_key = '…'`, protected select", tx(&literal("tenancy.api_key", key), protected), 6),
-        ("control: `set_config(unknown, $1, true)`, value as long as a key, plain select", tx(&bound("bench.control", "kctl"), plain), 8),
-        ("`set_config('tenancy.api_key', $1, true)`, protected select", tx(&bound("tenancy.api_key", "key"), protected), 8),
+        (
+            "control: `SET LOCAL` of an unknown setting as long as the token, plain select",
+            tx(&literal("bench.control", &control_token), plain),
+            0,
+        ),
+        (
+            "`SET LOCAL tenancy.token = '…'`, plain select",
+            tx(&literal("tenancy.token", token), plain),
+            0,
+        ),
+        (
+            "`SET LOCAL tenancy.token = '…'`, protected select",
+            tx(&literal("tenancy.token", token), protected),
+            0,
+        ),
+        (
+            "control: `set_config(unknown, $1, true)`, value as long as the token, plain select",
+            tx(&bound("bench.control", "ctl"), plain),
+            3,
+        ),
+        (
+            "`set_config('tenancy.token', $1, true)`, plain select",
+            tx(&bound("tenancy.token", "tok"), plain),
+            3,
+        ),
+        (
+            "`set_config('tenancy.token', $1, true)`, protected select",
+            tx(&bound("tenancy.token", "tok"), protected),
+            3,
+        ),
+        (
+            "control: `SET LOCAL` of an unknown setting as long as a key, plain select",
+            tx(&literal("bench.control", &control_key), plain),
+            6,
+        ),
+        (
+            "`SET LOCAL tenancy.api_key = '…'`, protected select",
+            tx(&literal("tenancy.api_key", key), protected),
+            6,
+        ),
+        (
+            "control: `set_config(unknown, $1, true)`, value as long as a key, plain select",
+            tx(&bound("bench.control", "kctl"), plain),
+            8,
+        ),
+        (
+            "`set_config('tenancy.api_key', $1, true)`, protected select",
+            tx(&bound("tenancy.api_key", "key"), protected),
+            8,
+        ),
     ];
     let options = [
         "-M".to_string(),
@@ -187,7 +227,9 @@ fn pooled_pattern(token: &str, key: &str) {
     }
     let tps: Vec<f64> = runs.into_iter().map(median).collect();
     println!();
-    println!("| pooled pattern (`-M prepared`, separate statements, 2 clients, median of 3 × 5 s) | TPS | vs its control |");
+    println!(
+        "| pooled pattern (`-M prepared`, separate statements, 2 clients, median of 3 × 5 s) | TPS | vs its control |"
+    );
     println!("|---|---:|---:|");
     for (i, (row, _, control)) in rows.iter().enumerate() {
         println!("| {row} | {:.0} | {:.3} |", tps[i], tps[i] / tps[*control]);
