@@ -4,8 +4,18 @@
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 RUN_USER=${PG_TENANCY_USER:-pgtenancy}
-PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
-PG_BIN=$("$PG_CONFIG" --bindir 2>/dev/null || echo /usr/lib/postgresql/15/bin)
+# The PostgreSQL major to build and test against: PG_MAJOR (default 15), or a PG_CONFIG's.
+if [ -n "${PG_CONFIG:-}" ] && [ -z "${PG_MAJOR:-}" ]; then
+    PG_MAJOR=$("$PG_CONFIG" --version 2>/dev/null | sed 's/^PostgreSQL \([0-9]*\).*/\1/')
+fi
+PG_MAJOR=${PG_MAJOR:-15}
+PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/$PG_MAJOR/bin/pg_config}
+PG_BIN=$("$PG_CONFIG" --bindir 2>/dev/null || echo "/usr/lib/postgresql/$PG_MAJOR/bin")
+export PG_MAJOR PG_CONFIG
+# Each major has its own throw-away cluster (a data directory belongs to one major).
+if [ "$PG_MAJOR" != 15 ] && [ -z "${PG_TENANCY_CLUSTER:-}" ]; then
+    export PG_TENANCY_CLUSTER="$REPO/target/cluster-$PG_MAJOR"
+fi
 TARGET="$REPO/target"
 
 # Runs "$@" as the builder user with the toolchain on PATH; runs it directly when not root.

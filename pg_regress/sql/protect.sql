@@ -141,7 +141,9 @@ DEALLOCATE mine;
 DEALLOCATE one;
 
 -- Forced parallel plans: the workers see the constant and only the caller's rows.
-SET force_parallel_mode = on;
+-- force_parallel_mode was renamed debug_parallel_query in PostgreSQL 16.
+SELECT CASE WHEN current_setting('server_version_num')::int >= 160000 THEN 'debug_parallel_query' ELSE 'force_parallel_mode' END AS parallel_guc \gset
+SET :parallel_guc = on;
 SET parallel_setup_cost = 0;
 SET parallel_tuple_cost = 0;
 SET min_parallel_table_scan_size = 0;
@@ -151,7 +153,7 @@ SET enable_bitmapscan = off;
 EXPLAIN (COSTS OFF) SELECT count(*), min(workspace_id), max(workspace_id) FROM documents;
 SELECT count(*), min(workspace_id), max(workspace_id) FROM documents;
 SELECT id, title FROM documents ORDER BY id;
-RESET force_parallel_mode;
+RESET :parallel_guc;
 RESET parallel_setup_cost;
 RESET parallel_tuple_cost;
 RESET min_parallel_table_scan_size;

@@ -162,14 +162,34 @@ fn option_of(
 ) -> *const pg_sys::config_generic {
     if slot.get().is_null() {
         let found = unsafe {
-            let all = pg_sys::get_guc_variables();
-            (0..pg_sys::GetNumConfigOptions() as usize)
+            let (all, count) = guc_variables();
+            (0..count)
                 .map(|i| *all.add(i) as *const pg_sys::config_generic)
                 .find(|option| !option.is_null() && CStr::from_ptr((**option).name) == name)
         };
         slot.set(found.unwrap_or(ptr::null()));
     }
     slot.get()
+}
+
+/// Every setting's record and their number (PostgreSQL 16 made the count an out-parameter).
+///
+/// # Safety
+/// Call in a backend, after the settings are defined.
+#[cfg(feature = "pg15")]
+unsafe fn guc_variables() -> (*mut *mut pg_sys::config_generic, usize) {
+    unsafe { (pg_sys::get_guc_variables(), pg_sys::GetNumConfigOptions() as usize) }
+}
+
+/// Every setting's record and their number (PostgreSQL 16 made the count an out-parameter).
+///
+/// # Safety
+/// Call in a backend, after the settings are defined.
+#[cfg(not(feature = "pg15"))]
+unsafe fn guc_variables() -> (*mut *mut pg_sys::config_generic, usize) {
+    let mut count = 0;
+    let all = unsafe { pg_sys::get_guc_variables(&mut count) };
+    (all, usize::try_from(count).unwrap_or(0))
 }
 
 /// Check hook of `tenancy.token`.

@@ -354,8 +354,11 @@ fn a_cached_plan_stops_serving_when_its_token_expires() {
 #[test]
 fn forced_parallel_plans_see_only_the_callers_rows() {
     let mut app = app();
+    // force_parallel_mode was renamed debug_parallel_query in PostgreSQL 16.
     app.batch_execute(
-        "SET force_parallel_mode = on; SET parallel_setup_cost = 0; SET parallel_tuple_cost = 0;
+        "SELECT set_config(CASE WHEN current_setting('server_version_num')::int >= 160000
+                                THEN 'debug_parallel_query' ELSE 'force_parallel_mode' END, 'on', false);
+         SET parallel_setup_cost = 0; SET parallel_tuple_cost = 0;
          SET min_parallel_table_scan_size = 0; SET max_parallel_workers_per_gather = 2;
          SET enable_indexscan = off; SET enable_bitmapscan = off",
     )
