@@ -154,12 +154,14 @@ SELECT $1, $2, $3, $4, $5, $6,
                   WHERE d.oid OPERATOR(pg_catalog.=) $7), 'oid:' OPERATOR(pg_catalog.||) $7),
        coalesce((SELECT CAST(r.rolname AS pg_catalog.text) FROM pg_catalog.pg_roles r
                   WHERE r.oid OPERATOR(pg_catalog.=) $8), 'oid:' OPERATOR(pg_catalog.||) $8),
-       CASE WHEN $9 OPERATOR(pg_catalog.=) '' THEN NULL ELSE $9 END, $10,
-       CASE WHEN $11 OPERATOR(pg_catalog.=) '' THEN NULL ELSE $11 END, CASE WHEN $12 OPERATOR(pg_catalog.=) '' THEN NULL ELSE $12 END,
-       CASE WHEN $13 OPERATOR(pg_catalog.=) '' THEN NULL ELSE $13 END, CASE WHEN $14 OPERATOR(pg_catalog.=) '' THEN NULL ELSE $14 END,
-       CASE WHEN $15 OPERATOR(pg_catalog.=) '' THEN NULL ELSE $15 END,
+       $9, $10, $11, $12, $13, $14, $15,
        pg_catalog.to_timestamp($16), $17, $18
 ON CONFLICT (ring_started_at, seq) DO NOTHING";
+
+/// A text field of a ring entry as a column value: empty (not recorded) is NULL.
+fn non_empty(text: &str) -> Option<&str> {
+    (!text.is_empty()).then_some(text)
+}
 
 /// Writes `batch`, sends its alerts, and purges expired rows when `purge`.
 fn write_batch(batch: &[Entry], bursts: &mut Bursts, purge: bool) -> Result<u64, String> {
@@ -190,13 +192,13 @@ fn write_batch(batch: &[Entry], bursts: &mut Bursts, purge: bool) -> Result<u64,
                 entry.pid.into(),
                 i64::from(entry.database).into(),
                 i64::from(entry.role).into(),
-                entry.client.get().into(),
+                non_empty(entry.client.get()).into(),
                 entry.application.get().into(),
-                entry.iss.get().into(),
-                entry.sub.get().into(),
-                entry.org_id.get().into(),
-                entry.sid.get().into(),
-                entry.kid.get().into(),
+                non_empty(entry.iss.get()).into(),
+                non_empty(entry.sub.get()).into(),
+                non_empty(entry.org_id.get()).into(),
+                non_empty(entry.sid.get()).into(),
+                non_empty(entry.kid.get()).into(),
                 exp.into(),
                 entry.detail.get().into(),
                 entry.statement.get().into(),

@@ -5,8 +5,8 @@
 
 use super::Identity;
 use crate::plumbing::{fresh, raised};
-use crate::verify::api_key_format::{check_shape, constant_time_eq, hex, sha256};
-use crate::verify::{Denial, Reason};
+use crate::verify::api_key_format::{check_shape, constant_time_eq, hex};
+use crate::verify::{sha256, Denial, Reason};
 use pgrx::pg_sys;
 use std::cell::Cell;
 

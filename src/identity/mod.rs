@@ -164,10 +164,7 @@ pub fn peek(field: impl Fn(&Identity) -> Option<String>) -> Option<String> {
 
 /// The cache key of a token.
 fn digest_of(token: &str) -> Digest {
-    ring::digest::digest(&ring::digest::SHA256, token.as_bytes())
-        .as_ref()
-        .try_into()
-        .expect("SHA-256 is 32 bytes")
+    verify::sha256(token.as_bytes())
 }
 
 /// Verifies a credential (token or API key) and checks membership, through the digest-keyed cache.

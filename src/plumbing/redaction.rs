@@ -19,7 +19,7 @@
 //! (`SELECT set_config('tenancy.token', $1, true)`) never puts the token in the text, and
 //! `tenancy.credentials_in_text = refuse` makes that the only form a role may use.
 
-use crate::verify::masking::{mask_in_place, mask_ranges, may_hold_secret, secret_ranges};
+use crate::verify::masking::{mask_in_place, mask_ranges, secret_ranges};
 use pgrx::pg_sys;
 use std::cell::RefCell;
 use std::ffi::{c_char, CStr};
@@ -34,7 +34,7 @@ unsafe fn mask_c_string(text: *mut c_char) -> bool {
     }
     let len = unsafe { CStr::from_ptr(text) }.to_bytes().len();
     let bytes = unsafe { std::slice::from_raw_parts_mut(text.cast::<u8>(), len) };
-    may_hold_secret(bytes) && mask_in_place(bytes)
+    mask_in_place(bytes)
 }
 
 thread_local! {
@@ -78,9 +78,6 @@ pub(crate) fn scrub_current_statement() {
         }
         let len = CStr::from_ptr(text).to_bytes().len();
         let bytes = std::slice::from_raw_parts_mut(text.cast::<u8>(), len);
-        if !may_hold_secret(bytes) {
-            return;
-        }
         let ranges = secret_ranges(bytes);
         if ranges.is_empty() {
             return;

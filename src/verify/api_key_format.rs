@@ -5,7 +5,7 @@
 //! brute-forced from the digest, so a keyed hash would add a secret to keep and protect nothing
 //! more. Pure Rust, like the rest of `verify/`.
 
-use super::{Denial, Reason};
+use super::{sha256, Denial, Reason};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use ring::rand::{SecureRandom, SystemRandom};
@@ -20,14 +20,6 @@ const CHECKSUM_LEN: usize = 6;
 pub const KEY_LEN: usize = PREFIX.len() + BODY_LEN + CHECKSUM_LEN;
 /// Characters of the key shown in `tenancy.api_keys` (prefix and the first 8 random ones).
 const DISPLAY_LEN: usize = PREFIX.len() + 8;
-
-/// SHA-256 of `bytes`.
-pub fn sha256(bytes: &[u8]) -> [u8; 32] {
-    ring::digest::digest(&ring::digest::SHA256, bytes)
-        .as_ref()
-        .try_into()
-        .expect("SHA-256 is 32 bytes")
-}
 
 /// The checksum of a key's random part.
 fn checksum(body: &str) -> String {

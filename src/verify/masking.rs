@@ -6,9 +6,9 @@
 /// Text that replaces the start of a masked credential; the rest is filled with `*`.
 const MASK_LABEL: &[u8] = b"[redacted]";
 /// A JWT (JWS compact form) always starts with the base64url of `{"`.
-pub const JWT_START: &[u8] = b"eyJ";
+const JWT_START: &[u8] = b"eyJ";
 /// An API key starts with its prefix (`api_key_format`).
-pub const KEY_START: &[u8] = b"tnk_";
+const KEY_START: &[u8] = b"tnk_";
 /// What a credential starts with.
 const STARTS: [&[u8]; 2] = [JWT_START, KEY_START];
 /// Shortest run of token characters treated as a credential.
@@ -69,11 +69,6 @@ pub fn mask_in_place(text: &mut [u8]) -> bool {
     let ranges = secret_ranges(text);
     mask_ranges(text, &ranges);
     !ranges.is_empty()
-}
-
-/// Whether `text` may hold a credential: the common case costs one scan for "eyJ" and "tnk".
-pub fn may_hold_secret(text: &[u8]) -> bool {
-    text.windows(3).any(|w| w == JWT_START || w == &KEY_START[..3])
 }
 
 #[cfg(test)]

@@ -30,6 +30,14 @@ pub struct TrustedIssuer {
     pub keys: KeySet,
 }
 
+/// SHA-256 of `bytes` (API-key digests and checksums, the identity cache's key).
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    ring::digest::digest(&ring::digest::SHA256, bytes)
+        .as_ref()
+        .try_into()
+        .expect("SHA-256 is 32 bytes")
+}
+
 /// Where `verify` finds a trusted issuer by its exact `iss` string.
 pub trait Trust {
     fn issuer(&self, iss: &str) -> Option<&TrustedIssuer>;
