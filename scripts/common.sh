@@ -43,7 +43,7 @@ prepare() {
         # The builder must reach and read the checkout and the shared test data beside it.
         local d=$REPO
         while [ "$d" != / ]; do chmod o+x "$d"; d=$(dirname "$d"); done
-        chmod -R o+rX "$REPO/src" "$REPO/sql" "$REPO/tests" "$REPO/pg_regress" "$REPO/scripts"
+        chmod -R o+rX "$REPO/src" "$REPO/sql" "$REPO/tests" "$REPO/pg_regress" "$REPO/scripts" "$REPO/sync"
         chmod o+r "$REPO"/*.toml "$REPO"/Cargo.lock "$REPO"/*.control
         mkdir -p "$TARGET"
         chown -R "$RUN_USER" "$TARGET"

@@ -22,6 +22,7 @@ CREATE TABLE tenancy.audit_log (
     exp               timestamptz,
     detail            text NOT NULL DEFAULT '',
     statement         text NOT NULL DEFAULT '',
+    alert             text CHECK (alert IN ('denial', 'burst')),
     PRIMARY KEY (ring_started_at, seq)
 );
 CREATE INDEX audit_log_at ON tenancy.audit_log (at);

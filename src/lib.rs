@@ -34,11 +34,12 @@ pgrx::extension_sql_file!(
     name = "audit",
     requires = ["admin", audit::views::_denials, audit::views::_stats]
 );
+pgrx::extension_sql_file!("../sql/sync.sql", name = "sync", requires = ["admin"]);
 pgrx::extension_sql_file!(
     "../sql/api_keys.sql",
     name = "api_keys",
     requires = [
-        "admin",
+        "sync",
         surface::api_key_functions::_mint_api_key,
         surface::functions::workspace_id,
         surface::functions::has_permission

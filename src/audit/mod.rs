@@ -10,6 +10,7 @@ mod observe;
 mod record;
 pub mod ring;
 pub mod settings;
+mod signals;
 pub(crate) mod views;
 mod worker;
 

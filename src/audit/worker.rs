@@ -1,11 +1,15 @@
 //! The background worker that makes denials durable: it copies new ring entries into
 //! `tenancy.audit_log` of the audit database (`tenancy.audit_database`), sends
-//! `NOTIFY tenancy_alert` for critical denials and for bursts from one source, and purges rows
+//! `NOTIFY tenancy_alert` for critical denials and for bursts from one source (recording which in
+//! the row's `alert` column), `NOTIFY tenancy_jwks` naming a trusted issuer whose token carried an
+//! unknown key id (src/audit/signals.rs), and purges rows
 //! older than `tenancy.audit_retention`. An error rolls back its own batch only: the entries stay
 //! in the ring and the next round tries again. The postmaster restarts the worker if it dies.
 
 use super::ring::{self, Counter, Entry};
 use super::settings as gucs;
+use super::signals::KeySignals;
+use crate::verify::Reason;
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags};
 use pgrx::prelude::*;
 use pgrx::{pg_sys, PgTryBuilder};
@@ -83,6 +87,7 @@ pub extern "C-unwind" fn pg_tenancy_audit_worker_main(_arg: pg_sys::Datum) {
     }
     log!("pg_tenancy audit writer started (database \"{database}\")");
     let mut bursts = Bursts::default();
+    let mut key_signals = KeySignals::default();
     let (mut last_purge, mut last_warning) = (0_i64, 0_i64);
     while BackgroundWorker::wait_latch(Some(Duration::from_millis(gucs::AUDIT_NAPTIME.get() as u64))) {
         if BackgroundWorker::sighup_received() {
@@ -94,7 +99,7 @@ pub extern "C-unwind" fn pg_tenancy_audit_worker_main(_arg: pg_sys::Datum) {
         if batch.is_empty() && !purge {
             continue;
         }
-        match in_transaction(|| write_batch(&batch, &mut bursts, purge)) {
+        match in_transaction(|| write_batch(&batch, &mut bursts, &mut key_signals, purge)) {
             Ok(rows) => {
                 if let Some(last) = batch.last() {
                     ring::mark_persisted(last.seq + 1, rows);
@@ -148,14 +153,14 @@ fn in_transaction(body: impl FnOnce() -> Result<u64, String>) -> Result<u64, Str
 const INSERT: &str = "\
 INSERT INTO tenancy.audit_log (ring_started_at, seq, at, reason, critical, pid, database, role,
                                client_addr, application_name, iss, sub, org_id, sid, kid, exp,
-                               detail, statement)
+                               detail, statement, alert)
 SELECT $1, $2, $3, $4, $5, $6,
        coalesce((SELECT CAST(d.datname AS pg_catalog.text) FROM pg_catalog.pg_database d
                   WHERE d.oid OPERATOR(pg_catalog.=) $7), 'oid:' OPERATOR(pg_catalog.||) $7),
        coalesce((SELECT CAST(r.rolname AS pg_catalog.text) FROM pg_catalog.pg_roles r
                   WHERE r.oid OPERATOR(pg_catalog.=) $8), 'oid:' OPERATOR(pg_catalog.||) $8),
        $9, $10, $11, $12, $13, $14, $15,
-       pg_catalog.to_timestamp($16), $17, $18
+       pg_catalog.to_timestamp($16), $17, $18, $19
 ON CONFLICT (ring_started_at, seq) DO NOTHING";
 
 /// A text field of a ring entry as a column value: empty (not recorded) is NULL.
@@ -163,8 +168,19 @@ fn non_empty(text: &str) -> Option<&str> {
     (!text.is_empty()).then_some(text)
 }
 
-/// Writes `batch`, sends its alerts, and purges expired rows when `purge`.
-fn write_batch(batch: &[Entry], bursts: &mut Bursts, purge: bool) -> Result<u64, String> {
+/// The insert into a 0.1.0 audit log (the library updated, `ALTER EXTENSION … UPDATE` not yet
+/// run): the same without the `alert` column.
+fn insert_for(alert_column: bool) -> String {
+    if alert_column {
+        return INSERT.to_string();
+    }
+    INSERT
+        .replace(", statement, alert)", ", statement)")
+        .replace("$18, $19", "$18")
+}
+
+/// Writes `batch`, sends its alerts and key signals, and purges expired rows when `purge`.
+fn write_batch(batch: &[Entry], bursts: &mut Bursts, key_signals: &mut KeySignals, purge: bool) -> Result<u64, String> {
     let installed = Spi::get_one::<bool>("SELECT pg_catalog.to_regclass('tenancy.audit_log') IS NOT NULL")
         .map_err(|e| e.to_string())?
         .unwrap_or(false);
@@ -174,6 +190,14 @@ fn write_batch(batch: &[Entry], bursts: &mut Bursts, purge: bool) -> Result<u64,
             gucs::audit_database()
         ));
     }
+    let alert_column = Spi::get_one::<bool>(
+        "SELECT EXISTS (SELECT FROM pg_catalog.pg_attribute a
+                         WHERE a.attrelid OPERATOR(pg_catalog.=) CAST('tenancy.audit_log' AS pg_catalog.regclass)
+                           AND a.attname OPERATOR(pg_catalog.=) 'alert' AND NOT a.attisdropped)",
+    )
+    .map_err(|e| e.to_string())?
+    .unwrap_or(false);
+    let insert = insert_for(alert_column);
     let started = pgrx::datum::TimestampWithTimeZone::try_from(ring::started_at()).map_err(|e| format!("{e:?}"))?;
     let threshold = gucs::ALERT_BURST_COUNT.get() as usize;
     let window = i64::from(gucs::ALERT_BURST_WINDOW.get()) * 1_000_000;
@@ -183,7 +207,14 @@ fn write_batch(batch: &[Entry], bursts: &mut Bursts, purge: bool) -> Result<u64,
             let at = pgrx::datum::TimestampWithTimeZone::try_from(entry.at).map_err(|e| format!("{e:?}"))?;
             let reason = entry.reason();
             let exp = (entry.exp != i64::MIN).then_some(entry.exp as f64);
-            let args = [
+            let source = format!("{}|{}|{}", entry.client.get(), entry.role, entry.database);
+            let burst = bursts.note(&source, entry.at, threshold, window).is_some();
+            let alert = if reason.is_critical() {
+                Some("denial")
+            } else {
+                burst.then_some("burst")
+            };
+            let mut args = vec![
                 started.into(),
                 (entry.seq as i64).into(),
                 at.into(),
@@ -203,14 +234,19 @@ fn write_batch(batch: &[Entry], bursts: &mut Bursts, purge: bool) -> Result<u64,
                 entry.detail.get().into(),
                 entry.statement.get().into(),
             ];
-            client.update(INSERT, None, &args).map_err(|e| e.to_string())?;
+            if alert_column {
+                args.push(alert.into());
+            }
+            client.update(&insert, None, &args).map_err(|e| e.to_string())?;
             rows += 1;
             if reason.is_critical() {
-                notify(client, &alert_of("denial"))?;
+                notify(client, "tenancy_alert", &alert_of("denial"))?;
             }
-            let source = format!("{}|{}|{}", entry.client.get(), entry.role, entry.database);
-            if bursts.note(&source, entry.at, threshold, window).is_some() {
-                notify(client, &alert_of("burst"))?;
+            if burst {
+                notify(client, "tenancy_alert", &alert_of("burst"))?;
+            }
+            if reason == Reason::UnknownKey && key_signals.allow(entry.iss.get(), entry.at) {
+                notify(client, "tenancy_jwks", entry.iss.get())?;
             }
         }
         if let Some(last) = batch.last() {
@@ -239,16 +275,18 @@ fn alert_of(kind: &str) -> String {
     serde_json::json!({ "kind": kind, "severity": "critical" }).to_string()
 }
 
-/// `NOTIFY tenancy_alert` (delivered when the batch commits).
-fn notify(client: &mut pgrx::spi::SpiClient<'_>, payload: &str) -> Result<(), String> {
+/// `NOTIFY channel, payload` (delivered when the batch commits); counts alerts.
+fn notify(client: &mut pgrx::spi::SpiClient<'_>, channel: &str, payload: &str) -> Result<(), String> {
     client
         .update(
-            "SELECT pg_catalog.pg_notify('tenancy_alert', $1)",
+            "SELECT pg_catalog.pg_notify($1, $2)",
             None,
-            &[payload.into()],
+            &[channel.into(), payload.into()],
         )
         .map_err(|e| e.to_string())?;
-    ring::count(Counter::Alerts);
+    if channel == "tenancy_alert" {
+        ring::count(Counter::Alerts);
+    }
     Ok(())
 }
 

@@ -1,0 +1,131 @@
+//! Counters and gauges, rendered in Prometheus's text format at `/metrics`.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+/// Everything the companion reports about itself.
+#[derive(Default)]
+pub struct Metrics {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    newest_event_created: Option<f64>,
+    last_poll_success: Option<f64>,
+    last_jwks_refresh: Option<f64>,
+    last_reconcile: Option<f64>,
+    events: BTreeMap<String, u64>,
+    reconcile_runs: u64,
+    reconcile_differences: u64,
+    jwks_changes: u64,
+    errors: BTreeMap<String, u64>,
+    gauges: BTreeMap<String, f64>,
+    counters: BTreeMap<String, u64>,
+}
+
+/// Seconds since the Unix epoch, as a float.
+pub fn now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+impl Metrics {
+    fn with<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> T {
+        f(&mut self.inner.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// An event consumed, with its outcome and creation time.
+    pub fn event(&self, outcome: &str, created: Option<f64>) {
+        self.with(|m| {
+            *m.events.entry(outcome.to_string()).or_default() += 1;
+            if let Some(c) = created {
+                m.newest_event_created = Some(m.newest_event_created.map_or(c, |n| n.max(c)));
+            }
+        });
+    }
+
+    /// A poll of the Events API that completed.
+    pub fn poll_succeeded(&self) {
+        self.with(|m| m.last_poll_success = Some(now()));
+    }
+
+    /// A JWKS fetched and applied (or found unchanged).
+    pub fn jwks_refreshed(&self, changed: bool) {
+        self.with(|m| {
+            m.last_jwks_refresh = Some(now());
+            m.jwks_changes += u64::from(changed);
+        });
+    }
+
+    /// A reconcile that completed, with the number of rows it changed.
+    pub fn reconciled(&self, differences: u64) {
+        self.with(|m| {
+            m.reconcile_runs += 1;
+            m.reconcile_differences += differences;
+            m.last_reconcile = Some(now());
+        });
+    }
+
+    /// A failure of kind `kind`.
+    pub fn error(&self, kind: &str) {
+        self.with(|m| *m.errors.entry(kind.to_string()).or_default() += 1);
+    }
+
+    /// Sets a named gauge (used by alert delivery).
+    pub fn gauge(&self, name: &str, value: f64) {
+        self.with(|m| {
+            m.gauges.insert(name.to_string(), value);
+        });
+    }
+
+    /// Adds to a named counter (used by alert delivery).
+    pub fn count(&self, name: &str, by: u64) {
+        self.with(|m| *m.counters.entry(name.to_string()).or_default() += by);
+    }
+
+    /// Seconds since the last successful poll, if any.
+    pub fn poll_age(&self) -> Option<f64> {
+        self.with(|m| m.last_poll_success.map(|t| now() - t))
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        self.with(|m| {
+            let mut out = String::new();
+            let mut gauge = |name: &str, help: &str, value: Option<f64>| {
+                if let Some(v) = value {
+                    out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v:.3}\n"));
+                }
+            };
+            let t = now();
+            gauge("pg_tenancy_sync_newest_event_age_seconds", "Age of the newest applied WorkOS event", m.newest_event_created.map(|c| t - c));
+            gauge("pg_tenancy_sync_poll_age_seconds", "Seconds since the Events API was last polled successfully", m.last_poll_success.map(|c| t - c));
+            gauge("pg_tenancy_sync_jwks_refresh_timestamp_seconds", "When the JWKS was last fetched and applied", m.last_jwks_refresh);
+            gauge("pg_tenancy_sync_reconcile_timestamp_seconds", "When the last full reconcile completed", m.last_reconcile);
+            for (name, value) in &m.gauges {
+                out.push_str(&format!("# TYPE {name} gauge\n{name} {value:.3}\n"));
+            }
+            out.push_str("# HELP pg_tenancy_sync_events_total WorkOS events consumed, by outcome\n# TYPE pg_tenancy_sync_events_total counter\n");
+            for (outcome, n) in &m.events {
+                out.push_str(&format!("pg_tenancy_sync_events_total{{outcome=\"{outcome}\"}} {n}\n"));
+            }
+            out.push_str(&format!(
+                "# TYPE pg_tenancy_sync_reconcile_runs_total counter\npg_tenancy_sync_reconcile_runs_total {}\n\
+                 # TYPE pg_tenancy_sync_reconcile_differences_total counter\npg_tenancy_sync_reconcile_differences_total {}\n\
+                 # TYPE pg_tenancy_sync_jwks_changes_total counter\npg_tenancy_sync_jwks_changes_total {}\n",
+                m.reconcile_runs, m.reconcile_differences, m.jwks_changes
+            ));
+            out.push_str("# HELP pg_tenancy_sync_errors_total Failures, by kind\n# TYPE pg_tenancy_sync_errors_total counter\n");
+            for (kind, n) in &m.errors {
+                out.push_str(&format!("pg_tenancy_sync_errors_total{{kind=\"{kind}\"}} {n}\n"));
+            }
+            for (name, n) in &m.counters {
+                out.push_str(&format!("# TYPE {name} counter\n{name} {n}\n"));
+            }
+            out
+        })
+    }
+}
