@@ -258,7 +258,7 @@ pub async fn record_many(tx: &impl GenericClient, records: &[Record]) -> Result<
         let flags: Vec<bool> = chunk.iter().map(|r| r.disabled_by_sync).collect();
         tx.execute(
             "INSERT INTO tenancy.sync_objects (object_id, kind, updated_at, state, workspace_id, user_id, disabled_by_sync)
-             SELECT * FROM pg_catalog.unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[], $6::text[], $7::boolean[])
+             SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[], $6::text[], $7::boolean[])
              ON CONFLICT (object_id) DO UPDATE
                 SET updated_at = excluded.updated_at, state = excluded.state, workspace_id = excluded.workspace_id,
                     user_id = excluded.user_id, disabled_by_sync = excluded.disabled_by_sync, applied_at = pg_catalog.now()",

@@ -13,6 +13,7 @@ pub struct Secret(String);
 
 impl Secret {
     /// Wraps a value.
+    #[cfg(test)]
     pub fn new(value: &str) -> Secret {
         Secret(value.to_string())
     }
@@ -69,7 +70,6 @@ pub struct Config {
     pub requests_per_second: u32,
     pub listen: Option<String>,
     pub webhook_secrets: Vec<Secret>,
-    pub alerts: crate::alerts::AlertConfig,
 }
 
 /// Where settings come from: the environment first, then the file.
@@ -229,7 +229,6 @@ impl Config {
             requests_per_second,
             listen: source.get("PG_TENANCY_SYNC_LISTEN").map(str::to_string),
             webhook_secrets,
-            alerts: crate::alerts::AlertConfig::from_source(source)?,
         })
     }
 

@@ -333,6 +333,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::type_complexity)]
     fn memberships_table() {
         use Outcome::*;
         let cases: Vec<(

@@ -35,6 +35,7 @@ pub async fn serve(listener: tokio::net::TcpListener, state: Arc<State>) {
             let service = hyper::service::service_fn(move |request| handle(request, state.clone()));
             let io = hyper_util::rt::TokioIo::new(stream);
             let _ = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(Duration::from_secs(10))
                 .serve_connection(io, service)
                 .await;

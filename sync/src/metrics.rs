@@ -20,8 +20,6 @@ struct Inner {
     reconcile_differences: u64,
     jwks_changes: u64,
     errors: BTreeMap<String, u64>,
-    gauges: BTreeMap<String, f64>,
-    counters: BTreeMap<String, u64>,
 }
 
 /// Seconds since the Unix epoch, as a float.
@@ -74,18 +72,6 @@ impl Metrics {
         self.with(|m| *m.errors.entry(kind.to_string()).or_default() += 1);
     }
 
-    /// Sets a named gauge (used by alert delivery).
-    pub fn gauge(&self, name: &str, value: f64) {
-        self.with(|m| {
-            m.gauges.insert(name.to_string(), value);
-        });
-    }
-
-    /// Adds to a named counter (used by alert delivery).
-    pub fn count(&self, name: &str, by: u64) {
-        self.with(|m| *m.counters.entry(name.to_string()).or_default() += by);
-    }
-
     /// Seconds since the last successful poll, if any.
     pub fn poll_age(&self) -> Option<f64> {
         self.with(|m| m.last_poll_success.map(|t| now() - t))
@@ -105,9 +91,6 @@ impl Metrics {
             gauge("pg_tenancy_sync_poll_age_seconds", "Seconds since the Events API was last polled successfully", m.last_poll_success.map(|c| t - c));
             gauge("pg_tenancy_sync_jwks_refresh_timestamp_seconds", "When the JWKS was last fetched and applied", m.last_jwks_refresh);
             gauge("pg_tenancy_sync_reconcile_timestamp_seconds", "When the last full reconcile completed", m.last_reconcile);
-            for (name, value) in &m.gauges {
-                out.push_str(&format!("# TYPE {name} gauge\n{name} {value:.3}\n"));
-            }
             out.push_str("# HELP pg_tenancy_sync_events_total WorkOS events consumed, by outcome\n# TYPE pg_tenancy_sync_events_total counter\n");
             for (outcome, n) in &m.events {
                 out.push_str(&format!("pg_tenancy_sync_events_total{{outcome=\"{outcome}\"}} {n}\n"));
@@ -121,9 +104,6 @@ impl Metrics {
             out.push_str("# HELP pg_tenancy_sync_errors_total Failures, by kind\n# TYPE pg_tenancy_sync_errors_total counter\n");
             for (kind, n) in &m.errors {
                 out.push_str(&format!("pg_tenancy_sync_errors_total{{kind=\"{kind}\"}} {n}\n"));
-            }
-            for (name, n) in &m.counters {
-                out.push_str(&format!("# TYPE {name} counter\n{name} {n}\n"));
             }
             out
         })

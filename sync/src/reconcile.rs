@@ -104,11 +104,14 @@ pub async fn reconcile(
     Ok(report)
 }
 
+/// An applied version with its kind, workspace and user (`tenancy.sync_objects`).
+type KnownObject = (Known, &'static str, Option<String>, Option<String>);
+
 /// The database's side, read in the writing transaction.
 struct Snapshot {
     workspaces: Vec<WorkspaceRow>,
     members: HashMap<(String, String), MemberRow>,
-    known: HashMap<String, (Known, &'static str, Option<String>, Option<String>)>,
+    known: HashMap<String, KnownObject>,
     deleted_users: HashSet<String>,
     disabled_by_sync: HashSet<(String, String)>,
 }

@@ -6,7 +6,6 @@ use crate::error::SyncError;
 use crate::metrics::Metrics;
 use crate::workos::WorkOs;
 use crate::{events, jwks, log, reconcile};
-use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, Notify};
@@ -155,7 +154,6 @@ pub async fn run(ctx: Ctx) -> i32 {
             }
         }
     }
-    tokio::spawn(crate::alerts::run(ctx.clone()));
     let (signal_tx, mut signals) = mpsc::unbounded_channel();
     tokio::spawn(listen_for_key_signals(ctx.clone(), signal_tx));
     let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -322,6 +320,5 @@ pub async fn check(ctx: Ctx) -> i32 {
     } else {
         report("WorkOS API key", Err("WORKOS_API_KEY is not set".into()));
     }
-    let _ = json!({});
     i32::from(failures > 0)
 }

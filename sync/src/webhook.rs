@@ -19,6 +19,7 @@ pub enum Refusal {
 }
 
 /// HMAC-SHA256 of `message` under `secret`.
+#[cfg(test)]
 pub fn hmac_sha256(secret: &[u8], message: &[u8]) -> Vec<u8> {
     let mut mac = <SimpleHmac<Sha256> as Mac>::new_from_slice(secret).expect("HMAC takes any key length");
     mac.update(message);

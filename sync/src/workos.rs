@@ -93,14 +93,22 @@ impl WorkOs {
     }
 
     /// GET `path` with `query`, with the API key when `auth`; retried until `deadline`.
-    pub async fn get(&self, path: &str, query: &[(&str, String)], auth: bool, deadline: Instant) -> Result<Value, ApiError> {
+    pub async fn get(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        auth: bool,
+        deadline: Instant,
+    ) -> Result<Value, ApiError> {
         let url = format!("{}{}", self.base, path);
         let mut attempt = 0_u32;
         loop {
             self.pace().await;
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
-                return Err(ApiError::GaveUp { last: "deadline reached before the request".into() });
+                return Err(ApiError::GaveUp {
+                    last: "deadline reached before the request".into(),
+                });
             }
             let mut request = self.http.get(&url).query(query).timeout(self.timeout.min(remaining));
             if auth {
@@ -123,14 +131,20 @@ impl WorkOs {
                     let body = response.text().await.unwrap_or_default();
                     let body: String = body.chars().take(200).collect();
                     if status == 429 {
-                        (format!("429 rate limited: {body}"), retry_after.unwrap_or_else(|| backoff(attempt)))
+                        (
+                            format!("429 rate limited: {body}"),
+                            retry_after.unwrap_or_else(|| backoff(attempt)),
+                        )
                     } else if status >= 500 {
                         (format!("{status}: {body}"), backoff(attempt))
                     } else {
                         return Err(ApiError::Refused { status, body });
                     }
                 }
-                Err(e) if e.is_timeout() => (format!("timed out after {:?}", self.timeout.min(remaining)), backoff(attempt)),
+                Err(e) if e.is_timeout() => (
+                    format!("timed out after {:?}", self.timeout.min(remaining)),
+                    backoff(attempt),
+                ),
                 Err(e) => (without_url(e), backoff(attempt)),
             };
             if Instant::now() + wait >= deadline {
@@ -138,7 +152,11 @@ impl WorkOs {
             }
             crate::log::warn(
                 "WorkOS request failed; retrying",
-                &[("path", path.into()), ("problem", failure.into()), ("retry_in_ms", (wait.as_millis() as u64).into())],
+                &[
+                    ("path", path.into()),
+                    ("problem", failure.into()),
+                    ("retry_in_ms", (wait.as_millis() as u64).into()),
+                ],
             );
             tokio::time::sleep(wait).await;
             attempt += 1;
@@ -147,7 +165,12 @@ impl WorkOs {
 
     /// Every object of a list endpoint, following `list_metadata.after` (`limit` 100). Fails as
     /// a whole: a partial listing is never returned.
-    pub async fn list_all(&self, path: &str, query: &[(&str, String)], deadline: Instant) -> Result<Vec<Value>, ApiError> {
+    pub async fn list_all(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        deadline: Instant,
+    ) -> Result<Vec<Value>, ApiError> {
         let mut all = Vec::new();
         let mut after: Option<String> = None;
         loop {
@@ -183,7 +206,12 @@ fn without_url(e: reqwest::Error) -> String {
 
 /// `Retry-After` in seconds (the HTTP-date form is rare for APIs and falls back to back-off).
 fn parse_retry_after(value: &str) -> Option<Duration> {
-    value.trim().parse::<f64>().ok().filter(|s| s.is_finite() && *s >= 0.0).map(|s| Duration::from_secs_f64(s.min(3600.0)))
+    value
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(|s| Duration::from_secs_f64(s.min(3600.0)))
 }
 
 /// Exponential back-off with full jitter: a random wait in [0, min(cap, first·2^attempt)].
@@ -196,7 +224,10 @@ pub fn backoff(attempt: u32) -> Duration {
 fn jitter() -> f64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static STATE: AtomicU64 = AtomicU64::new(0x9e37_79b9_7f4a_7c15);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
     let mut x = STATE.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed) ^ u64::from(nanos);
     x ^= x >> 33;
     x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
@@ -221,7 +252,10 @@ mod tests {
         for attempt in 0..20 {
             let ceiling = FIRST_BACKOFF.saturating_mul(1 << attempt.min(10)).min(MAX_BACKOFF);
             let wait = backoff(attempt);
-            assert!(wait <= ceiling && wait >= ceiling / 2, "attempt {attempt}: {wait:?} vs {ceiling:?}");
+            assert!(
+                wait <= ceiling && wait >= ceiling / 2,
+                "attempt {attempt}: {wait:?} vs {ceiling:?}"
+            );
         }
     }
 }
