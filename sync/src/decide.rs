@@ -166,10 +166,15 @@ pub fn membership(
     };
     let (ws, user) = (workspace.to_string(), m.user_id.clone());
     let active = m.status == "active" && !deleted;
-    let mut disabled_by_sync =
-        known.is_some_and(|k| k.disabled_by_sync) || (known.is_none() && context.prior_disabled_by_sync);
+    // The flag means "the row is disabled because the companion disabled it": a row seen enabled
+    // or missing clears it, so a later disable by an administrator is never taken for ours.
+    let row_disabled = row.is_some_and(|r| r.disabled);
+    let mut disabled_by_sync = row_disabled
+        && (known.is_some_and(|k| k.disabled_by_sync) || (known.is_none() && context.prior_disabled_by_sync));
+    // A row the companion created (it applied this membership as active) and someone deleted.
+    let deleted_by_someone = row.is_none() && known.is_some_and(|k| k.state == "active");
     let (outcome, actions) = match (active, row) {
-        (true, _) if user_deleted => (Outcome::Held, vec![]),
+        (true, _) if user_deleted || deleted_by_someone => (Outcome::Held, vec![]),
         (true, None) => (
             Outcome::Changed,
             vec![Action::InsertMember {
@@ -562,6 +567,44 @@ mod tests {
         assert!(
             !theirs.record.as_ref().unwrap().disabled_by_sync,
             "a disable we did not make stays theirs"
+        );
+        let seen_enabled = membership(
+            &m("active", 3),
+            false,
+            Some(&known("inactive", 2, true)),
+            Some("ws"),
+            Some(&row(false)),
+            Context::default(),
+        );
+        assert!(
+            !seen_enabled.record.as_ref().unwrap().disabled_by_sync,
+            "seen enabled: the flag clears"
+        );
+        let row_deleted = membership(
+            &m("active", 4),
+            false,
+            Some(&known("active", 3, false)),
+            Some("ws"),
+            None,
+            Context::default(),
+        );
+        assert_eq!(
+            row_deleted.outcome,
+            Outcome::Held,
+            "a row someone deleted is not inserted again"
+        );
+        let pending_then_active = membership(
+            &m("active", 4),
+            false,
+            Some(&known("pending", 3, false)),
+            Some("ws"),
+            None,
+            Context::default(),
+        );
+        assert_eq!(
+            pending_then_active.outcome,
+            Outcome::Changed,
+            "pending never made a row: active inserts it"
         );
         let readded = Membership {
             id: "om_2".into(),

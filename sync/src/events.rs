@@ -46,7 +46,8 @@ pub async fn drain(ctx: &Ctx, db: &mut Client, deadline: Instant) -> Result<Drai
             Cursor::After { id, .. } => query.push(("after", id.clone())),
             Cursor::Since(t) => query.push(("range_start", t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))),
         }
-        let page = match ctx.workos.get("/events", &query, true, deadline).await {
+        let page_deadline = deadline.max(Instant::now() + ctx.config.give_up);
+        let page = match ctx.workos.get("/events", &query, true, page_deadline).await {
             Ok(page) => page,
             Err(ApiError::Refused { status, body })
                 if matches!(cursor, Cursor::After { .. }) && matches!(status, 400 | 404 | 410 | 422) =>

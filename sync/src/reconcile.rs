@@ -211,7 +211,7 @@ async fn apply_all(
                 id: id.clone(),
                 name: None,
                 external_id: None,
-                updated_at: k.updated_at,
+                updated_at: started_at.max(k.updated_at),
             });
         }
     }
@@ -271,7 +271,7 @@ async fn apply_all(
                         organization_id: org,
                         status: k.state.clone(),
                         role: None,
-                        updated_at: k.updated_at,
+                        updated_at: started_at.max(k.updated_at),
                     });
                 }
             }

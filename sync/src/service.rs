@@ -66,9 +66,11 @@ impl Ctx {
             }
         };
         if due {
+            // A failing reconcile must not hold back the event stream (revocations, removals):
+            // drain anyway (the drain itself asks for a reconcile when there is no cursor).
             if let Err(e) = reconcile::reconcile(self, db, self.deadline(), false).await {
                 self.failed("reconcile", &e);
-                return false;
+                ok = false;
             }
         }
         match events::drain(self, db, self.deadline()).await {

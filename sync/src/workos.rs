@@ -51,6 +51,7 @@ pub struct WorkOs {
     key: Secret,
     timeout: Duration,
     spacing: Duration,
+    give_up: Duration,
     next_slot: Mutex<Instant>,
 }
 
@@ -74,6 +75,7 @@ impl WorkOs {
             key: config.api_key.clone(),
             timeout: config.request_timeout,
             spacing: Duration::from_secs(1) / config.requests_per_second,
+            give_up: config.give_up,
             next_slot: Mutex::new(Instant::now()),
         })
     }
@@ -180,13 +182,22 @@ impl WorkOs {
             if let Some(a) = &after {
                 q.push(("after", a.clone()));
             }
-            let page = self.get(path, &q, true, deadline).await?;
+            // Each page gets the whole retry budget: a long listing is cut short only by a page
+            // that keeps failing, not by its length.
+            let page_deadline = deadline.max(Instant::now() + self.give_up);
+            let page = self.get(path, &q, true, page_deadline).await?;
             let data = page
                 .get("data")
                 .and_then(Value::as_array)
                 .ok_or_else(|| ApiError::Decode(format!("{path}: no \"data\" array")))?;
             all.extend(data.iter().cloned());
-            match page.pointer("/list_metadata/after").and_then(Value::as_str) {
+            // A page without list_metadata is not known to be the last one: fail rather than treat
+            // a partial listing as complete (to the reconcile, absence means deletion).
+            let after_field = page
+                .get("list_metadata")
+                .and_then(|m| m.get("after"))
+                .ok_or_else(|| ApiError::Decode(format!("{path}: no \"list_metadata.after\"")))?;
+            match after_field.as_str() {
                 Some(a) if !a.is_empty() && !data.is_empty() => after = Some(a.to_string()),
                 _ => return Ok(all),
             }
