@@ -21,6 +21,10 @@ pub struct Drained {
     /// The cursor is missing, past the API's retention or refused: a full reconcile must come
     /// first.
     pub needs_reconcile: bool,
+    /// When the cursor was unusable: the time events resume from after the reconcile (the
+    /// last applied event's, or the retention limit when older), so that revocations WorkOS
+    /// still holds are replayed rather than skipped.
+    pub resume_from: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Applies every pending event.
@@ -41,6 +45,7 @@ pub async fn drain(ctx: &Ctx, db: &mut Client, deadline: Instant) -> Result<Drai
             {
                 crate::log::warn("event cursor older than the API's retention; reconciling", &[]);
                 drained.needs_reconcile = true;
+                drained.resume_from = Some(resume_point(ctx, Some(*at)));
                 return Ok(drained);
             }
             Cursor::After { id, .. } => query.push(("after", id.clone())),
@@ -57,6 +62,11 @@ pub async fn drain(ctx: &Ctx, db: &mut Client, deadline: Instant) -> Result<Drai
                     &[("status", status.into()), ("answer", body.into())],
                 );
                 drained.needs_reconcile = true;
+                let at = match &cursor {
+                    Cursor::After { at, .. } => *at,
+                    _ => None,
+                };
+                drained.resume_from = Some(resume_point(ctx, at));
                 return Ok(drained);
             }
             Err(e) => return Err(e.into()),
@@ -77,6 +87,14 @@ pub async fn drain(ctx: &Ctx, db: &mut Client, deadline: Instant) -> Result<Drai
             return Ok(drained);
         }
     }
+}
+
+/// Where events resume after an unusable cursor: the cursor's own time, but not before the
+/// API's retention (events older than that are gone; the reconcile covered their objects).
+fn resume_point(ctx: &Ctx, at: Option<chrono::DateTime<chrono::Utc>>) -> chrono::DateTime<chrono::Utc> {
+    let oldest =
+        chrono::Utc::now() - chrono::Duration::from_std(ctx.config.event_retention).unwrap_or(chrono::Duration::zero());
+    at.map_or(oldest, |t| t.max(oldest))
 }
 
 /// Applies one page in one transaction; false when the cursor moved meanwhile (nothing applied).

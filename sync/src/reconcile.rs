@@ -28,13 +28,13 @@ pub struct Reconciled {
     pub seconds: f64,
 }
 
-/// Lists everything from WorkOS, then applies the differences. `restart_cursor`: the event
-/// cursor was unusable (past retention, refused) and restarts from this reconcile.
+/// Lists everything from WorkOS, then applies the differences. `resume_from`: the event cursor
+/// was unusable (past retention, refused) and events resume from that time.
 pub async fn reconcile(
     ctx: &Ctx,
     db: &mut Client,
     deadline: Instant,
-    restart_cursor: bool,
+    resume_from: Option<DateTime<Utc>>,
 ) -> Result<Reconciled, SyncError> {
     let started = Instant::now();
     let started_at = Utc::now();
@@ -85,7 +85,7 @@ pub async fn reconcile(
         &memberships,
         &listed_orgs,
         started_at,
-        restart_cursor,
+        resume_from,
     )
     .await?;
     report.seconds = started.elapsed().as_secs_f64();
@@ -185,7 +185,7 @@ async fn apply_all(
     memberships: &[Membership],
     listed_orgs: &HashSet<String>,
     started_at: DateTime<Utc>,
-    restart_cursor: bool,
+    resume_from: Option<DateTime<Utc>>,
 ) -> Result<Reconciled, SyncError> {
     let tx = db.transaction().await?;
     db::lock_writer(&tx).await?;
@@ -298,10 +298,14 @@ async fn apply_all(
         records.extend(d.record);
     }
     apply::record_many(&tx, &records).await?;
-    if restart_cursor || db::read_cursor(&tx).await? == Cursor::None {
-        // Events from shortly before the listing began on: those the listing already showed are
-        // stale when replayed, and none in between is missed.
-        db::write_cursor(&tx, &Cursor::Since(started_at - chrono::Duration::minutes(5))).await?;
+    // Without a cursor, events from shortly before the listing began on: those the listing
+    // already showed are stale when replayed, and none in between is missed. After an unusable
+    // cursor, from its own time (revocations are not in any listing, so none is skipped).
+    let listing_margin = started_at - chrono::Duration::minutes(5);
+    if let Some(from) = resume_from {
+        db::write_cursor(&tx, &Cursor::Since(from.min(listing_margin))).await?;
+    } else if db::read_cursor(&tx).await? == Cursor::None {
+        db::write_cursor(&tx, &Cursor::Since(listing_margin)).await?;
     }
     db::write_time(&tx, "reconciled_at", Utc::now()).await?;
     tx.commit().await?;

@@ -68,7 +68,7 @@ impl Ctx {
         if due {
             // A failing reconcile must not hold back the event stream (revocations, removals):
             // drain anyway (the drain itself asks for a reconcile when there is no cursor).
-            if let Err(e) = reconcile::reconcile(self, db, self.deadline(), false).await {
+            if let Err(e) = reconcile::reconcile(self, db, self.deadline(), None).await {
                 self.failed("reconcile", &e);
                 ok = false;
             }
@@ -76,7 +76,7 @@ impl Ctx {
         match events::drain(self, db, self.deadline()).await {
             Ok(d) if d.needs_reconcile || d.malformed > 0 => {
                 ok &= d.malformed == 0;
-                match reconcile::reconcile(self, db, self.deadline(), d.needs_reconcile).await {
+                match reconcile::reconcile(self, db, self.deadline(), d.resume_from).await {
                     Ok(_) => {
                         if let Err(e) = events::drain(self, db, self.deadline()).await {
                             self.failed("draining events", &e);

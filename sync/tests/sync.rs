@@ -581,3 +581,43 @@ fn the_companions_role_cannot_widen_beyond_its_rights() {
     }
     let _ = f;
 }
+
+#[test]
+fn after_an_unusable_cursor_a_retained_revocation_is_still_applied() {
+    let _serial = serial();
+    let (f, mut admin) = acme();
+    assert_eq!(once(&f, &[]).0, 0);
+    let minutes_ago = |m: i64| {
+        (chrono::Utc::now() - chrono::Duration::minutes(m)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    };
+    // The companion applied an event of 20 minutes ago (its cursor points there).
+    let a = f.event(
+        "organization_membership.updated",
+        fixture::membership("om_alice", "user_alice", "org_acme", "active", 2),
+    );
+    let a_at = minutes_ago(20);
+    f.with(|s| s.events.last_mut().unwrap()["created_at"] = a_at.clone().into());
+    admin
+        .execute(
+            "UPDATE tenancy.sync_state SET value = json_build_object('after', $1::text, 'at', $2::text)::text WHERE name = 'events'",
+            &[&a, &a_at],
+        )
+        .unwrap();
+    // A revocation 19 minutes ago, still retained; the cursor event itself falls out of retention.
+    f.event(
+        "session.revoked",
+        json!({"object": "session", "id": "session_old", "user_id": "user_alice", "status": "revoked"}),
+    );
+    f.with(|s| {
+        s.events.last_mut().unwrap()["created_at"] = minutes_ago(19).into();
+        s.retained_from = s.events.len() - 1;
+    });
+    let (code, log) = once(&f, &[]);
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("refused the cursor"), "{log}");
+    assert_eq!(
+        identity(&token(&f, "k1", "user_alice", "org_acme", "session_old")),
+        Err("28000".into()),
+        "the revocation older than the reconcile's margin was replayed, not skipped"
+    );
+}
