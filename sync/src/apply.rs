@@ -234,19 +234,10 @@ pub async fn run(tx: &impl GenericClient, action: &Action) -> Result<(), Error> 
 
 /// Records the version applied.
 pub async fn record(tx: &impl GenericClient, r: &Record) -> Result<(), Error> {
-    tx.execute(
-        "INSERT INTO tenancy.sync_objects (object_id, kind, updated_at, state, workspace_id, user_id, disabled_by_sync)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)
-         ON CONFLICT (object_id) DO UPDATE
-            SET updated_at = excluded.updated_at, state = excluded.state, workspace_id = excluded.workspace_id,
-                user_id = excluded.user_id, disabled_by_sync = excluded.disabled_by_sync, applied_at = pg_catalog.now()",
-        &[&r.object_id, &r.kind, &r.updated_at, &r.state, &r.workspace_id, &r.user_id, &r.disabled_by_sync],
-    )
-    .await?;
-    Ok(())
+    record_many(tx, std::slice::from_ref(r)).await
 }
 
-/// Records many versions in one statement (the reconcile).
+/// Records many versions, one statement per 5,000 (the reconcile; `record` for one).
 pub async fn record_many(tx: &impl GenericClient, records: &[Record]) -> Result<(), Error> {
     for chunk in records.chunks(5_000) {
         let ids: Vec<&str> = chunk.iter().map(|r| r.object_id.as_str()).collect();

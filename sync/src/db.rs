@@ -66,11 +66,10 @@ pub async fn lock_writer(tx: &impl GenericClient) -> Result<(), tokio_postgres::
 
 /// The event cursor (read inside the writing transaction, after the lock, so it is current).
 pub async fn read_cursor(tx: &impl GenericClient) -> Result<Cursor, tokio_postgres::Error> {
-    let row = tx
-        .query_opt("SELECT value FROM tenancy.sync_state WHERE name = 'events'", &[])
-        .await?;
-    let Some(row) = row else { return Ok(Cursor::None) };
-    let value: Value = serde_json::from_str(row.get::<_, &str>(0)).unwrap_or(Value::Null);
+    let Some(text) = read_state(tx, "events").await? else {
+        return Ok(Cursor::None);
+    };
+    let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
     let at = |field: &str| {
         value
             .get(field)
@@ -94,29 +93,33 @@ pub async fn write_cursor(tx: &impl GenericClient, cursor: &Cursor) -> Result<()
         Cursor::After { id, at } => json!({ "after": id, "at": at.map(|t| t.to_rfc3339()) }),
         Cursor::Since(t) => json!({ "since": t.to_rfc3339() }),
     };
-    tx.execute(
-        "INSERT INTO tenancy.sync_state (name, value) VALUES ('events', $1)
-         ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = pg_catalog.now()",
-        &[&value.to_string()],
-    )
-    .await?;
-    Ok(())
+    write_state(tx, "events", &value.to_string()).await
 }
 
 /// A timestamp kept in `tenancy.sync_state` (such as `reconciled_at`).
 pub async fn read_time(db: &impl GenericClient, name: &str) -> Result<Option<DateTime<Utc>>, tokio_postgres::Error> {
-    let row = db
-        .query_opt("SELECT value FROM tenancy.sync_state WHERE name = $1", &[&name])
-        .await?;
-    Ok(row.and_then(|r| crate::model::parse_time(r.get::<_, &str>(0))))
+    Ok(read_state(db, name).await?.and_then(|v| crate::model::parse_time(&v)))
 }
 
 /// Sets a timestamp in `tenancy.sync_state`.
 pub async fn write_time(db: &impl GenericClient, name: &str, at: DateTime<Utc>) -> Result<(), tokio_postgres::Error> {
+    write_state(db, name, &at.to_rfc3339()).await
+}
+
+/// The value of `name` in `tenancy.sync_state`.
+async fn read_state(db: &impl GenericClient, name: &str) -> Result<Option<String>, tokio_postgres::Error> {
+    let row = db
+        .query_opt("SELECT value FROM tenancy.sync_state WHERE name = $1", &[&name])
+        .await?;
+    Ok(row.map(|r| r.get(0)))
+}
+
+/// Sets `name` in `tenancy.sync_state`.
+async fn write_state(db: &impl GenericClient, name: &str, value: &str) -> Result<(), tokio_postgres::Error> {
     db.execute(
         "INSERT INTO tenancy.sync_state (name, value) VALUES ($1, $2)
          ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = pg_catalog.now()",
-        &[&name, &at.to_rfc3339()],
+        &[&name, &value],
     )
     .await?;
     Ok(())

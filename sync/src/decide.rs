@@ -157,7 +157,6 @@ pub fn membership(
     row: Option<&MemberRow>,
     context: Context,
 ) -> Decision {
-    let user_deleted = context.user_deleted;
     if is_stale(known, m.updated_at, deleted) {
         return Decision::nothing(Outcome::Stale);
     }
@@ -174,7 +173,7 @@ pub fn membership(
     // A row the companion created (it applied this membership as active) and someone deleted.
     let deleted_by_someone = row.is_none() && known.is_some_and(|k| k.state == "active");
     let (outcome, actions) = match (active, row) {
-        (true, _) if user_deleted || deleted_by_someone => (Outcome::Held, vec![]),
+        (true, _) if context.user_deleted || deleted_by_someone => (Outcome::Held, vec![]),
         (true, None) => (
             Outcome::Changed,
             vec![Action::InsertMember {
@@ -210,9 +209,6 @@ pub fn membership(
         }
         (false, _) => (Outcome::Unchanged, vec![]),
     };
-    if active && outcome == Outcome::Changed {
-        disabled_by_sync = false;
-    }
     let record = Record {
         object_id: m.id.clone(),
         kind: "organization_membership",
