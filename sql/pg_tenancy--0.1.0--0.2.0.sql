@@ -113,7 +113,7 @@ UNION ALL
 SELECT 'low', 'audit_database_reachable', quote_ident(r.rolname),
        format('can connect to the audit database %I and LISTEN tenancy_alert: it learns when denials happen (the signal carries nothing else; details stay in tenancy.audit_log)', db.datname),
        CASE WHEN pg_catalog.has_database_privilege('public', db.oid, 'CONNECT')
-            THEN format('REVOKE CONNECT ON DATABASE %I FROM PUBLIC; GRANT CONNECT ON DATABASE %I TO tenancy_admin, tenancy_auditor;', db.datname, db.datname)
+            THEN format('REVOKE CONNECT ON DATABASE %I FROM PUBLIC; GRANT CONNECT ON DATABASE %I TO tenancy_admin, tenancy_auditor, tenancy_sync;', db.datname, db.datname)
             ELSE format('REVOKE CONNECT ON DATABASE %I FROM %I;', db.datname, r.rolname) END
   FROM pg_catalog.pg_roles r
   JOIN pg_catalog.pg_database db ON db.datname OPERATOR(pg_catalog.=) pg_catalog.current_setting('tenancy.audit_database', true)
@@ -121,6 +121,7 @@ SELECT 'low', 'audit_database_reachable', quote_ident(r.rolname),
    AND pg_catalog.has_database_privilege(r.oid, db.oid, 'CONNECT')
    AND NOT pg_catalog.pg_has_role(r.oid, 'tenancy_admin', 'MEMBER')
    AND NOT pg_catalog.pg_has_role(r.oid, 'tenancy_auditor', 'MEMBER')
+   AND NOT pg_catalog.pg_has_role(r.oid, 'tenancy_sync', 'MEMBER')
 UNION ALL
 SELECT 'critical', 'owner_bypasses_rls', p.qualified,
        format('owned by %I, a superuser or BYPASSRLS role: FORCE ROW LEVEL SECURITY has no effect on it', r.rolname),
@@ -510,10 +511,16 @@ GRANT SELECT (issuer, jwks, updated_at) ON tenancy.issuers TO tenancy_sync;
 GRANT SELECT, INSERT, UPDATE ON tenancy.workspaces, tenancy.members TO tenancy_sync;
 GRANT SELECT, INSERT ON tenancy.revoked_sessions TO tenancy_sync;
 GRANT SELECT, INSERT, UPDATE ON tenancy.sync_state, tenancy.sync_objects TO tenancy_sync;
-GRANT SELECT, INSERT, DELETE ON tenancy.sync_log TO tenancy_sync;
+GRANT SELECT, INSERT ON tenancy.sync_log TO tenancy_sync;
 GRANT SELECT ON tenancy.sync_state, tenancy.sync_objects, tenancy.sync_log TO tenancy_admin, tenancy_auditor;
 
 -- Alerts (issue: critical denials reach the operations team): each row says whether it raised
 -- an alert ('denial': critical; 'burst': it made a burst from one source), so that alert
 -- delivery follows the extension's own severity and burst rules.
 ALTER TABLE tenancy.audit_log ADD COLUMN alert text CHECK (alert IN ('denial', 'burst'));
+
+-- Alert delivery (pg-tenancy-sync) follows tenancy.audit_log in the audit database: every column
+-- but the statement text and the free-form detail, so no payload it builds can carry either.
+GRANT SELECT (ring_started_at, seq, at, reason, critical, pid, database, role, client_addr,
+              application_name, iss, sub, org_id, sid, kid, exp, alert)
+   ON tenancy.audit_log TO tenancy_sync;

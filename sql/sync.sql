@@ -96,5 +96,11 @@ GRANT SELECT (issuer, jwks, updated_at) ON tenancy.issuers TO tenancy_sync;
 GRANT SELECT, INSERT, UPDATE ON tenancy.workspaces, tenancy.members TO tenancy_sync;
 GRANT SELECT, INSERT ON tenancy.revoked_sessions TO tenancy_sync;
 GRANT SELECT, INSERT, UPDATE ON tenancy.sync_state, tenancy.sync_objects TO tenancy_sync;
-GRANT SELECT, INSERT, DELETE ON tenancy.sync_log TO tenancy_sync;
+GRANT SELECT, INSERT ON tenancy.sync_log TO tenancy_sync;
 GRANT SELECT ON tenancy.sync_state, tenancy.sync_objects, tenancy.sync_log TO tenancy_admin, tenancy_auditor;
+
+-- Alert delivery (pg-tenancy-sync) follows tenancy.audit_log in the audit database: every column
+-- but the statement text and the free-form detail, so no payload it builds can carry either.
+GRANT SELECT (ring_started_at, seq, at, reason, critical, pid, database, role, client_addr,
+              application_name, iss, sub, org_id, sid, kid, exp, alert)
+   ON tenancy.audit_log TO tenancy_sync;

@@ -34,7 +34,7 @@ pgrx::extension_sql_file!(
     name = "audit",
     requires = ["admin", audit::views::_denials, audit::views::_stats]
 );
-pgrx::extension_sql_file!("../sql/sync.sql", name = "sync", requires = ["admin"]);
+pgrx::extension_sql_file!("../sql/sync.sql", name = "sync", requires = ["admin", "audit"]);
 pgrx::extension_sql_file!(
     "../sql/api_keys.sql",
     name = "api_keys",

@@ -70,6 +70,38 @@ pub struct Config {
     pub requests_per_second: u32,
     pub listen: Option<String>,
     pub webhook_secrets: Vec<Secret>,
+    pub alerts: AlertConfig,
+}
+
+/// Which audit rows reach the alert sinks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Severity {
+    /// Every denial.
+    Warning,
+    /// The rows the extension marked as alerts (critical denials and bursts): the default.
+    Critical,
+}
+
+/// Where alerts go (each sink optional) and which ones.
+#[derive(Clone, Debug)]
+pub struct AlertConfig {
+    pub min_severity: Severity,
+    /// The timer that backs up `NOTIFY tenancy_alert` (a signal missed while reconnecting).
+    pub interval: Duration,
+    /// The generic webhook's URL and its signing secrets (the first signs; all are sent, for
+    /// rotation).
+    pub webhook: Option<(Secret, Vec<Secret>)>,
+    /// A Slack incoming webhook's URL.
+    pub slack: Option<Secret>,
+    /// PagerDuty Events API v2: the routing key and the enqueue URL.
+    pub pagerduty: Option<(Secret, String)>,
+}
+
+impl AlertConfig {
+    /// Whether any sink is configured.
+    pub fn any(&self) -> bool {
+        self.webhook.is_some() || self.slack.is_some() || self.pagerduty.is_some()
+    }
 }
 
 /// Where settings come from: the environment first, then the file.
@@ -170,14 +202,7 @@ impl Config {
             .unwrap_or("https://api.workos.com")
             .trim_end_matches('/')
             .to_string();
-        if !(api_base.starts_with("https://")
-            || api_base.starts_with("http://127.0.0.1")
-            || api_base.starts_with("http://localhost"))
-        {
-            return Err(format!(
-                "WORKOS_API_BASE must be https:// (or http:// on loopback), not \"{api_base}\""
-            ));
-        }
+        https_or_loopback("WORKOS_API_BASE", &api_base, true)?;
         let issuer = source
             .get("WORKOS_ISSUER")
             .map(str::to_string)
@@ -229,6 +254,7 @@ impl Config {
             requests_per_second,
             listen: source.get("PG_TENANCY_SYNC_LISTEN").map(str::to_string),
             webhook_secrets,
+            alerts: AlertConfig::from_source(source)?,
         })
     }
 
@@ -238,9 +264,166 @@ impl Config {
     }
 }
 
+impl AlertConfig {
+    /// Reads the `PG_TENANCY_ALERT_*` settings.
+    fn from_source(source: &Source) -> Result<AlertConfig, String> {
+        let min_severity = match source.get("PG_TENANCY_ALERT_MIN_SEVERITY").unwrap_or("critical") {
+            "critical" => Severity::Critical,
+            "warning" => Severity::Warning,
+            other => {
+                return Err(format!(
+                    "PG_TENANCY_ALERT_MIN_SEVERITY must be critical or warning, not \"{other}\""
+                ))
+            }
+        };
+        let url = |name: &str| -> Result<Option<Secret>, String> {
+            match source.get(name) {
+                None => Ok(None),
+                Some(url) => {
+                    // The URL itself is a secret (Slack's carries its token): never echo it.
+                    https_or_loopback(name, url, false)?;
+                    Ok(Some(Secret(url.to_string())))
+                }
+            }
+        };
+        let webhook = match url("PG_TENANCY_ALERT_WEBHOOK_URL")? {
+            None => None,
+            Some(address) => {
+                let secrets: Vec<Secret> = source
+                    .get("PG_TENANCY_ALERT_WEBHOOK_SECRET")
+                    .unwrap_or_default()
+                    .split(',')
+                    .map(|s| Secret(s.trim().to_string()))
+                    .filter(|s| !s.is_empty())
+                    .collect();
+                if secrets.is_empty() {
+                    return Err(
+                        "PG_TENANCY_ALERT_WEBHOOK_URL is set but PG_TENANCY_ALERT_WEBHOOK_SECRET is not: \
+                                alerts are only sent signed"
+                            .into(),
+                    );
+                }
+                Some((address, secrets))
+            }
+        };
+        let pagerduty = match source.get("PG_TENANCY_ALERT_PAGERDUTY_ROUTING_KEY") {
+            None => None,
+            Some(key) => {
+                let address = source
+                    .get("PG_TENANCY_ALERT_PAGERDUTY_URL")
+                    .unwrap_or("https://events.pagerduty.com/v2/enqueue");
+                https_or_loopback("PG_TENANCY_ALERT_PAGERDUTY_URL", address, true)?;
+                Some((Secret(key.to_string()), address.to_string()))
+            }
+        };
+        Ok(AlertConfig {
+            min_severity,
+            interval: source.seconds("PG_TENANCY_ALERT_INTERVAL", 5.0, 0.1)?,
+            webhook,
+            slack: url("PG_TENANCY_ALERT_SLACK_URL")?,
+            pagerduty,
+        })
+    }
+}
+
+/// Refuses a URL that is neither `https://` nor plain HTTP to this host (test fixtures); names it
+/// in the error only when `show` (a URL that is a secret is not echoed).
+fn https_or_loopback(name: &str, url: &str, show: bool) -> Result<(), String> {
+    let loopback = [
+        "http://127.0.0.1:",
+        "http://127.0.0.1/",
+        "http://localhost:",
+        "http://localhost/",
+        "http://[::1]:",
+    ];
+    if url.starts_with("https://") || loopback.iter().any(|p| url.starts_with(p)) {
+        return Ok(());
+    }
+    Err(if show {
+        format!("{name} must be https:// (or http:// on loopback), not \"{url}\"")
+    } else {
+        format!("{name} must be https:// (or http:// on loopback)")
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A source of exactly `pairs`.
+    fn source(pairs: &[(&str, &str)]) -> Source {
+        Source {
+            values: pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        }
+    }
+
+    #[test]
+    fn alert_settings_are_checked_and_their_urls_never_echoed() {
+        let base = [
+            ("PG_TENANCY_SYNC_DATABASE_URL", "postgresql:///x"),
+            ("WORKOS_CLIENT_ID", "c"),
+        ];
+        let with = |extra: &[(&str, &str)]| {
+            let mut pairs = base.to_vec();
+            pairs.extend_from_slice(extra);
+            Config::from_source(&source(&pairs))
+        };
+        type Case<'a> = (&'a [(&'a str, &'a str)], Result<(), &'a str>);
+        let cases: &[Case] = &[
+            (&[], Ok(())),
+            (&[("PG_TENANCY_ALERT_MIN_SEVERITY", "info")], Err("critical or warning")),
+            (
+                &[("PG_TENANCY_ALERT_WEBHOOK_URL", "https://ops.example/hook")],
+                Err("WEBHOOK_SECRET is not"),
+            ),
+            (
+                &[
+                    ("PG_TENANCY_ALERT_WEBHOOK_URL", "http://ops.example/hook?t=s3cr3t"),
+                    ("PG_TENANCY_ALERT_WEBHOOK_SECRET", "k"),
+                ],
+                Err("must be https://"),
+            ),
+            (
+                &[(
+                    "PG_TENANCY_ALERT_SLACK_URL",
+                    "http://hooks.slack.com/services/T/B/s3cr3t",
+                )],
+                Err("must be https://"),
+            ),
+            (
+                &[("PG_TENANCY_ALERT_SLACK_URL", "https://hooks.slack.com/services/T/B/X")],
+                Ok(()),
+            ),
+            (
+                &[
+                    ("PG_TENANCY_ALERT_PAGERDUTY_ROUTING_KEY", "r"),
+                    ("PG_TENANCY_ALERT_PAGERDUTY_URL", "ftp://x"),
+                ],
+                Err("PAGERDUTY_URL"),
+            ),
+            (
+                &[
+                    ("PG_TENANCY_ALERT_PAGERDUTY_ROUTING_KEY", "r"),
+                    ("PG_TENANCY_ALERT_INTERVAL", "0"),
+                ],
+                Err("ALERT_INTERVAL"),
+            ),
+        ];
+        for (extra, expected) in cases {
+            match (with(extra), expected) {
+                (Ok(_), Ok(())) => {}
+                (Err(e), Err(part)) => {
+                    assert!(e.contains(part), "{extra:?}: {e}");
+                    assert!(!e.contains("s3cr3t"), "a secret URL was echoed: {e}");
+                }
+                (got, _) => panic!("{extra:?}: expected {expected:?}, got {:?}", got.map(|_| ())),
+            }
+        }
+        let config = with(&[("PG_TENANCY_ALERT_PAGERDUTY_ROUTING_KEY", "r")]).unwrap();
+        let (_, url) = config.alerts.pagerduty.unwrap();
+        assert_eq!(url, "https://events.pagerduty.com/v2/enqueue", "the documented default");
+        assert_eq!(config.alerts.min_severity, Severity::Critical);
+    }
 
     #[test]
     fn secrets_never_print() {

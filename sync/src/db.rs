@@ -107,7 +107,7 @@ pub async fn write_time(db: &impl GenericClient, name: &str, at: DateTime<Utc>) 
 }
 
 /// The value of `name` in `tenancy.sync_state`.
-async fn read_state(db: &impl GenericClient, name: &str) -> Result<Option<String>, tokio_postgres::Error> {
+pub async fn read_state(db: &impl GenericClient, name: &str) -> Result<Option<String>, tokio_postgres::Error> {
     let row = db
         .query_opt("SELECT value FROM tenancy.sync_state WHERE name = $1", &[&name])
         .await?;
@@ -115,7 +115,7 @@ async fn read_state(db: &impl GenericClient, name: &str) -> Result<Option<String
 }
 
 /// Sets `name` in `tenancy.sync_state`.
-async fn write_state(db: &impl GenericClient, name: &str, value: &str) -> Result<(), tokio_postgres::Error> {
+pub async fn write_state(db: &impl GenericClient, name: &str, value: &str) -> Result<(), tokio_postgres::Error> {
     db.execute(
         "INSERT INTO tenancy.sync_state (name, value) VALUES ($1, $2)
          ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = pg_catalog.now()",

@@ -4,6 +4,7 @@
 //! Usage: `pg-tenancy-sync [--config FILE] run|once|check`. Settings come from environment
 //! variables over the optional file (README: "Keeping the database in step with WorkOS").
 
+mod alerts;
 mod apply;
 mod config;
 mod db;

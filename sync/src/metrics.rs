@@ -20,6 +20,11 @@ struct Inner {
     reconcile_differences: u64,
     jwks_changes: u64,
     errors: BTreeMap<String, u64>,
+    /// Alert rows by (sink, outcome: delivered, rejected, retried).
+    alerts: BTreeMap<(String, String), u64>,
+    /// Per sink: the time of the oldest row not yet acknowledged (None: nothing pending).
+    alert_pending: BTreeMap<String, Option<f64>>,
+    alert_delivered_at: BTreeMap<String, f64>,
 }
 
 /// Seconds since the Unix epoch, as a float.
@@ -72,6 +77,24 @@ impl Metrics {
         self.with(|m| *m.errors.entry(kind.to_string()).or_default() += 1);
     }
 
+    /// `rows` alert rows of `sink` with `outcome` (delivered, rejected or retried).
+    pub fn alerts(&self, sink: &str, outcome: &str, rows: u64) {
+        self.with(|m| {
+            *m.alerts.entry((sink.to_string(), outcome.to_string())).or_default() += rows;
+            if outcome == "delivered" {
+                m.alert_delivered_at.insert(sink.to_string(), now());
+            }
+        });
+    }
+
+    /// The oldest row `sink` has not had acknowledged yet, or None when it has everything.
+    pub fn alert_pending(&self, sink: &str, oldest: Option<chrono::DateTime<chrono::Utc>>) {
+        let at = oldest.map(|t| t.timestamp_micros() as f64 / 1e6);
+        self.with(|m| {
+            m.alert_pending.insert(sink.to_string(), at);
+        });
+    }
+
     /// Seconds since the last successful poll, if any.
     pub fn poll_age(&self) -> Option<f64> {
         self.with(|m| m.last_poll_success.map(|t| now() - t))
@@ -101,6 +124,18 @@ impl Metrics {
                  # TYPE pg_tenancy_sync_jwks_changes_total counter\npg_tenancy_sync_jwks_changes_total {}\n",
                 m.reconcile_runs, m.reconcile_differences, m.jwks_changes
             ));
+            out.push_str("# HELP pg_tenancy_sync_alerts_total Alert rows, by sink and outcome\n# TYPE pg_tenancy_sync_alerts_total counter\n");
+            for ((sink, outcome), n) in &m.alerts {
+                out.push_str(&format!("pg_tenancy_sync_alerts_total{{sink=\"{sink}\",outcome=\"{outcome}\"}} {n}\n"));
+            }
+            out.push_str("# HELP pg_tenancy_sync_alert_pending_age_seconds Age of the oldest alert a sink has not acknowledged (0: none)\n# TYPE pg_tenancy_sync_alert_pending_age_seconds gauge\n");
+            for (sink, oldest) in &m.alert_pending {
+                let age = oldest.map_or(0.0, |o| (t - o).max(0.0));
+                out.push_str(&format!("pg_tenancy_sync_alert_pending_age_seconds{{sink=\"{sink}\"}} {age:.3}\n"));
+            }
+            for (sink, at) in &m.alert_delivered_at {
+                out.push_str(&format!("pg_tenancy_sync_alert_delivered_timestamp_seconds{{sink=\"{sink}\"}} {at:.3}\n"));
+            }
             out.push_str("# HELP pg_tenancy_sync_errors_total Failures, by kind\n# TYPE pg_tenancy_sync_errors_total counter\n");
             for (kind, n) in &m.errors {
                 out.push_str(&format!("pg_tenancy_sync_errors_total{{kind=\"{kind}\"}} {n}\n"));

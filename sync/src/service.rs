@@ -126,7 +126,18 @@ pub async fn once(ctx: Ctx) -> i32 {
         log::error("WORKOS_API_KEY is not set: only the JWKS was refreshed", &[]);
         false
     };
-    let ok = keys && synced;
+    let alerted = if ctx.config.alerts.any() {
+        match crate::alerts::Deliverer::new(Arc::new(ctx.config.clone()), ctx.metrics.clone()) {
+            Ok(deliverer) => deliverer.once().await,
+            Err(problem) => {
+                log::error("cannot start alert delivery", &[("problem", problem.into())]);
+                false
+            }
+        }
+    } else {
+        true
+    };
+    let ok = keys && synced && alerted;
     log::info("pass complete", &[("ok", ok.into())]);
     i32::from(!ok)
 }
@@ -156,8 +167,24 @@ pub async fn run(ctx: Ctx) -> i32 {
             }
         }
     }
-    let (signal_tx, mut signals) = mpsc::unbounded_channel();
-    tokio::spawn(listen_for_key_signals(ctx.clone(), signal_tx));
+    let (signal_tx, signals) = mpsc::unbounded_channel();
+    let (alert_tx, alert_rx) = tokio::sync::watch::channel(0_u64);
+    tokio::spawn(listen_to_the_audit_writer(ctx.clone(), signal_tx, alert_tx));
+    // Alert delivery runs beside the WorkOS side, each sink on its own task and connection: a
+    // WorkOS outage does not delay an alert, and a sink that is down holds back nothing else.
+    if ctx.config.alerts.any() {
+        let deliverer = match crate::alerts::Deliverer::new(Arc::new(ctx.config.clone()), ctx.metrics.clone()) {
+            Ok(d) => Arc::new(d),
+            Err(problem) => {
+                log::error("cannot start alert delivery", &[("problem", problem.into())]);
+                return 1;
+            }
+        };
+        for sink in crate::alerts::configured(&ctx.config.alerts) {
+            log::info("delivering alerts", &[("sink", sink.name().into())]);
+            tokio::spawn(deliverer.clone().follow(sink, alert_rx.clone()));
+        }
+    }
     let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(s) => s,
         Err(e) => {
@@ -175,6 +202,21 @@ pub async fn run(ctx: Ctx) -> i32 {
             ),
         ],
     );
+    // SIGTERM stops at once, even inside a pass: an unfinished transaction rolls back (a page and
+    // its cursor commit together), and a request in flight to a sink is repeated on restart under
+    // the same key.
+    tokio::select! {
+        _ = workos_side(ctx.clone(), trigger, signals) => {}
+        _ = terminate.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    log::info("stopping", &[]);
+    0
+}
+
+/// The WorkOS side of `run`: JWKS refreshes, passes of events and reconciles, woken early by
+/// verified webhooks and by the audit writer's unknown-key signals. Never returns.
+async fn workos_side(ctx: Arc<Ctx>, trigger: Arc<Notify>, mut signals: mpsc::UnboundedReceiver<String>) {
     let mut db: Option<Client> = None;
     let (mut next_jwks, mut next_events) = (Instant::now(), Instant::now());
     let mut last_fast_refresh = Instant::now() - Duration::from_secs(10);
@@ -214,32 +256,44 @@ pub async fn run(ctx: Ctx) -> i32 {
                     next_jwks = Instant::now();
                 }
             }
-            _ = terminate.recv() => break,
-            _ = tokio::signal::ctrl_c() => break,
         }
     }
-    log::info("stopping", &[]);
-    0
 }
 
-/// LISTENs to `tenancy_jwks` in the audit database (where the audit writer signals), reconnecting
-/// when the connection drops; forwards each named issuer.
-async fn listen_for_key_signals(ctx: Arc<Ctx>, forward: mpsc::UnboundedSender<String>) {
+/// LISTENs in the audit database, where the audit writer signals: `tenancy_jwks` (a trusted
+/// issuer's token carried an unknown key id; each issuer is forwarded to `keys`) and
+/// `tenancy_alert` (rows to deliver; each wakes the alert sinks). Reconnects when the connection
+/// drops, and wakes the sinks then too, since a signal may have been missed meanwhile.
+async fn listen_to_the_audit_writer(
+    ctx: Arc<Ctx>,
+    keys: mpsc::UnboundedSender<String>,
+    alerts: tokio::sync::watch::Sender<u64>,
+) {
+    let wake_sinks = || alerts.send_modify(|n| *n = n.wrapping_add(1));
     loop {
         let (tx, mut rx) = mpsc::unbounded_channel();
         match db::connect(&ctx.config.alert_database_url, APPLICATION, Some(tx)).await {
             Ok(client) => {
-                if let Err(e) = client.batch_execute("LISTEN tenancy_jwks").await {
-                    log::warn("cannot LISTEN tenancy_jwks", &[("problem", db::describe(&e).into())]);
+                if let Err(e) = client.batch_execute("LISTEN tenancy_jwks; LISTEN tenancy_alert").await {
+                    log::warn(
+                        "cannot LISTEN to the audit writer",
+                        &[("problem", db::describe(&e).into())],
+                    );
                 } else {
+                    wake_sinks();
                     while let Some((channel, payload)) = rx.recv().await {
-                        if channel == "tenancy_jwks" && forward.send(payload).is_err() {
-                            return;
+                        match channel.as_str() {
+                            "tenancy_jwks" if keys.send(payload).is_err() => return,
+                            "tenancy_alert" => wake_sinks(),
+                            _ => {}
                         }
                     }
                 }
             }
-            Err(e) => log::warn("cannot connect for key signals; retrying", &[("problem", e.into())]),
+            Err(e) => log::warn(
+                "cannot connect for the audit writer's signals; retrying",
+                &[("problem", e.into())],
+            ),
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
@@ -300,6 +354,36 @@ pub async fn check(ctx: Ctx) -> i32 {
             }
         }
     }
+    // The audit database: key signals always, alerts when a sink is configured.
+    let audit = match db::connect(&ctx.config.alert_database_url, APPLICATION, None).await {
+        Err(e) => Err(e),
+        Ok(db) => db
+            .query_one(
+                "SELECT pg_catalog.count(*) FROM (SELECT ring_started_at, seq, alert FROM tenancy.audit_log LIMIT 1) r",
+                &[],
+            )
+            .await
+            .map(|_| "tenancy.audit_log readable".to_string())
+            .map_err(|e| db::describe(&e)),
+    };
+    report("audit database", audit);
+    let sinks: Vec<&str> = crate::alerts::configured(&ctx.config.alerts)
+        .iter()
+        .map(|s| s.name())
+        .collect();
+    report(
+        "alert sinks",
+        Ok(if sinks.is_empty() {
+            "none configured".into()
+        } else {
+            format!(
+                "{} (at least severity {:?})",
+                sinks.join(", "),
+                ctx.config.alerts.min_severity
+            )
+            .to_lowercase()
+        }),
+    );
     let deadline = Instant::now() + Duration::from_secs(15);
     let jwks = ctx
         .workos

@@ -206,7 +206,7 @@ impl WorkOs {
 }
 
 /// A reqwest error's text without the URL, with its cause (connection refused, reset…).
-fn without_url(e: reqwest::Error) -> String {
+pub fn without_url(e: reqwest::Error) -> String {
     let e = e.without_url();
     let mut text = e.to_string();
     if let Some(source) = std::error::Error::source(&e) {
@@ -216,7 +216,7 @@ fn without_url(e: reqwest::Error) -> String {
 }
 
 /// `Retry-After` in seconds (the HTTP-date form is rare for APIs and falls back to back-off).
-fn parse_retry_after(value: &str) -> Option<Duration> {
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
     value
         .trim()
         .parse::<f64>()

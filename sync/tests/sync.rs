@@ -145,7 +145,7 @@ fn keys_rotate_and_a_new_kid_is_fetched_at_once() {
         let listening: i64 = admin
             .query_one(
                 "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pg-tenancy-sync'
-                    AND datname = 'postgres' AND query = 'LISTEN tenancy_jwks'",
+                    AND datname = 'postgres' AND query LIKE 'LISTEN tenancy_jwks%'",
                 &[],
             )
             .unwrap()
@@ -573,7 +573,14 @@ fn the_companions_role_cannot_widen_beyond_its_rights() {
         ),
         ("UPDATE tenancy.issuers SET key_ids = '{}'", "42501"),
         ("SELECT tenancy.create_api_key('ws_acme', 'k')", "42501"),
+        // Alert delivery reads the audit log, but never the statement text or the detail, and
+        // cannot rewrite history (its own exactly-once record included).
         ("SELECT * FROM tenancy.audit_log", "42501"),
+        ("SELECT statement FROM tenancy.audit_log", "42501"),
+        ("SELECT detail FROM tenancy.audit_log", "42501"),
+        ("DELETE FROM tenancy.audit_log", "42501"),
+        ("UPDATE tenancy.audit_log SET alert = NULL", "42501"),
+        ("DELETE FROM tenancy.sync_log", "42501"),
     ];
     for (sql, state) in attacks {
         let e = bot.batch_execute(sql).expect_err(sql);

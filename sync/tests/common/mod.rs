@@ -4,7 +4,9 @@
 
 #![allow(dead_code)]
 
+pub mod alerting;
 pub mod fixture;
+pub mod receiver;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;

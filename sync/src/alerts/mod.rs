@@ -1,0 +1,268 @@
+//! Alert delivery: critical denials reach a generic webhook, Slack and PagerDuty, at least once,
+//! per sink, in order.
+//!
+//! Each sink follows `tenancy.audit_log` in the audit database with its own cursor (`source.rs`)
+//! on its own connection and task, woken by `NOTIFY tenancy_alert` (forwarded by the service's
+//! listener) and by a timer; the cursor moves only after the sink acknowledged (2xx). 429, 5xx
+//! and network errors are retried with backoff and jitter (for ever in `run`, until the give-up
+//! deadline in `once`); other answers are reported and skipped. A restart repeats at most the
+//! requests in flight, with the same idempotency or dedup key. Only one companion delivers to a
+//! sink at a time (a session advisory lock per sink); another stands by.
+
+pub mod format;
+mod sinks;
+mod source;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::{db, log};
+use sinks::{Outcome, Request, Sink};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tokio_postgres::Client;
+
+pub use sinks::configured;
+
+/// The advisory lock class of alert sinks ("al"); the sink's number is the second key.
+const LOCK_CLASS: i32 = 0x616c;
+/// The longest wait a `Retry-After` may impose before the next attempt.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+
+/// What delivery needs beside the sink.
+pub struct Deliverer {
+    pub config: Arc<Config>,
+    pub metrics: Arc<Metrics>,
+    http: reqwest::Client,
+}
+
+/// Why a drain stopped before the sink had everything.
+#[derive(Debug)]
+pub enum DrainError {
+    /// The audit database failed: reconnect and resume from the stored cursor.
+    Database(String),
+    /// The deadline passed while the sink kept failing (`once` only).
+    GaveUp(String),
+}
+
+impl From<tokio_postgres::Error> for DrainError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        DrainError::Database(db::describe(&e))
+    }
+}
+
+impl std::fmt::Display for DrainError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DrainError::Database(e) => write!(f, "audit database: {e}"),
+            DrainError::GaveUp(e) => write!(f, "sink unreachable until the deadline: {e}"),
+        }
+    }
+}
+
+impl Deliverer {
+    /// A deliverer for `config`'s sinks.
+    pub fn new(config: Arc<Config>, metrics: Arc<Metrics>) -> Result<Deliverer, String> {
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("pg-tenancy-sync/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(config.request_timeout)
+            .timeout(config.request_timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| format!("HTTP client: {e}"))?;
+        Ok(Deliverer { config, metrics, http })
+    }
+
+    /// Connects to the audit database and takes `sink`'s lock; None when another companion
+    /// holds it.
+    async fn claim(&self, sink: &Sink) -> Result<Option<Client>, String> {
+        let db = db::connect(&self.config.alert_database_url, crate::service::APPLICATION, None).await?;
+        let row = db
+            .query_one(
+                "SELECT pg_catalog.pg_try_advisory_lock($1, $2)",
+                &[&LOCK_CLASS, &sink.number()],
+            )
+            .await
+            .map_err(|e| db::describe(&e))?;
+        Ok(row.get::<_, bool>(0).then_some(db))
+    }
+
+    /// Delivers every pending row to `sink`; returns how many rows it delivered.
+    pub async fn drain(&self, sink: &Sink, db: &Client, deadline: Option<Instant>) -> Result<u64, DrainError> {
+        let mut position = source::cursor(db, sink.name()).await?;
+        let mut delivered = 0;
+        let mut last_request: Option<Instant> = None;
+        loop {
+            let batch = source::after(db, &position, self.config.alerts.min_severity, sink.batch_rows()).await?;
+            if batch.is_empty() {
+                self.metrics.alert_pending(sink.name(), None);
+                return Ok(delivered);
+            }
+            let (mut done, mut rejected) = (0, false);
+            let requests = sink.requests(&batch);
+            if requests.is_empty() {
+                // Every row folded into incidents triggered lately.
+                self.metrics.alerts(sink.name(), "folded", batch.len() as u64);
+                position = source::Position::of(&batch[batch.len() - 1]);
+                source::write(db, sink.name(), &position).await?;
+                continue;
+            }
+            for request in requests {
+                if let Some(at) = last_request {
+                    tokio::time::sleep_until((at + sink.spacing()).into()).await;
+                }
+                self.metrics.alert_pending(sink.name(), Some(batch[done].at));
+                let outcome = self.send(sink, &request, deadline).await?;
+                last_request = Some(Instant::now());
+                if let Outcome::Rejected { status, body } = &outcome {
+                    rejected = true;
+                    log::error(
+                        "an alert sink rejected a request; skipped",
+                        &[
+                            ("sink", sink.name().into()),
+                            ("status", (*status).into()),
+                            ("answer", body.clone().into()),
+                        ],
+                    );
+                }
+                if let Some(last) = request.completes {
+                    let rows = (last + 1 - done) as u64;
+                    let kind = if rejected { "rejected" } else { "delivered" };
+                    self.metrics.alerts(sink.name(), kind, rows);
+                    delivered += rows;
+                    position = source::Position::of(&batch[last]);
+                    source::write(db, sink.name(), &position).await?;
+                    (done, rejected) = (last + 1, false);
+                }
+            }
+        }
+    }
+
+    /// Sends `request` until the sink acknowledges or rejects it; retries the rest with backoff.
+    async fn send(&self, sink: &Sink, request: &Request, deadline: Option<Instant>) -> Result<Outcome, DrainError> {
+        let mut attempt = 0;
+        loop {
+            let now_ms = chrono::Utc::now().timestamp_millis();
+            let mut post = self.http.post(sink.url()).body(request.body.clone());
+            for (name, value) in sink.headers(request, now_ms) {
+                post = post.header(name, value);
+            }
+            let outcome = match post.send().await {
+                Ok(response) => {
+                    let status = response.status().as_u16();
+                    let retry_after = response
+                        .headers()
+                        .get("retry-after")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(crate::workos::parse_retry_after);
+                    let body = response.text().await.unwrap_or_default();
+                    sinks::outcome(status, retry_after, &body)
+                }
+                // Without the URL: Slack's carries its secret.
+                Err(e) => Outcome::Retry {
+                    wait: None,
+                    problem: crate::workos::without_url(e),
+                },
+            };
+            let Outcome::Retry { wait, problem } = outcome else {
+                return Ok(outcome);
+            };
+            let wait = wait.map_or_else(|| crate::workos::backoff(attempt), |w| w.min(MAX_RETRY_AFTER));
+            self.metrics.alerts(sink.name(), "retried", 1);
+            if deadline.is_some_and(|d| Instant::now() + wait > d) {
+                return Err(DrainError::GaveUp(problem));
+            }
+            if attempt == 0 || attempt % 10 == 0 {
+                log::warn(
+                    "an alert sink failed; retrying",
+                    &[
+                        ("sink", sink.name().into()),
+                        ("attempt", (attempt + 1).into()),
+                        ("problem", problem.into()),
+                        ("wait_ms", (wait.as_millis() as u64).into()),
+                    ],
+                );
+            }
+            tokio::time::sleep(wait).await;
+            attempt += 1;
+        }
+    }
+
+    /// `run`: delivers to `sink` for ever, woken by `wake` (a `NOTIFY tenancy_alert`) or the
+    /// timer; reconnects after a database failure and stands by while another companion holds
+    /// the sink.
+    pub async fn follow(self: Arc<Self>, sink: Sink, mut wake: watch::Receiver<u64>) {
+        let interval = self.config.alerts.interval;
+        let mut standing_by = false;
+        loop {
+            let db = match self.claim(&sink).await {
+                Ok(Some(db)) => db,
+                Ok(None) => {
+                    if !standing_by {
+                        log::info(
+                            "another companion delivers to this sink; standing by",
+                            &[("sink", sink.name().into())],
+                        );
+                        standing_by = true;
+                    }
+                    tokio::time::sleep(interval.max(Duration::from_secs(1))).await;
+                    continue;
+                }
+                Err(problem) => {
+                    self.metrics.error("alert_database");
+                    log::warn(
+                        "cannot reach the audit database for alerts; retrying",
+                        &[("sink", sink.name().into()), ("problem", problem.into())],
+                    );
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    continue;
+                }
+            };
+            standing_by = false;
+            while !db.is_closed() {
+                if let Err(e) = self.drain(&sink, &db, None).await {
+                    self.metrics.error("alert_database");
+                    log::warn(
+                        "alert delivery interrupted; resuming",
+                        &[("sink", sink.name().into()), ("problem", e.to_string().into())],
+                    );
+                    break;
+                }
+                tokio::select! {
+                    _ = wake.changed() => {}
+                    _ = tokio::time::sleep(interval) => {}
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// `once`: delivers what is pending to every sink within the give-up deadline; returns
+    /// whether every sink has everything.
+    pub async fn once(&self) -> bool {
+        let mut ok = true;
+        for sink in configured(&self.config.alerts) {
+            let deadline = Instant::now() + self.config.give_up;
+            let result = match self.claim(&sink).await {
+                Ok(Some(db)) => self.drain(&sink, &db, Some(deadline)).await.map_err(|e| e.to_string()),
+                Ok(None) => Err("another companion delivers to this sink".into()),
+                Err(problem) => Err(problem),
+            };
+            match result {
+                Ok(rows) => log::info(
+                    "alerts delivered",
+                    &[("sink", sink.name().into()), ("rows", rows.into())],
+                ),
+                Err(problem) => {
+                    ok = false;
+                    self.metrics.error("alert_delivery");
+                    log::error(
+                        "alert delivery incomplete",
+                        &[("sink", sink.name().into()), ("problem", problem.into())],
+                    );
+                }
+            }
+        }
+        ok
+    }
+}
