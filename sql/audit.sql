@@ -23,11 +23,15 @@ CREATE TABLE tenancy.audit_log (
     detail            text NOT NULL DEFAULT '',
     statement         text NOT NULL DEFAULT '',
     alert             text CHECK (alert IN ('denial', 'burst')),
+    id                bigint GENERATED ALWAYS AS IDENTITY,
     PRIMARY KEY (ring_started_at, seq)
 );
 CREATE INDEX audit_log_at ON tenancy.audit_log (at);
+CREATE UNIQUE INDEX audit_log_id ON tenancy.audit_log (id);
 COMMENT ON TABLE tenancy.audit_log IS 'denials recorded by pg_tenancy (never a token); written by the audit worker, kept tenancy.audit_retention days';
+COMMENT ON COLUMN tenancy.audit_log.id IS 'the order rows were committed in (one writer): what alert delivery follows, unlike ring_started_at, which a clock step or a promoted standby can move backwards';
 SELECT pg_catalog.pg_extension_config_dump('tenancy.audit_log', '');
+SELECT pg_catalog.pg_extension_config_dump('tenancy.audit_log_id_seq', '');
 
 -- Recent denials from the shared-memory ring (requires shared_preload_libraries = 'pg_tenancy').
 CREATE VIEW tenancy.denials AS

@@ -518,9 +518,15 @@ GRANT SELECT ON tenancy.sync_state, tenancy.sync_objects, tenancy.sync_log TO te
 -- an alert ('denial': critical; 'burst': it made a burst from one source), so that alert
 -- delivery follows the extension's own severity and burst rules.
 ALTER TABLE tenancy.audit_log ADD COLUMN alert text CHECK (alert IN ('denial', 'burst'));
+-- The order rows were committed in, which alert delivery follows (rows kept from 0.1.0 are
+-- numbered in their physical order).
+ALTER TABLE tenancy.audit_log ADD COLUMN id bigint GENERATED ALWAYS AS IDENTITY;
+CREATE UNIQUE INDEX audit_log_id ON tenancy.audit_log (id);
+COMMENT ON COLUMN tenancy.audit_log.id IS 'the order rows were committed in (one writer): what alert delivery follows, unlike ring_started_at, which a clock step or a promoted standby can move backwards';
+SELECT pg_catalog.pg_extension_config_dump('tenancy.audit_log_id_seq', '');
 
 -- Alert delivery (pg-tenancy-sync) follows tenancy.audit_log in the audit database: every column
 -- but the statement text and the free-form detail, so no payload it builds can carry either.
-GRANT SELECT (ring_started_at, seq, at, reason, critical, pid, database, role, client_addr,
+GRANT SELECT (id, ring_started_at, seq, at, reason, critical, pid, database, role, client_addr,
               application_name, iss, sub, org_id, sid, kid, exp, alert)
    ON tenancy.audit_log TO tenancy_sync;

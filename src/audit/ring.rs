@@ -110,8 +110,16 @@ struct Ring {
     copied: AtomicU64,
     /// Entries overwritten before the worker copied them.
     dropped: AtomicU64,
+    /// The audit writer's latch while it runs (null otherwise): set when the ring fills up, so a
+    /// storm is copied at once instead of after the writer's naptime.
+    writer: AtomicPtr<pg_sys::Latch>,
     counters: [AtomicU64; COUNTERS],
 }
+
+/// Entries waiting to be copied at which a new denial wakes the writer (a quarter of the ring),
+/// and then every this many entries: measured, a storm of 3,400 critical denials/s on 2 cores
+/// dropped a few entries from the 1,024-entry ring while the writer slept its 200 ms naptime.
+const WAKE_EVERY: u64 = 32;
 
 /// The attached segment in this process; null when pg_tenancy was not preloaded.
 static RING: AtomicPtr<Ring> = AtomicPtr::new(std::ptr::null_mut());
@@ -210,7 +218,24 @@ pub fn push(mut entry: Entry) -> u64 {
         entry.seq = seq;
         target.write(entry);
         pg_sys::LWLockRelease(ring.lock);
+        let waiting = (seq + 1).saturating_sub(ring.copied.load(Ordering::Relaxed));
+        if waiting >= ring.capacity / 4 && seq.is_multiple_of(WAKE_EVERY) {
+            let writer = ring.writer.load(Ordering::Acquire);
+            if !writer.is_null() {
+                // A latch in shared memory (the writer's PGPROC): setting it from any backend is
+                // what latches are for; a stale one only wakes its new owner once.
+                pg_sys::SetLatch(writer);
+            }
+        }
         seq
+    }
+}
+
+/// Registers the calling process's latch as the writer's (`None`: the writer is stopping).
+pub fn register_writer(latch: Option<*mut pg_sys::Latch>) {
+    if let Some(ring) = ring() {
+        ring.writer
+            .store(latch.unwrap_or(std::ptr::null_mut()), Ordering::Release);
     }
 }
 

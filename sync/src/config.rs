@@ -327,16 +327,21 @@ impl AlertConfig {
 }
 
 /// Refuses a URL that is neither `https://` nor plain HTTP to this host (test fixtures); names it
-/// in the error only when `show` (a URL that is a secret is not echoed).
+/// in the error only when `show` (a URL that is a secret is not echoed). The host is read by a URL
+/// parser, so `http://127.0.0.1:@elsewhere/` is not mistaken for loopback.
 fn https_or_loopback(name: &str, url: &str, show: bool) -> Result<(), String> {
-    let loopback = [
-        "http://127.0.0.1:",
-        "http://127.0.0.1/",
-        "http://localhost:",
-        "http://localhost/",
-        "http://[::1]:",
-    ];
-    if url.starts_with("https://") || loopback.iter().any(|p| url.starts_with(p)) {
+    use reqwest::Url;
+    let allowed = Url::parse(url).ok().is_some_and(|u| match u.scheme() {
+        "https" => u.host().is_some(),
+        "http" => match u.host() {
+            Some(url::Host::Domain(d)) => d == "localhost",
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            None => false,
+        },
+        _ => false,
+    });
+    if allowed {
         return Ok(());
     }
     Err(if show {
@@ -394,6 +399,14 @@ mod tests {
                 &[("PG_TENANCY_ALERT_SLACK_URL", "https://hooks.slack.com/services/T/B/X")],
                 Ok(()),
             ),
+            (
+                &[(
+                    "PG_TENANCY_ALERT_SLACK_URL",
+                    "http://127.0.0.1:@hooks.example/services/T/B/s3cr3t",
+                )],
+                Err("must be https://"),
+            ),
+            (&[("PG_TENANCY_ALERT_SLACK_URL", "http://[::1]:8080/x")], Ok(())),
             (
                 &[
                     ("PG_TENANCY_ALERT_PAGERDUTY_ROUTING_KEY", "r"),

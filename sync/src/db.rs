@@ -29,6 +29,15 @@ pub async fn connect(
 ) -> Result<Client, String> {
     let mut config: tokio_postgres::Config = url.expose().parse().map_err(|e| format!("database URL: {e}"))?;
     config.application_name(application);
+    // A dead peer is noticed within about a minute, not TCP's two hours: a half-open connection
+    // would otherwise keep holding the writer's or a sink's advisory lock. (A URL can still set
+    // its own `keepalives_idle`.)
+    if config.get_keepalives_idle() == std::time::Duration::from_secs(2 * 60 * 60) {
+        config.keepalives_idle(std::time::Duration::from_secs(30));
+    }
+    config.keepalives_interval(std::time::Duration::from_secs(10));
+    config.keepalives_retries(3);
+    config.tcp_user_timeout(std::time::Duration::from_secs(60));
     let connector = native_tls::TlsConnector::new().map_err(|e| format!("TLS: {e}"))?;
     let tls = postgres_native_tls::MakeTlsConnector::new(connector);
     let (client, mut connection) = config.connect(tls).await.map_err(|e| format!("database: {e}"))?;

@@ -112,21 +112,29 @@ impl Ctx {
 
 /// `once`: JWKS, reconcile when due, events. Exit status 0 when everything applied.
 pub async fn once(ctx: Ctx) -> i32 {
-    let mut db = match db::connect(&ctx.config.database_url, APPLICATION, None).await {
-        Ok(db) => db,
-        Err(e) => {
-            log::error("cannot connect to the database", &[("problem", e.into())]);
-            return 1;
+    // The two sides run side by side: a WorkOS outage (retried until the give-up deadline) does
+    // not hold alerts back, nor a sink that is down the WorkOS pass.
+    let workos_side = async {
+        let mut db = match db::connect(&ctx.config.database_url, APPLICATION, None).await {
+            Ok(db) => db,
+            Err(e) => {
+                log::error("cannot connect to the database", &[("problem", e.into())]);
+                return false;
+            }
+        };
+        let keys = ctx.jwks_pass(&db).await;
+        let synced = if ctx.config.has_api_key() {
+            ctx.sync_pass(&mut db, false).await
+        } else {
+            log::error("WORKOS_API_KEY is not set: only the JWKS was refreshed", &[]);
+            false
+        };
+        keys && synced
+    };
+    let alert_side = async {
+        if !ctx.config.alerts.any() {
+            return true;
         }
-    };
-    let keys = ctx.jwks_pass(&db).await;
-    let synced = if ctx.config.has_api_key() {
-        ctx.sync_pass(&mut db, false).await
-    } else {
-        log::error("WORKOS_API_KEY is not set: only the JWKS was refreshed", &[]);
-        false
-    };
-    let alerted = if ctx.config.alerts.any() {
         match crate::alerts::Deliverer::new(Arc::new(ctx.config.clone()), ctx.metrics.clone()) {
             Ok(deliverer) => deliverer.once().await,
             Err(problem) => {
@@ -134,10 +142,9 @@ pub async fn once(ctx: Ctx) -> i32 {
                 false
             }
         }
-    } else {
-        true
     };
-    let ok = keys && synced && alerted;
+    let (synced, alerted) = tokio::join!(workos_side, alert_side);
+    let ok = synced && alerted;
     log::info("pass complete", &[("ok", ok.into())]);
     i32::from(!ok)
 }

@@ -19,6 +19,28 @@ fn wait_for(receiver: &Receiver, n: usize, seconds: u64) -> Vec<common::receiver
     })
 }
 
+/// The application names of webhook requests, in order.
+fn apps_of(received: &[common::receiver::Received]) -> Vec<String> {
+    received
+        .iter()
+        .map(|r| r.json()["application_name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Waits until the denial of `application` is in the audit log.
+fn persisted(application: &str) {
+    let mut audit = connect("postgres", "postgres");
+    eventually(&format!("{application} persisted"), 20, || {
+        audit
+            .query_opt(
+                "SELECT 1 FROM tenancy.audit_log WHERE application_name = $1",
+                &[&application],
+            )
+            .unwrap()
+            .map(|_| ())
+    });
+}
+
 /// The HMAC-SHA256 of `message` under `secret`, in hex.
 fn hmac_hex(secret: &str, message: &str) -> String {
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
@@ -52,7 +74,7 @@ fn the_webhook_gets_each_new_denial_signed_in_order_even_while_workos_is_down() 
     let _serial = serial();
     let f = setup();
     deny(&f, "before-the-sink", Denial::Critical, false);
-    std::thread::sleep(Duration::from_millis(600));
+    persisted("before-the-sink");
     let receiver = Receiver::start(false);
     let audit = audit_url();
     let secrets = format!("{WEBHOOK_SECRET},{OLD_WEBHOOK_SECRET}");
@@ -74,14 +96,9 @@ fn the_webhook_gets_each_new_denial_signed_in_order_even_while_workos_is_down() 
     deny(&f, "rolled-back", Denial::Critical, true);
     deny(&f, &format!("leaky-{jwt_like}"), Denial::Critical, false);
     deny(&f, "not-critical", Denial::Malformed, false);
-    let got = wait_for(&receiver, 3, 20);
-    std::thread::sleep(Duration::from_millis(1500));
-    let got_after = receiver.received();
-    assert_eq!(
-        got_after.len(),
-        3,
-        "three critical denials, nothing else: {got_after:?}"
-    );
+    // A sentinel after it: once the sentinel arrived, anything that was to come before it did.
+    deny(&f, "sentinel", Denial::Critical, false);
+    let got = wait_for(&receiver, 4, 20);
     let bodies: Vec<Value> = got.iter().map(|r| r.json()).collect();
     let apps: Vec<&str> = bodies.iter().map(|b| b["application_name"].as_str().unwrap()).collect();
     assert_eq!(
@@ -89,6 +106,7 @@ fn the_webhook_gets_each_new_denial_signed_in_order_even_while_workos_is_down() 
         ["first", "rolled-back"],
         "in order; the history before the sink is not sent"
     );
+    assert_eq!(apps[3], "sentinel", "the non-critical denial was not sent: {apps:?}");
     assert!(
         apps[2].starts_with("leaky-[redacted]"),
         "the extension masked the application name: {}",
@@ -101,7 +119,7 @@ fn the_webhook_gets_each_new_denial_signed_in_order_even_while_workos_is_down() 
             "and with the previous one, for rotation"
         );
         assert!(!signed_with(received, "whsec_wrong"));
-        assert_eq!(received.headers["idempotency-key"], body["id"].as_str().unwrap());
+        assert_eq!(received.headers["idempotency-key"], body["id"].to_string());
         assert_eq!(received.headers["content-type"], "application/json");
         assert_eq!(body["reason"], "bad_signature");
         assert_eq!(body["severity"], "critical");
@@ -224,8 +242,6 @@ fn slack_and_pagerduty_get_their_documented_shapes_with_bursts_folded() {
         text.contains(&format!("as role {APP_ROLE} in database {DATABASE}")),
         "{text}"
     );
-    std::thread::sleep(Duration::from_millis(1500));
-    assert_eq!(pagerduty.received().len(), 2, "nothing else alerted");
     let log = stop(running);
     assert!(!log.contains(ROUTING_KEY) && !log.contains(&slack.url), "{log}");
 }
@@ -240,6 +256,13 @@ fn a_receiver_down_then_back_a_429_and_a_400_lose_nothing_else() {
         .unwrap()
         .port();
     let url = format!("http://127.0.0.1:{port}/alerts");
+    // Slack stays down throughout: its URL (which carries Slack's secret) must not reach the log.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let slack = format!("http://127.0.0.1:{closed}/services/T0/B0/slacksecret0123");
     let audit = audit_url();
     let running = start(
         &f,
@@ -247,6 +270,7 @@ fn a_receiver_down_then_back_a_429_and_a_400_lose_nothing_else() {
             &[
                 ("PG_TENANCY_ALERT_WEBHOOK_URL", &url),
                 ("PG_TENANCY_ALERT_WEBHOOK_SECRET", WEBHOOK_SECRET),
+                ("PG_TENANCY_ALERT_SLACK_URL", &slack),
             ],
             &audit,
         ),
@@ -278,9 +302,11 @@ fn a_receiver_down_then_back_a_429_and_a_400_lose_nothing_else() {
         "Retry-After honoured"
     );
     assert_eq!(got[0].headers["idempotency-key"], got[1].headers["idempotency-key"]);
-    std::thread::sleep(Duration::from_millis(1500));
-    assert_eq!(receiver.received().len(), 5, "the rejected one is not retried");
+    deny(&f, "e", Denial::Critical, false);
+    let got = wait_for(&receiver, 6, 20);
+    assert_eq!(apps_of(&got)[5..], ["e"], "the rejected one is not retried");
     let log = stop(running);
+    assert!(!log.contains("slacksecret"), "{log}");
     assert!(log.contains("an alert sink failed; retrying"), "{log}");
     assert!(
         log.contains("an alert sink rejected a request; skipped") && log.contains("\"status\":400"),
@@ -312,15 +338,11 @@ fn killed_mid_delivery_and_restarted_repeats_only_under_the_same_key() {
     drop(first); // SIGKILL while "two" is in flight
     let second = start(&f, &env);
     let got = wait_for(&receiver, 4, 20);
-    std::thread::sleep(Duration::from_millis(1500));
-    let got_all = receiver.received();
-    let apps: Vec<String> = got_all
-        .iter()
-        .map(|r| r.json()["application_name"].as_str().unwrap().to_string())
-        .collect();
+    deny(&f, "four", Denial::Critical, false);
+    let got_all = wait_for(&receiver, 5, 20);
     assert_eq!(
-        apps,
-        ["one", "two", "two", "three"],
+        apps_of(&got_all),
+        ["one", "two", "two", "three", "four"],
         "only the request in flight is repeated"
     );
     assert_eq!(

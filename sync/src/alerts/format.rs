@@ -8,8 +8,9 @@ use serde_json::{json, Value};
 /// An audit row as alerts see it.
 #[derive(Debug, Clone)]
 pub struct Alert {
-    pub ring_started_at: DateTime<Utc>,
-    pub seq: i64,
+    /// The row's `id`: the order of the log, and the idempotency key a receiver deduplicates
+    /// repeats by.
+    pub id: i64,
     pub at: DateTime<Utc>,
     pub reason: String,
     pub critical: bool,
@@ -40,11 +41,6 @@ fn time(t: &DateTime<Utc>) -> String {
 }
 
 impl Alert {
-    /// The row's identity: the idempotency key a receiver deduplicates repeats by.
-    pub fn id(&self) -> String {
-        format!("{}-{}", self.ring_started_at.timestamp_micros(), self.seq)
-    }
-
     /// The severity sinks show: a critical reason or a burst is critical, any other denial a
     /// warning (delivered only at `PG_TENANCY_ALERT_MIN_SEVERITY=warning`).
     pub fn severity(&self) -> &'static str {
@@ -83,7 +79,7 @@ impl Alert {
     /// The generic webhook's body: the audit row without statement text or detail.
     pub fn webhook_body(&self) -> Value {
         json!({
-            "id": self.id(),
+            "id": self.id,
             "at": time(&self.at),
             "reason": self.reason,
             "severity": self.severity(),
@@ -141,7 +137,7 @@ pub fn pagerduty_events(batch: &[Alert], routing_key: &str) -> Vec<Value> {
             );
             let mut details = last.webhook_body();
             details["count"] = json!(rows.len());
-            details["first_id"] = json!(first.id());
+            details["first_id"] = json!(first.id);
             details["first_at"] = json!(time(&first.at));
             json!({
                 "routing_key": routing_key,
@@ -207,7 +203,7 @@ pub fn slack_message(batch: &[Alert]) -> Value {
         lines.push(format!("… and {} more sources", groups.len() - SLACK_LINES));
     }
     if let (Some(first), Some(last)) = (batch.first(), batch.last()) {
-        lines.push(format!("_audit rows {} to {}_", first.id(), last.id()));
+        lines.push(format!("_audit rows {} to {}_", first.id, last.id));
     }
     json!({ "text": lines.join("\n") })
 }
@@ -256,12 +252,11 @@ mod tests {
     use super::*;
 
     /// A critical denial of `role` from `client`, row `seq`.
-    fn row(seq: i64, reason: &str, client: Option<&str>, alert: Option<&str>) -> Alert {
-        let ring = DateTime::from_timestamp(1_764_000_000, 123_456_000).unwrap();
+    fn row(id: i64, reason: &str, client: Option<&str>, alert: Option<&str>) -> Alert {
+        let start = DateTime::from_timestamp(1_764_000_000, 123_456_000).unwrap();
         Alert {
-            ring_started_at: ring,
-            seq,
-            at: ring + chrono::Duration::seconds(seq),
+            id,
+            at: start + chrono::Duration::seconds(id),
             reason: reason.into(),
             critical: alert == Some("denial"),
             alert: alert.map(str::to_string),
@@ -297,7 +292,7 @@ mod tests {
     #[test]
     fn the_webhook_body_is_the_row_without_statement_or_detail() {
         let body = row(7, "spoof_attempt", Some("10.0.0.9"), Some("denial")).webhook_body();
-        assert_eq!(body["id"], "1764000000123456-7");
+        assert_eq!(body["id"], 7);
         assert_eq!(body["severity"], "critical");
         assert_eq!(body["token"]["kid"], "k9");
         assert_eq!(body["at"], "2025-11-24T16:00:07.123Z");
@@ -312,7 +307,7 @@ mod tests {
                 "pg_tenancy/app/spoof_attempt/10.0.0.1/web",
             ),
             (
-                row(2, "malformed_token", Some("10.0.0.1"), Some("burst")),
+                row(2, "malformed", Some("10.0.0.1"), Some("burst")),
                 "pg_tenancy/app/burst/10.0.0.1/web",
             ),
             (
@@ -352,15 +347,13 @@ mod tests {
 
     #[test]
     fn slack_aggregates_a_burst_into_one_line_and_escapes() {
-        let mut batch: Vec<Alert> = (1..=30)
-            .map(|i| row(i, "malformed_token", Some("10.0.0.1"), None))
-            .collect();
+        let mut batch: Vec<Alert> = (1..=30).map(|i| row(i, "malformed", Some("10.0.0.1"), None)).collect();
         batch[20].alert = Some("burst".into());
         batch.push(row(31, "spoof_attempt", Some("10.0.0.2"), Some("denial")));
         let text = slack_message(&batch)["text"].as_str().unwrap().to_string();
         assert_eq!(text.lines().count(), 4, "{text}");
         assert!(text.contains("31 denials (2 critical)"), "{text}");
-        assert!(text.contains("30× malformed_token"), "{text}");
+        assert!(text.contains("30× malformed"), "{text}");
         assert!(
             text.contains("api &lt;v2&gt; &amp; co") && !text.contains("<v2>"),
             "{text}"

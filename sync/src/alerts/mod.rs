@@ -87,13 +87,20 @@ impl Deliverer {
         Ok(row.get::<_, bool>(0).then_some(db))
     }
 
-    /// Delivers every pending row to `sink`; returns how many rows it delivered.
-    pub async fn drain(&self, sink: &Sink, db: &Client, deadline: Option<Instant>) -> Result<u64, DrainError> {
+    /// Delivers every pending row to `sink`; returns how many rows it delivered. `last_request`
+    /// is when the sink was last sent anything, kept by the caller across drains, so the sink's
+    /// spacing holds however often drains are woken.
+    pub async fn drain(
+        &self,
+        sink: &Sink,
+        db: &Client,
+        deadline: Option<Instant>,
+        last_request: &mut Option<Instant>,
+    ) -> Result<u64, DrainError> {
         let mut position = source::cursor(db, sink.name()).await?;
         let mut delivered = 0;
-        let mut last_request: Option<Instant> = None;
         loop {
-            let batch = source::after(db, &position, self.config.alerts.min_severity, sink.batch_rows()).await?;
+            let batch = source::after(db, position, self.config.alerts.min_severity, sink.batch_rows()).await?;
             if batch.is_empty() {
                 self.metrics.alert_pending(sink.name(), None);
                 return Ok(delivered);
@@ -103,17 +110,20 @@ impl Deliverer {
             if requests.is_empty() {
                 // Every row folded into incidents triggered lately.
                 self.metrics.alerts(sink.name(), "folded", batch.len() as u64);
-                position = source::Position::of(&batch[batch.len() - 1]);
-                source::write(db, sink.name(), &position).await?;
+                position = batch[batch.len() - 1].id;
+                source::write(db, sink.name(), position).await?;
                 continue;
             }
             for request in requests {
-                if let Some(at) = last_request {
+                if let Some(at) = *last_request {
                     tokio::time::sleep_until((at + sink.spacing()).into()).await;
                 }
                 self.metrics.alert_pending(sink.name(), Some(batch[done].at));
                 let outcome = self.send(sink, &request, deadline).await?;
-                last_request = Some(Instant::now());
+                *last_request = Some(Instant::now());
+                if outcome == Outcome::Acknowledged {
+                    sink.acknowledged(&request);
+                }
                 if let Outcome::Rejected { status, body } = &outcome {
                     rejected = true;
                     log::error(
@@ -130,8 +140,8 @@ impl Deliverer {
                     let kind = if rejected { "rejected" } else { "delivered" };
                     self.metrics.alerts(sink.name(), kind, rows);
                     delivered += rows;
-                    position = source::Position::of(&batch[last]);
-                    source::write(db, sink.name(), &position).await?;
+                    position = batch[last].id;
+                    source::write(db, sink.name(), position).await?;
                     (done, rejected) = (last + 1, false);
                 }
             }
@@ -167,11 +177,13 @@ impl Deliverer {
             let Outcome::Retry { wait, problem } = outcome else {
                 return Ok(outcome);
             };
-            let wait = wait.map_or_else(|| crate::workos::backoff(attempt), |w| w.min(MAX_RETRY_AFTER));
-            self.metrics.alerts(sink.name(), "retried", 1);
-            if deadline.is_some_and(|d| Instant::now() + wait > d) {
+            // A `Retry-After` of 0 (or a tiny one) must not become a hot loop.
+            let backoff = crate::workos::backoff(attempt);
+            let wait = wait.map_or(backoff, |w| w.max(backoff).min(MAX_RETRY_AFTER));
+            if deadline.is_some_and(|d| Instant::now() + wait >= d) {
                 return Err(DrainError::GaveUp(problem));
             }
+            self.metrics.alerts(sink.name(), "retried", 1);
             if attempt == 0 || attempt % 10 == 0 {
                 log::warn(
                     "an alert sink failed; retrying",
@@ -193,7 +205,7 @@ impl Deliverer {
     /// the sink.
     pub async fn follow(self: Arc<Self>, sink: Sink, mut wake: watch::Receiver<u64>) {
         let interval = self.config.alerts.interval;
-        let mut standing_by = false;
+        let (mut standing_by, mut last_request) = (false, None);
         loop {
             let db = match self.claim(&sink).await {
                 Ok(Some(db)) => db,
@@ -220,7 +232,7 @@ impl Deliverer {
             };
             standing_by = false;
             while !db.is_closed() {
-                if let Err(e) = self.drain(&sink, &db, None).await {
+                if let Err(e) = self.drain(&sink, &db, None, &mut last_request).await {
                     self.metrics.error("alert_database");
                     log::warn(
                         "alert delivery interrupted; resuming",
@@ -229,10 +241,17 @@ impl Deliverer {
                     break;
                 }
                 tokio::select! {
-                    _ = wake.changed() => {}
+                    changed = wake.changed() => {
+                        if changed.is_err() {
+                            // No listener any more: the timer alone wakes the sink.
+                            tokio::time::sleep(interval).await;
+                        }
+                    }
                     _ = tokio::time::sleep(interval) => {}
                 }
             }
+            // Closing the session releases its lock before this companion claims the sink again.
+            drop(db);
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
@@ -244,7 +263,10 @@ impl Deliverer {
         for sink in configured(&self.config.alerts) {
             let deadline = Instant::now() + self.config.give_up;
             let result = match self.claim(&sink).await {
-                Ok(Some(db)) => self.drain(&sink, &db, Some(deadline)).await.map_err(|e| e.to_string()),
+                Ok(Some(db)) => self
+                    .drain(&sink, &db, Some(deadline), &mut None)
+                    .await
+                    .map_err(|e| e.to_string()),
                 Ok(None) => Err("another companion delivers to this sink".into()),
                 Err(problem) => Err(problem),
             };

@@ -25,16 +25,19 @@ pub enum Sink {
     },
 }
 
-/// How long a PagerDuty dedup key, once triggered, folds further rows of its kind into the open
-/// incident without another event. PagerDuty takes about 120 events a minute per routing key;
-/// a storm from 100 sources is 100 events, not one per batch per source.
-pub const PAGERDUTY_REPEAT: Duration = Duration::from_secs(300);
+/// How long a PagerDuty dedup key, once acknowledged, folds further rows of its kind into the
+/// open incident without another event. PagerDuty takes about 120 events a minute per routing
+/// key: a storm from 100 sources is 100 events, not one per batch per source. Short, because an
+/// incident resolved meanwhile is only triggered again by the next event.
+pub const PAGERDUTY_REPEAT: Duration = Duration::from_secs(60);
 
 /// One request and how far it carries the sink's cursor once acknowledged.
 pub struct Request {
     pub body: Vec<u8>,
     /// The idempotency key (the webhook's audit row id).
     pub key: Option<String>,
+    /// The PagerDuty dedup key, remembered once acknowledged.
+    pub dedup_key: Option<String>,
     /// The index in the batch of the last row this request completes: the cursor may move
     /// there after an acknowledgement (None: a later request of the batch completes it).
     pub completes: Option<usize>,
@@ -131,13 +134,15 @@ impl Sink {
                 .enumerate()
                 .map(|(i, alert)| Request {
                     body: alert.webhook_body().to_string().into_bytes(),
-                    key: Some(alert.id()),
+                    key: Some(alert.id.to_string()),
+                    dedup_key: None,
                     completes: Some(i),
                 })
                 .collect(),
             Sink::Slack { .. } => vec![Request {
                 body: format::slack_message(batch).to_string().into_bytes(),
                 key: None,
+                dedup_key: None,
                 completes: Some(batch.len() - 1),
             }],
             Sink::PagerDuty {
@@ -148,10 +153,7 @@ impl Sink {
                 triggered.retain(|_, at| now.duration_since(*at) < PAGERDUTY_REPEAT);
                 let events: Vec<_> = format::pagerduty_events(batch, routing_key.expose())
                     .into_iter()
-                    .filter(|event| {
-                        let key = event["dedup_key"].as_str().unwrap_or_default().to_string();
-                        triggered.insert(key, now).is_none()
-                    })
+                    .filter(|event| !triggered.contains_key(event["dedup_key"].as_str().unwrap_or_default()))
                     .collect();
                 let Some(last) = events.len().checked_sub(1) else {
                     return Vec::new();
@@ -160,12 +162,23 @@ impl Sink {
                     .into_iter()
                     .enumerate()
                     .map(|(i, event)| Request {
+                        dedup_key: event["dedup_key"].as_str().map(str::to_string),
                         body: event.to_string().into_bytes(),
                         key: None,
                         completes: (i == last).then_some(batch.len() - 1),
                     })
                     .collect()
             }
+        }
+    }
+
+    /// Notes that the sink acknowledged `request` (PagerDuty: its incident is open now).
+    pub fn acknowledged(&self, request: &Request) {
+        if let (Sink::PagerDuty { triggered, .. }, Some(key)) = (self, &request.dedup_key) {
+            triggered
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(key.clone(), Instant::now());
         }
     }
 
