@@ -32,12 +32,13 @@ fn persisted(application: &str) {
     let mut audit = connect("postgres", "postgres");
     eventually(&format!("{application} persisted"), 20, || {
         audit
-            .query_opt(
-                "SELECT 1 FROM tenancy.audit_log WHERE application_name = $1",
+            .query_one(
+                "SELECT EXISTS (SELECT FROM tenancy.audit_log WHERE application_name = $1)",
                 &[&application],
             )
             .unwrap()
-            .map(|_| ())
+            .get::<_, bool>(0)
+            .then_some(())
     });
 }
 
@@ -73,8 +74,10 @@ fn signed_with(received: &common::receiver::Received, secret: &str) -> bool {
 fn the_webhook_gets_each_new_denial_signed_in_order_even_while_workos_is_down() {
     let _serial = serial();
     let f = setup();
-    deny(&f, "before-the-sink", Denial::Critical, false);
-    persisted("before-the-sink");
+    // Unique per run: the audit database keeps earlier runs' rows.
+    let before = format!("before-the-sink-{}", chrono::Utc::now().timestamp_micros());
+    deny(&f, &before, Denial::Critical, false);
+    persisted(&before);
     let receiver = Receiver::start(false);
     let audit = audit_url();
     let secrets = format!("{WEBHOOK_SECRET},{OLD_WEBHOOK_SECRET}");
