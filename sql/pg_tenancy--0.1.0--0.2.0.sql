@@ -530,3 +530,15 @@ SELECT pg_catalog.pg_extension_config_dump('tenancy.audit_log_id_seq', '');
 GRANT SELECT (id, ring_started_at, seq, at, reason, critical, pid, database, role, client_addr,
               application_name, iss, sub, org_id, sid, kid, exp, alert)
    ON tenancy.audit_log TO tenancy_sync;
+
+-- Vector search at native speed: tenancy.nearest is a C function (src/surface/nearest.rs) that
+-- keeps its checks, strategy and plans per backend between calls.
+CREATE OR REPLACE FUNCTION tenancy.nearest(tbl anyelement, "column" name, query anycompatible,
+                                k integer DEFAULT 10, metric text DEFAULT 'cosine')
+RETURNS TABLE (item anyelement, distance double precision)
+LANGUAGE c VOLATILE ROWS 10 AS 'MODULE_PATHNAME', 'tenancy_nearest';
+CREATE OR REPLACE FUNCTION tenancy.nearest_strategy(tbl anyelement, "column" name, metric text DEFAULT 'cosine')
+RETURNS text LANGUAGE c STABLE AS 'MODULE_PATHNAME', 'tenancy_nearest_strategy';
+-- What the PL/pgSQL versions chose the strategy with.
+DROP FUNCTION tenancy._strategy(oid, text, text, text, text);
+DROP FUNCTION tenancy._scope(text, text, text, text);

@@ -123,67 +123,19 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
      LIMIT 1
 $$;
 
--- The filter on the caller's identity, as SQL over alias t: the workspace column equals
--- tenancy.workspace_id() (and the user column tenancy.user_id()), each a literal of the
--- column's type, so the planner sees a constant (it can match a per-workspace partial index).
--- Raises 28000 without a verified identity.
-CREATE FUNCTION tenancy._scope(workspace_column text, workspace_type text, user_column text, user_type text)
-RETURNS text LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    scope text := format('t.%I OPERATOR(pg_catalog.=) %L::%s', workspace_column, tenancy.workspace_id(), workspace_type);
-BEGIN
-    IF user_column IS NOT NULL THEN
-        scope := scope OPERATOR(pg_catalog.||)
-                 format(' AND t.%I OPERATOR(pg_catalog.=) %L::%s', user_column, tenancy.user_id(), user_type);
-    END IF;
-    RETURN scope;
-END
-$$;
-
--- The strategy for the caller's workspace: 'hnsw_workspace' when the workspace has its own HNSW
--- index for this column and metric (made because it was large; should it have shrunk, the HNSW
--- scan comes back short and nearest's exact branch answers); else 'exact' when the scope has at
--- most tenancy._exact_max_rows() rows, counted through the workspace B-tree and stopping one
--- row past the threshold (so the count costs at most that many index entries however large the
--- workspace, and is never stale); else 'hnsw' (the shared index, iterative scan).
--- Measured (docs/search.md): the capped count reads 10,001 entries index-only in 1.6-3 ms on a
--- loaded 2-core machine, 0.1 ms for a 75-row workspace. pg_stats' most-common-value frequencies
--- would be cheaper, but they are as old as the last ANALYZE and hidden from a caller under
--- row-level security (reading them needs SECURITY DEFINER); whales skip the count anyway once
--- tenancy.create_vector_indexes gave them an index.
-CREATE FUNCTION tenancy._strategy(rel oid, rel_name text, scope text, col text, metric text)
-RETURNS text LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    n bigint;
-BEGIN
-    IF tenancy._vector_index_of(rel, col, metric, tenancy.workspace_id()) IS NOT NULL THEN
-        RETURN 'hnsw_workspace';
-    END IF;
-    EXECUTE format('SELECT count(*) FROM (SELECT FROM %s t WHERE %s LIMIT %s) s',
-                   rel_name, scope, tenancy._exact_max_rows() OPERATOR(pg_catalog.+) 1) INTO n;
-    RETURN CASE WHEN n OPERATOR(pg_catalog.<=) tenancy._exact_max_rows() THEN 'exact' ELSE 'hnsw' END;
-END
-$$;
-
--- Workspaces with at most this many rows are searched exactly. Measured (docs/search.md,
--- 64-dim vectors, 2 shared cores): an exact top-10 costs about 0.4 µs per row of the workspace
--- (4 ms at 10,000 rows), which is what an HNSW scan with ef_search 200 plus re-ranking costs;
--- the bounded count that decides reads at most 10,001 index entries (index-only, about 0.6 ms).
+-- Workspaces with at most this many rows are searched exactly (src/surface/nearest.rs keeps the
+-- same number). Measured (docs/search.md, 64-dim vectors, 2 shared cores): an exact top-10 costs
+-- about 0.4 µs per row of the workspace (4 ms at 10,000 rows), which is what an HNSW scan with
+-- ef_search 200 plus re-ranking costs; the bounded count that decides reads at most 10,001 index
+-- entries (index-only, about 0.6 ms), once a minute per backend and workspace.
 CREATE FUNCTION tenancy._exact_max_rows() RETURNS integer
 LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$ SELECT 10000 $$;
 
 -- The strategy tenancy.nearest would use now for the caller on this table and column:
--- 'exact', 'hnsw' or 'hnsw_workspace' (see tenancy.nearest). For tests and EXPLAIN-style checks.
+-- 'exact', 'hnsw' or 'hnsw_workspace' (see tenancy.nearest), from the same per-backend caches.
+-- For tests and EXPLAIN-style checks.
 CREATE FUNCTION tenancy.nearest_strategy(tbl anyelement, "column" name, metric text DEFAULT 'cosine')
-RETURNS text LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    tgt record := tenancy._vector_target(pg_typeof(tbl)::regtype, "column", metric);
-BEGIN
-    RETURN tenancy._strategy(tgt.rel, tgt.rel_name,
-                             tenancy._scope(tgt.workspace_column, tgt.workspace_type, tgt.user_column, tgt.user_type),
-                             "column", metric);
-END
-$$;
+RETURNS text LANGUAGE c STABLE AS 'MODULE_PATHNAME', 'tenancy_nearest_strategy';
 
 -- The caller's k nearest rows of a protected table: whole rows (item, of the table's row type)
 -- and their distance (cosine distance, L2 distance, or the negative inner product, as pgvector's
@@ -191,95 +143,19 @@ $$;
 -- user, for a user-scoped table) from the verified token, so it stays scoped for a role that
 -- bypasses row-level security; runs as the caller, so the table's policies apply too.
 --   SELECT (n.item).*, n.distance FROM tenancy.nearest(NULL::documents, 'embedding', $1::vector, 10) n;
--- Strategy per call (tenancy._strategy, docs/search.md): the workspace's own HNSW index (from
+-- Strategy per call (src/surface/nearest.rs, docs/search.md): the workspace's own HNSW index (from
 -- tenancy.create_vector_index) when it has one; else an exact scan of the workspace's rows when a
--- count through its B-tree, capped at 10,001, finds at most 10,000; else the shared HNSW index
--- with iterative scan. HNSW scans run with ef_search raised and their candidates re-ranked
--- exactly; one that comes back with fewer than k rows falls back to the exact scan in the same
--- statement, so a workspace with n rows always yields min(k, n) rows.
+-- count through its B-tree, capped at 10,001 and remembered for a minute, finds at most 10,000;
+-- else the shared HNSW index with iterative scan. HNSW scans run with ef_search raised and their
+-- candidates re-ranked exactly; one that comes back with fewer than k rows falls back to the
+-- exact scan in the same statement, so a workspace with n rows always yields min(k, n) rows.
 CREATE FUNCTION tenancy.nearest(tbl anyelement, "column" name, query anycompatible,
                                 k integer DEFAULT 10, metric text DEFAULT 'cosine')
 RETURNS TABLE (item anyelement, distance double precision)
-LANGUAGE plpgsql VOLATILE ROWS 10 SET search_path = pg_catalog, pg_temp AS $$
-#variable_conflict use_variable
-DECLARE
-    max_k constant integer := 1000;          -- hnsw.ef_search cannot exceed 1000
-    ef_floor constant integer := 200;        -- ef_search of the HNSW strategies (at least)
-    candidates constant integer := 100;      -- HNSW candidates re-ranked exactly (at least k)
-    tgt record;
-    qdims integer;
-    scope text;
-    saved_ef text;
-    saved_iter text;
-BEGIN
-    IF query IS NULL THEN
-        RAISE EXCEPTION 'query vector must not be null' USING ERRCODE = '22004';
-    END IF;
-    IF k IS NULL THEN
-        RAISE EXCEPTION 'k must not be null' USING ERRCODE = '22004';
-    END IF;
-    IF k OPERATOR(pg_catalog.<) 1 OR k OPERATOR(pg_catalog.>) max_k THEN
-        RAISE EXCEPTION 'k must be between 1 and %, not %', max_k, k USING ERRCODE = '22023',
-            HINT = 'Page through more results with a larger k up to the limit, or use plain SQL with LIMIT.';
-    END IF;
-    tgt := tenancy._vector_target(pg_typeof(tbl)::regtype, "column", metric);
-
-    -- The query: cast to the column's base type (this also loads pgvector and its settings),
-    -- then compared in dimension with the column.
-    BEGIN
-        IF tgt.vector_base LIKE '%.sparsevec' THEN
-            EXECUTE format('SELECT NULL::int FROM (SELECT $1::%s) q', tgt.vector_base) INTO qdims USING query;
-        ELSE
-            EXECUTE format('SELECT %I.vector_dims($1::%s)', tgt.vector_schema, tgt.vector_base) INTO qdims USING query;
-        END IF;
-    EXCEPTION WHEN cannot_coerce OR undefined_function OR datatype_mismatch THEN
-        RAISE EXCEPTION 'query has type %, which cannot be cast to %', pg_typeof(query), tgt.vector_type
-            USING ERRCODE = '42804', HINT = format('Pass a %s, e.g. $1::%s.', tgt.vector_type, tgt.vector_base);
-    END;
-    IF tgt.dims IS NOT NULL AND qdims IS NOT NULL AND qdims OPERATOR(pg_catalog.<>) tgt.dims THEN
-        RAISE EXCEPTION 'query vector has % dimensions, column "%" has %', qdims, "column", tgt.dims
-            USING ERRCODE = '22023', HINT = 'Embed the query with the same model as the column.';
-    END IF;
-
-    scope := tenancy._scope(tgt.workspace_column, tgt.workspace_type, tgt.user_column, tgt.user_type);
-    IF tenancy._strategy(tgt.rel, tgt.rel_name, scope, "column", metric) OPERATOR(pg_catalog.<>) 'exact' THEN
-        saved_ef := current_setting('hnsw.ef_search', true);
-        saved_iter := current_setting('hnsw.iterative_scan', true);
-        PERFORM set_config('hnsw.ef_search',
-                           greatest(ef_floor, k, coalesce(saved_ef, '40')::int)::text, true);
-        PERFORM set_config('hnsw.iterative_scan', 'relaxed_order', true);
-        -- One statement, one snapshot: h is the HNSW scan (the workspace's own index when there
-        -- is one, which the literal scope lets the planner match, else the shared index),
-        -- ordered by the index, filtered on the scope and cut at the candidate count; the outer
-        -- ORDER BY re-ranks the candidates exactly (relaxed order). The exact branch runs only
-        -- when h came back with fewer than k rows (a one-time filter on h's count): the scan hit
-        -- hnsw.max_scan_tuples, or the workspace shrank since it was counted.
-        RETURN QUERY EXECUTE format(
-            'WITH h AS MATERIALIZED (SELECT t AS item, t.%1$I %2$s $1::%3$s AS distance FROM %4$s t '
-            '                         WHERE %5$s ORDER BY t.%1$I %2$s $1::%3$s LIMIT %6$s) '
-            'SELECT u.item, u.distance FROM ('
-            '    SELECT h.item, h.distance FROM h WHERE (SELECT count(*) FROM h) OPERATOR(pg_catalog.>=) %7$s '
-            '    UNION ALL '
-            '    SELECT e.item, e.distance FROM (SELECT t AS item, t.%1$I %2$s $1::%3$s AS distance FROM %4$s t '
-            '                                     WHERE %5$s AND t.%1$I IS NOT NULL OFFSET 0) e '
-            '     WHERE (SELECT count(*) FROM h) OPERATOR(pg_catalog.<) %7$s) u '
-            'ORDER BY u.distance LIMIT %7$s',
-            "column", tgt.op, tgt.vector_type, tgt.rel_name, scope, greatest(candidates, k), k)
-            USING query;
-        PERFORM set_config('hnsw.ef_search', coalesce(saved_ef, '40'), true);
-        PERFORM set_config('hnsw.iterative_scan', coalesce(saved_iter, 'off'), true);
-        RETURN;
-    END IF;
-
-    -- Exact: every row of the workspace, through its B-tree; OFFSET 0 keeps the planner from
-    -- answering the ORDER BY … LIMIT with the HNSW index (whose filtered scan can come back short).
-    RETURN QUERY EXECUTE format('SELECT s.item, s.distance FROM (SELECT t AS item, t.%1$I %2$s $1::%3$s AS distance '
-                                'FROM %4$s t WHERE %5$s AND t.%1$I IS NOT NULL OFFSET 0) s '
-                                'ORDER BY s.distance LIMIT %6$s',
-                                "column", tgt.op, tgt.vector_type, tgt.rel_name, scope, k)
-                 USING query;
-END
-$$;
+LANGUAGE c VOLATILE ROWS 10 AS 'MODULE_PATHNAME', 'tenancy_nearest';
+-- In Rust (src/surface/nearest.rs): the checks, the strategy and the plans are kept per backend
+-- between calls (a relcache invalidation of the table drops them), and its SQL runs under
+-- search_path = pg_catalog, pg_temp with every name qualified.
 
 -- Builds an HNSW index over the rows of one workspace (a partial index, WHERE workspace column =
 -- workspace_id) for tenancy.nearest to use when that workspace searches, and returns it. For

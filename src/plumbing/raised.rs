@@ -55,6 +55,20 @@ pub fn as_lookup_role<R>(f: impl FnOnce() -> R) -> R {
     result
 }
 
+/// Runs `f` as the caller under a pinned `search_path` (what a function's `SET search_path`
+/// clause does, without the function call): for SQL built and run by Rust on the caller's
+/// behalf. An error inside restores the setting through the (sub)transaction's abort.
+pub fn with_pinned_search_path<R>(f: impl FnOnce() -> R) -> R {
+    let nest_level = unsafe {
+        let level = pg_sys::NewGUCNestLevel();
+        pin_search_path();
+        level
+    };
+    let result = f();
+    unsafe { pg_sys::AtEOXact_GUC(true, nest_level) };
+    result
+}
+
 /// Sets `search_path = pg_catalog, pg_temp` at the current GUC nest level (restored when the
 /// level ends).
 ///

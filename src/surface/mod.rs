@@ -1,6 +1,6 @@
 //! What users and PostgreSQL see of pg_tenancy: the SQL functions, the planner folding of the
-//! identity, the derived settings, held-cursor refusal, key vetting, and the one module that
-//! installs every hook (`hooks.rs`).
+//! identity, the derived settings, held-cursor refusal, key vetting, scoped vector search
+//! (`nearest.rs`), and the one module that installs every hook (`hooks.rs`).
 
 pub mod admin;
 pub mod api_key_functions;
@@ -9,11 +9,14 @@ pub mod derived_settings;
 pub mod folding;
 pub mod functions;
 pub mod hooks;
+pub mod nearest;
+pub mod nearest_cache;
 
 /// Defines the derived settings, installs the hooks, and lets folded plans hear of identity
 /// changes.
 pub fn init() {
     derived_settings::init();
     hooks::init();
+    nearest_cache::init();
     crate::state::counters::on_identity_change(folding::identity_changed);
 }

@@ -401,6 +401,8 @@ fn main() {
             }
             tx.commit().unwrap();
         }
+        // (bucket, method) → (p50 ms, recall mean, rows = min(k, n) %), for the ratio table.
+        let mut summary: BTreeMap<(&str, String), (f64, f64, f64)> = BTreeMap::new();
         println!("| bucket | method | queries | recall@10 mean | recall@10 p5 | rows = min(k, n) | foreign rows | p50 ms | p95 ms |");
         println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
         for (name, setting, sql) in &methods {
@@ -468,7 +470,36 @@ fn main() {
                     percentile(&mut lat, 0.5),
                     percentile(&mut lat, 0.95)
                 );
+                summary.insert(
+                    (b, name.to_string()),
+                    (percentile(&mut lat, 0.5), mean, 100.0 * ok as f64 / n as f64),
+                );
             }
+        }
+        // The targets as ratios measured in this run: pg_tenancy against the hand-written exact
+        // scan and against the shared HNSW index (relaxed iterative scan), per bucket.
+        println!("\n| bucket | pg_tenancy p50 ms | exact p50 ms | pg_tenancy / exact | HNSW relaxed p50 ms | pg_tenancy / HNSW | recall pg_tenancy | recall HNSW | rows pg_tenancy |");
+        println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+        let buckets: std::collections::BTreeSet<&str> = summary.keys().map(|(b, _)| *b).collect();
+        for b in buckets {
+            let get = |m: &str| summary.get(&(b, m.to_string())).copied();
+            let (Some(ours), Some(exact)) = (get("pg_tenancy"), get("exact scan")) else {
+                continue;
+            };
+            let hnsw = get("hnsw, relaxed_order");
+            let fmt = |v: f64| if v.is_nan() { "–".to_string() } else { format!("{v:.3}") };
+            println!(
+                "| {} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} | {:.1}% |",
+                &b[2..],
+                ours.0,
+                exact.0,
+                ours.0 / exact.0,
+                hnsw.map_or("–".into(), |h| format!("{:.2}", h.0)),
+                hnsw.map_or("–".into(), |h| format!("{:.2}", ours.0 / h.0)),
+                fmt(ours.1),
+                hnsw.map_or("–".into(), |h| fmt(h.1)),
+                ours.2
+            );
         }
         let mut s: Vec<_> = strategies.into_iter().collect();
         s.sort();

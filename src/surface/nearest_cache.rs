@@ -1,0 +1,213 @@
+//! What `tenancy.nearest` keeps between calls, per backend: each searchable column's target
+//! (checked once by `tenancy._vector_target`), the workspaces that have their own HNSW index,
+//! the capped row count that picks the exact scan or the shared index, and the prepared plans.
+//!
+//! A relcache invalidation of the table (DDL, a new or dropped index, a policy change) drops its
+//! entries at the next call; the index list and the counts also expire after `FRESH_FOR`, since
+//! a comment added to an index or rows added to a workspace send none. Plans are SPI plans kept
+//! in the plan cache, which replans them itself when what they read changes. Invalidations are
+//! only queued by the callback (it may run in the middle of a call) and applied when a call
+//! starts, so no entry is freed while it is in use.
+
+use pgrx::pg_sys;
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, HashSet};
+use std::ffi::CString;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// How long the index list and a workspace's count are trusted without an invalidation.
+const FRESH_FOR: Duration = Duration::from_secs(60);
+
+/// A searchable column, as `tenancy._vector_target` checked it.
+pub struct Target {
+    pub rel: pg_sys::Oid,
+    /// `schema.table`, quoted.
+    pub rel_name: String,
+    pub workspace_column: String,
+    pub workspace_type: String,
+    pub user_column: Option<String>,
+    pub user_type: Option<String>,
+    /// The column's type with its modifier, as an error names it (`vector(3)`).
+    pub vector_type: String,
+    /// The qualified base type (`public.vector`) and its OID.
+    pub vector_base: String,
+    pub vector_base_oid: pg_sys::Oid,
+    pub dims: Option<i32>,
+    /// The distance operator, qualified (`OPERATOR(public.<=>)`).
+    pub op: String,
+}
+
+/// Which plan answers a call.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum Strategy {
+    Exact,
+    SharedHnsw,
+    WorkspaceHnsw,
+}
+
+impl Strategy {
+    /// The name `tenancy.nearest_strategy` reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Strategy::Exact => "exact",
+            Strategy::SharedHnsw => "hnsw",
+            Strategy::WorkspaceHnsw => "hnsw_workspace",
+        }
+    }
+}
+
+/// The key of a prepared plan.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct PlanKey {
+    pub rel: pg_sys::Oid,
+    pub column: String,
+    pub metric: String,
+    pub strategy: Strategy,
+    pub k: i32,
+    /// The workspace, for a plan whose scope is a literal (a per-workspace partial index).
+    pub workspace: Option<String>,
+    /// The SQL text itself when no table is involved (the query's cast).
+    pub sql: Option<String>,
+}
+
+/// A kept SPI plan (lives until the backend ends or its table is invalidated).
+#[derive(Clone, Copy)]
+pub struct Plan(pub pg_sys::SPIPlanPtr);
+
+type TargetKey = (pg_sys::Oid, String, String);
+/// When the list of workspaces with their own index was read, and the list.
+type OwnIndexes = (Instant, Rc<HashSet<String>>);
+/// (table, workspace, user) of a capped count.
+type CountKey = (pg_sys::Oid, String, Option<String>);
+
+thread_local! {
+    static TARGETS: RefCell<HashMap<TargetKey, Rc<Target>>> = RefCell::new(HashMap::new());
+    static OWN_INDEXES: RefCell<HashMap<TargetKey, OwnIndexes>> = RefCell::new(HashMap::new());
+    static COUNTS: RefCell<HashMap<CountKey, (Instant, i64)>> = RefCell::new(HashMap::new());
+    static PLANS: RefCell<HashMap<PlanKey, Plan>> = RefCell::new(HashMap::new());
+    /// Relations invalidated since the last call (applied by `apply_invalidations`).
+    static STALE: RefCell<Vec<pg_sys::Oid>> = const { RefCell::new(Vec::new()) };
+    static FLUSH_ALL: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Registers the relcache callback.
+pub fn init() {
+    unsafe { pg_sys::CacheRegisterRelcacheCallback(Some(on_relcache_invalidation), pg_sys::Datum::from(0)) };
+}
+
+/// Queues the invalidation of `relid` (every relation when invalid). It only records: it may
+/// run in the middle of a call.
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn on_relcache_invalidation(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
+    if relid == pg_sys::InvalidOid {
+        FLUSH_ALL.set(true);
+        return;
+    }
+    let queued = STALE.with(|stale| stale.try_borrow_mut().map(|mut s| s.push(relid)).is_ok());
+    if !queued {
+        FLUSH_ALL.set(true);
+    }
+}
+
+/// Drops the entries of every relation invalidated since the last call, freeing their plans.
+pub fn apply_invalidations() {
+    let all = FLUSH_ALL.replace(false);
+    let stale: Vec<pg_sys::Oid> = STALE.with_borrow_mut(std::mem::take);
+    if !all && stale.is_empty() {
+        return;
+    }
+    let hit = |rel: &pg_sys::Oid| all || stale.contains(rel);
+    TARGETS.with_borrow_mut(|t| t.retain(|key, target| !hit(&key.0) && !hit(&target.rel)));
+    OWN_INDEXES.with_borrow_mut(|o| o.retain(|key, _| !hit(&key.0)));
+    COUNTS.with_borrow_mut(|c| c.retain(|key, _| !hit(&key.0)));
+    let freed: Vec<Plan> = PLANS.with_borrow_mut(|plans| {
+        let dropped: Vec<PlanKey> = plans
+            .keys()
+            .filter(|k| k.sql.is_none() && hit(&k.rel))
+            .cloned()
+            .collect();
+        dropped.iter().filter_map(|k| plans.remove(k)).collect()
+    });
+    for plan in freed {
+        unsafe { pg_sys::SPI_freeplan(plan.0) };
+    }
+}
+
+/// The cached target of (row type, column, metric), or None.
+pub fn target(row_type: pg_sys::Oid, column: &str, metric: &str) -> Option<Rc<Target>> {
+    TARGETS.with_borrow(|t| t.get(&(row_type, column.to_string(), metric.to_string())).cloned())
+}
+
+/// Remembers a target.
+pub fn remember_target(row_type: pg_sys::Oid, column: &str, metric: &str, target: Target) -> Rc<Target> {
+    let target = Rc::new(target);
+    TARGETS.with_borrow_mut(|t| t.insert((row_type, column.to_string(), metric.to_string()), target.clone()));
+    target
+}
+
+/// The workspaces of `rel` with their own index for (column, metric), when fresh.
+pub fn own_indexes(rel: pg_sys::Oid, column: &str, metric: &str) -> Option<Rc<HashSet<String>>> {
+    OWN_INDEXES.with_borrow(|o| {
+        o.get(&(rel, column.to_string(), metric.to_string()))
+            .filter(|(at, _)| at.elapsed() < FRESH_FOR)
+            .map(|(_, set)| set.clone())
+    })
+}
+
+/// Remembers the workspaces with their own index.
+pub fn remember_own_indexes(rel: pg_sys::Oid, column: &str, metric: &str, set: HashSet<String>) -> Rc<HashSet<String>> {
+    let set = Rc::new(set);
+    OWN_INDEXES.with_borrow_mut(|o| {
+        o.insert(
+            (rel, column.to_string(), metric.to_string()),
+            (Instant::now(), set.clone()),
+        )
+    });
+    set
+}
+
+/// A workspace's (and user's) capped row count in `rel`, when fresh.
+pub fn count(rel: pg_sys::Oid, workspace: &str, user: Option<&str>) -> Option<i64> {
+    COUNTS.with_borrow(|c| {
+        c.get(&(rel, workspace.to_string(), user.map(str::to_string)))
+            .filter(|(at, _)| at.elapsed() < FRESH_FOR)
+            .map(|(_, n)| *n)
+    })
+}
+
+/// Remembers a capped count.
+pub fn remember_count(rel: pg_sys::Oid, workspace: &str, user: Option<&str>, n: i64) {
+    COUNTS.with_borrow_mut(|c| {
+        c.insert(
+            (rel, workspace.to_string(), user.map(str::to_string)),
+            (Instant::now(), n),
+        )
+    });
+}
+
+/// The kept plan of `key`, prepared from `sql()` with `types` the first time. The plan is
+/// generic (prepared once, the parameters bound at each call).
+pub fn plan(key: PlanKey, types: &[pg_sys::Oid], sql: impl FnOnce() -> String) -> Plan {
+    if let Some(plan) = PLANS.with_borrow(|p| p.get(&key).copied()) {
+        return plan;
+    }
+    let text = CString::new(sql()).expect("no NUL in generated SQL");
+    let mut types = types.to_vec();
+    let plan = unsafe {
+        let prepared = pg_sys::SPI_prepare_cursor(
+            text.as_ptr(),
+            types.len() as i32,
+            types.as_mut_ptr(),
+            pg_sys::CURSOR_OPT_GENERIC_PLAN as i32,
+        );
+        if prepared.is_null() {
+            let result = std::ptr::addr_of!(pg_sys::SPI_result).read();
+            pgrx::error!("pg_tenancy: preparing a search plan failed (SPI result {result})");
+        }
+        pg_sys::SPI_keepplan(prepared);
+        Plan(prepared)
+    };
+    PLANS.with_borrow_mut(|p| p.insert(key, plan));
+    plan
+}
