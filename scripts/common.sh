@@ -16,6 +16,12 @@ export PG_MAJOR PG_CONFIG
 if [ "$PG_MAJOR" != 15 ] && [ -z "${PG_TENANCY_CLUSTER:-}" ]; then
     export PG_TENANCY_CLUSTER="$REPO/target/cluster-$PG_MAJOR"
 fi
+# A relative cluster path is the caller's, made absolute: the server resolves its socket and lock
+# file from its data directory, not from where the script was started.
+case "${PG_TENANCY_CLUSTER:-}" in
+    ""|/*) ;;
+    *) export PG_TENANCY_CLUSTER="$PWD/$PG_TENANCY_CLUSTER" ;;
+esac
 TARGET="$REPO/target"
 
 # Runs "$@" as the builder user with the toolchain on PATH; runs it directly when not root.
