@@ -487,7 +487,13 @@ fn main() {
                 continue;
             };
             let hnsw = get("hnsw, relaxed_order");
-            let fmt = |v: f64| if v.is_nan() { "–".to_string() } else { format!("{v:.3}") };
+            let fmt = |v: f64| {
+                if v.is_nan() {
+                    "–".to_string()
+                } else {
+                    format!("{v:.3}")
+                }
+            };
             println!(
                 "| {} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} | {:.1}% |",
                 &b[2..],
