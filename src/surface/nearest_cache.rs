@@ -104,7 +104,21 @@ unsafe extern "C-unwind" fn on_relcache_invalidation(_arg: pg_sys::Datum, relid:
         FLUSH_ALL.set(true);
         return;
     }
-    let queued = STALE.with(|stale| stale.try_borrow_mut().map(|mut s| s.push(relid)).is_ok());
+    // Bounded: past 64 relations (a backend that does not search still hears every one) the
+    // next call simply starts afresh.
+    let queued = STALE.with(|stale| {
+        stale
+            .try_borrow_mut()
+            .map(|mut s| {
+                if s.len() >= 64 {
+                    s.clear();
+                    FLUSH_ALL.set(true);
+                } else if !s.contains(&relid) {
+                    s.push(relid);
+                }
+            })
+            .is_ok()
+    });
     if !queued {
         FLUSH_ALL.set(true);
     }
@@ -121,17 +135,11 @@ pub fn apply_invalidations() {
     TARGETS.with_borrow_mut(|t| t.retain(|key, target| !hit(&key.0) && !hit(&target.rel)));
     OWN_INDEXES.with_borrow_mut(|o| o.retain(|key, _| !hit(&key.0)));
     COUNTS.with_borrow_mut(|c| c.retain(|key, _| !hit(&key.0)));
-    let freed: Vec<Plan> = PLANS.with_borrow_mut(|plans| {
-        let dropped: Vec<PlanKey> = plans
-            .keys()
-            .filter(|k| k.sql.is_none() && hit(&k.rel))
-            .cloned()
-            .collect();
-        dropped.iter().filter_map(|k| plans.remove(k)).collect()
-    });
-    for plan in freed {
-        unsafe { pg_sys::SPI_freeplan(plan.0) };
-    }
+    // The plans are forgotten, not freed: a call nested inside a running search (a policy or a
+    // function that calls tenancy.nearest) would otherwise free a plan its caller is executing.
+    // A forgotten plan stays a few kilobytes of the backend's cache memory until it exits; the
+    // plan cache keeps it valid meanwhile. (Freeing once no call is running is the fix.)
+    PLANS.with_borrow_mut(|plans| plans.retain(|k, _| k.sql.is_some() || !hit(&k.rel)));
 }
 
 /// The cached target of (row type, column, metric), or None.
