@@ -42,16 +42,6 @@ fn persisted(application: &str) {
     });
 }
 
-/// The HMAC-SHA256 of `message` under `secret`, in hex.
-fn hmac_hex(secret: &str, message: &str) -> String {
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
-    hex(ring::hmac::sign(&key, message.as_bytes()).as_ref())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// Checks the webhook signature the way a receiver would: `t` recent, a `v1` for `secret`.
 fn signed_with(received: &common::receiver::Received, secret: &str) -> bool {
     let header = &received.headers["pg-tenancy-signature"];
@@ -218,17 +208,7 @@ fn slack_and_pagerduty_get_their_documented_shapes_with_bursts_folded() {
 
     let messages = eventually("Slack covered both alerts", 20, || {
         let got = slack.received();
-        let covered: usize = got
-            .iter()
-            .map(|m| {
-                let text = m.json()["text"].as_str().unwrap().to_string();
-                text.split(' ')
-                    .nth(2)
-                    .and_then(|n| n.parse::<usize>().ok())
-                    .unwrap_or(0)
-            })
-            .sum();
-        (covered >= 2).then_some(got)
+        (slack_rows(&got) >= 2).then_some(got)
     });
     for pair in messages.windows(2) {
         assert!(

@@ -94,21 +94,9 @@ fn latency_and_a_storm_of_10000_denials() {
     };
     let dropped_before = dropped(&mut audit_db);
     let since: std::time::SystemTime = audit_db.query_one("SELECT now()", &[]).unwrap().get(0);
-    let slack_rows_of = |messages: &[common::receiver::Received]| -> usize {
-        messages
-            .iter()
-            .map(|m| {
-                let text = m.json()["text"].as_str().unwrap().to_string();
-                text.split(' ')
-                    .nth(2)
-                    .and_then(|n| n.parse::<usize>().ok())
-                    .unwrap_or(0)
-            })
-            .sum()
-    };
     // Slack sends a message a second: let it finish the latency rows before the storm starts.
     eventually("Slack covered the latency rows", 120, || {
-        (slack_rows_of(&slack.received()) >= SAMPLES).then_some(())
+        (slack_rows(&slack.received()) >= SAMPLES).then_some(())
     });
     let (webhook_before, slack_before, pagerduty_before) = (
         webhook.received().len(),
@@ -151,7 +139,7 @@ fn latency_and_a_storm_of_10000_denials() {
     });
     let webhook_seconds = (delivered - started).as_secs_f64();
     let slack_done = eventually("Slack covered the storm", 300, || {
-        (slack_rows_of(&slack.received()[slack_before..]) >= persisted).then(Instant::now)
+        (slack_rows(&slack.received()[slack_before..]) >= persisted).then(Instant::now)
     });
     let pagerduty_done = eventually("an incident per source", 300, || {
         (pagerduty.received().len() - pagerduty_before >= SOURCES).then(Instant::now)
@@ -163,7 +151,7 @@ fn latency_and_a_storm_of_10000_denials() {
         .map(|r| r.headers["idempotency-key"].clone())
         .collect();
     let messages = &slack.received()[slack_before..];
-    let slack_rows = slack_rows_of(messages);
+    let covered = slack_rows(messages);
     let events = &pagerduty.received()[pagerduty_before..];
     let incidents: std::collections::HashSet<String> = events
         .iter()
@@ -179,7 +167,7 @@ fn latency_and_a_storm_of_10000_denials() {
         webhook_rows as f64 / webhook_seconds
     );
     println!(
-        "slack: {} messages covering {slack_rows} rows, the last {:.2} s after the storm began; pagerduty: {} events for {} incidents (dedup keys), the last {:.2} s after",
+        "slack: {} messages covering {covered} rows, the last {:.2} s after the storm began; pagerduty: {} events for {} incidents (dedup keys), the last {:.2} s after",
         messages.len(),
         (slack_done - started).as_secs_f64(),
         events.len(),
@@ -193,7 +181,7 @@ fn latency_and_a_storm_of_10000_denials() {
     assert_eq!(persisted, total);
     assert_eq!(webhook_rows, total, "no alert delivered twice");
     assert_eq!(keys.len(), total, "every alert delivered");
-    assert_eq!(slack_rows, total, "Slack covered every row");
+    assert_eq!(covered, total, "Slack covered every row");
     assert_eq!(incidents.len(), SOURCES, "one incident per source");
     stop(running);
 }

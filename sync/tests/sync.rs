@@ -539,17 +539,6 @@ fn signed_webhooks_trigger_a_poll_and_health_and_metrics_answer() {
     assert!(log.contains("\"msg\":\"webhook refused\""), "{log}");
 }
 
-/// HMAC-SHA256 in hex, as WorkOS signs webhooks.
-fn hmac_hex(secret: &str, message: &str) -> String {
-    use ring::hmac;
-    let key = hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());
-    hmac::sign(&key, message.as_bytes())
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 #[test]
 fn the_companions_role_cannot_widen_beyond_its_rights() {
     let _serial = serial();

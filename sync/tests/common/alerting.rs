@@ -97,3 +97,17 @@ pub fn credential(f: &Fixture, how: Denial) -> String {
         Denial::Malformed => "not-a-token".to_string(),
     }
 }
+
+/// How many audit rows Slack messages cover: each message's header says "… N denial(s) …".
+pub fn slack_rows(messages: &[super::receiver::Received]) -> usize {
+    messages
+        .iter()
+        .map(|m| {
+            let text = m.json()["text"].as_str().unwrap().to_string();
+            text.split(' ')
+                .nth(2)
+                .and_then(|n| n.parse::<usize>().ok())
+                .unwrap_or(0)
+        })
+        .sum()
+}

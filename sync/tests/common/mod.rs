@@ -233,3 +233,13 @@ pub fn eventually<T>(what: &str, seconds: u64, mut f: impl FnMut() -> Option<T>)
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// HMAC-SHA256 of `message` under `secret`, in hex (as WorkOS and pg-tenancy-sync sign webhooks).
+pub fn hmac_hex(secret: &str, message: &str) -> String {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+    ring::hmac::sign(&key, message.as_bytes())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
