@@ -85,36 +85,18 @@ pub extern "C" fn pg_finfo_tenancy_nearest_strategy() -> &'static pg_sys::Pg_fin
 #[pg_guard]
 pub unsafe extern "C-unwind" fn tenancy_nearest_strategy(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
     unsafe {
-        let arg = |i: usize| {
-            let a = (*fcinfo).args.as_slice(3)[i];
-            (!a.isnull).then_some(a.value)
-        };
         let call = Call {
             row_type: pg_sys::get_fn_expr_argtype((*fcinfo).flinfo, 0),
-            column: arg(1).map(|d| {
-                CStr::from_ptr(d.cast_mut_ptr::<std::ffi::c_char>())
-                    .to_string_lossy()
-                    .into_owned()
-            }),
+            column: argument(fcinfo, 3, 1).map(|d| name_of(d)),
             query: pg_sys::Datum::from(0),
             query_type: pg_sys::InvalidOid,
             k: 10,
-            metric: arg(2).and_then(|d| String::from_datum(d, false)),
+            metric: argument(fcinfo, 3, 2).map(|d| text_of(d)),
         };
         let name = with_pinned_search_path(|| {
-            cache::apply_invalidations();
-            if pg_sys::SPI_connect() != pg_sys::SPI_OK_CONNECT as i32 {
-                pgrx::error!("pg_tenancy: SPI_connect failed");
-            }
+            connect();
             let target = target_of(&call);
-            let (column, metric) = (
-                call.column.clone().unwrap_or_default(),
-                call.metric.clone().unwrap_or_default(),
-            );
-            let identity = identity::require();
-            let workspace = workspace_of(&identity);
-            let user = target.user_column.as_ref().map(|_| identity.user_id.clone());
-            let strategy = strategy_of(&target, &column, &metric, &workspace, user.as_deref());
+            let (_, _, strategy) = caller_strategy(&call, &target);
             pg_sys::SPI_finish();
             strategy.name()
         });
@@ -125,21 +107,7 @@ pub unsafe extern "C-unwind" fn tenancy_nearest_strategy(fcinfo: pg_sys::Functio
 /// Reads and checks the arguments that need no catalog (the order of the PL/pgSQL version).
 unsafe fn arguments(fcinfo: pg_sys::FunctionCallInfo) -> Call {
     unsafe {
-        let arg = |i: usize| {
-            let a = (*fcinfo).args.as_slice(5)[i];
-            (!a.isnull).then_some(a.value)
-        };
-        let text_of = |d: Option<pg_sys::Datum>, is_name: bool| {
-            d.map(|d| {
-                if is_name {
-                    CStr::from_ptr(d.cast_mut_ptr::<std::ffi::c_char>())
-                        .to_string_lossy()
-                        .into_owned()
-                } else {
-                    String::from_datum(d, false).unwrap_or_default()
-                }
-            })
-        };
+        let arg = |i: usize| argument(fcinfo, 5, i);
         let flinfo = (*fcinfo).flinfo;
         let query = arg(2);
         if query.is_none() {
@@ -168,11 +136,11 @@ unsafe fn arguments(fcinfo: pg_sys::FunctionCallInfo) -> Call {
         }
         Call {
             row_type: pg_sys::get_fn_expr_argtype(flinfo, 0),
-            column: text_of(arg(1), true),
+            column: arg(1).map(|d| name_of(d)),
             query: query.unwrap_or(pg_sys::Datum::from(0)),
             query_type: pg_sys::get_fn_expr_argtype(flinfo, 2),
             k,
-            metric: text_of(arg(4), false),
+            metric: arg(4).map(|d| text_of(d)),
         }
     }
 }
@@ -180,18 +148,12 @@ unsafe fn arguments(fcinfo: pg_sys::FunctionCallInfo) -> Call {
 /// Runs the search and puts its rows into `store`.
 unsafe fn search(call: &Call, store: *mut pg_sys::Tuplestorestate, desc: pg_sys::TupleDesc) {
     unsafe {
-        cache::apply_invalidations();
-        if pg_sys::SPI_connect() != pg_sys::SPI_OK_CONNECT as i32 {
-            pgrx::error!("pg_tenancy: SPI_connect failed");
-        }
+        connect();
         let target = target_of(call);
         let metric = call.metric.clone().unwrap_or_default();
         let column = call.column.clone().unwrap_or_default();
         let vector = query_vector(call, &target, &column);
-        let identity = identity::require();
-        let workspace = workspace_of(&identity);
-        let user = target.user_column.as_ref().map(|_| identity.user_id.clone());
-        let strategy = strategy_of(&target, &column, &metric, &workspace, user.as_deref());
+        let (workspace, user, strategy) = caller_strategy(call, &target);
         let key = PlanKey {
             rel: target.rel,
             column: column.clone(),
@@ -230,6 +192,44 @@ unsafe fn search(call: &Call, store: *mut pg_sys::Tuplestorestate, desc: pg_sys:
         }
         pg_sys::SPI_finish();
     }
+}
+
+/// Argument `i` of a call with `count` arguments, or None when NULL.
+unsafe fn argument(fcinfo: pg_sys::FunctionCallInfo, count: usize, i: usize) -> Option<pg_sys::Datum> {
+    let a = unsafe { (*fcinfo).args.as_slice(count)[i] };
+    (!a.isnull).then_some(a.value)
+}
+
+/// A `name` datum as a string.
+unsafe fn name_of(d: pg_sys::Datum) -> String {
+    unsafe { CStr::from_ptr(d.cast_mut_ptr::<std::ffi::c_char>()) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// A `text` datum as a string.
+unsafe fn text_of(d: pg_sys::Datum) -> String {
+    unsafe { String::from_datum(d, false) }.unwrap_or_default()
+}
+
+/// Starts a call: applies the queued invalidations and connects to SPI.
+unsafe fn connect() {
+    cache::apply_invalidations();
+    if unsafe { pg_sys::SPI_connect() } != pg_sys::SPI_OK_CONNECT as i32 {
+        pgrx::error!("pg_tenancy: SPI_connect failed");
+    }
+}
+
+/// The caller's scope (workspace, and user for a user-scoped table) from the verified identity,
+/// and the strategy for it (28000 without an identity).
+unsafe fn caller_strategy(call: &Call, target: &Target) -> (String, Option<String>, Strategy) {
+    let identity = identity::require();
+    let workspace = workspace_of(&identity);
+    let user = target.user_column.as_ref().map(|_| identity.user_id.clone());
+    let column = call.column.as_deref().unwrap_or_default();
+    let metric = call.metric.as_deref().unwrap_or_default();
+    let strategy = unsafe { strategy_of(target, column, metric, &workspace, user.as_deref()) };
+    (workspace, user, strategy)
 }
 
 /// The checked target of the call, from the cache or from `tenancy._vector_target` (which
