@@ -75,10 +75,19 @@ pub fn with_pinned_search_path<R>(f: impl FnOnce() -> R) -> R {
 /// # Safety
 /// Call inside a transaction, after `NewGUCNestLevel`.
 unsafe fn pin_search_path() {
+    unsafe { set_at_nest_level(c"search_path", PINNED_SEARCH_PATH) };
+}
+
+/// Sets the user-settable `name` to `value` at the current GUC nest level, as a function's SET
+/// clause does: restored when the level ends (or the transaction aborts).
+///
+/// # Safety
+/// Call inside a transaction, after `NewGUCNestLevel`.
+pub unsafe fn set_at_nest_level(name: &CStr, value: &CStr) {
     unsafe {
         pg_sys::set_config_option(
-            c"search_path".as_ptr(),
-            PINNED_SEARCH_PATH.as_ptr(),
+            name.as_ptr(),
+            value.as_ptr(),
             pg_sys::GucContext::PGC_USERSET,
             pg_sys::GucSource::PGC_S_SESSION,
             pg_sys::GucAction::GUC_ACTION_SAVE,

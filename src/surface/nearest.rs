@@ -19,7 +19,7 @@ use super::functions::workspace_of;
 use super::nearest_cache::{self as cache, PlanKey, Strategy, Target};
 use crate::identity;
 use crate::plumbing::errors::raise;
-use crate::plumbing::raised::with_pinned_search_path;
+use crate::plumbing::raised::{set_at_nest_level, with_pinned_search_path};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use std::collections::HashSet;
@@ -487,21 +487,8 @@ unsafe fn set_hnsw_options(k: i32) {
                 .unwrap_or(40)
         };
         let ef = CString::new(EF_FLOOR.max(k).max(current).to_string()).unwrap_or_default();
-        for (name, value) in [
-            (c"hnsw.ef_search", ef.as_c_str()),
-            (c"hnsw.iterative_scan", c"relaxed_order"),
-        ] {
-            pg_sys::set_config_option(
-                name.as_ptr(),
-                value.as_ptr(),
-                pg_sys::GucContext::PGC_USERSET,
-                pg_sys::GucSource::PGC_S_SESSION,
-                pg_sys::GucAction::GUC_ACTION_SAVE,
-                true,
-                0,
-                false,
-            );
-        }
+        set_at_nest_level(c"hnsw.ef_search", &ef);
+        set_at_nest_level(c"hnsw.iterative_scan", c"relaxed_order");
     }
 }
 
