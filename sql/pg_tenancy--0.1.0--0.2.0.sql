@@ -542,3 +542,140 @@ RETURNS text LANGUAGE c STABLE AS 'MODULE_PATHNAME', 'tenancy_nearest_strategy';
 -- What the PL/pgSQL versions chose the strategy with.
 DROP FUNCTION tenancy._strategy(oid, text, text, text, text);
 DROP FUNCTION tenancy._scope(text, text, text, text);
+
+-- Read replicas: denials raised on a hot standby are recorded here by its audit writer, named by
+-- the standby they came from.
+ALTER TABLE tenancy.audit_log ADD COLUMN origin text;
+COMMENT ON COLUMN tenancy.audit_log.origin IS 'the hot standby that raised the denial (its cluster_name, else host:port); NULL when raised on this server';
+GRANT SELECT (origin) ON tenancy.audit_log TO tenancy_sync;
+
+-- Records a batch of denials raised on a hot standby (a standby cannot write): its audit writer
+-- calls this in the primary's audit database over primary_conninfo, or
+-- tenancy.audit_primary_conninfo (src/audit/standby.rs). A batch sent twice is recorded once
+-- (keyed by the standby ring's start and sequence numbers); alerts and key-rotation signals are
+-- raised as for the primary's own denials. Only a role with REPLICATION (which can already read
+-- every row by streaming the WAL) or a superuser may call it: the audit log is evidence, and
+-- ordinary roles must not write it.
+CREATE FUNCTION tenancy.record_standby_denials(origin text, ring_started_at timestamptz, entries jsonb)
+RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    recorded bigint;
+    kinds text[];
+    issuers text[];
+    kind text;
+    issuer text;
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles r
+                    WHERE r.rolname OPERATOR(pg_catalog.=) pg_catalog.session_user() AND (r.rolreplication OR r.rolsuper)) THEN
+        RAISE EXCEPTION 'only a replication role or a superuser may record a standby''s denials'
+            USING ERRCODE = '42501',
+                  HINT = 'A hot standby''s audit writer calls this with the role of its primary_conninfo or tenancy.audit_primary_conninfo.';
+    END IF;
+    IF origin IS NULL OR ring_started_at IS NULL OR entries IS NULL THEN
+        RAISE EXCEPTION 'origin, ring_started_at and entries must not be null' USING ERRCODE = '22004';
+    END IF;
+    IF pg_catalog.jsonb_typeof(entries) OPERATOR(pg_catalog.<>) 'array' THEN
+        RAISE EXCEPTION 'entries must be a JSON array, not %', pg_catalog.jsonb_typeof(entries) USING ERRCODE = '22023';
+    END IF;
+    WITH recorded_rows AS (
+        INSERT INTO tenancy.audit_log AS l (ring_started_at, seq, at, reason, critical, pid, database, role, client_addr,
+                                       application_name, iss, sub, org_id, sid, kid, exp, detail, statement, alert, origin)
+        SELECT record_standby_denials.ring_started_at, e.seq, e.at, e.reason, e.critical, e.pid, e.database, e.role, e.client_addr,
+               coalesce(e.application_name, ''), e.iss, e.sub, e.org_id, e.sid, e.kid, pg_catalog.to_timestamp(e.exp),
+               coalesce(e.detail, ''), coalesce(e.statement, ''), e.alert, record_standby_denials.origin
+          FROM pg_catalog.jsonb_to_recordset(entries)
+               AS e(seq bigint, at timestamptz, reason text, critical boolean, pid integer, database text, role text,
+                    client_addr text, application_name text, iss text, sub text, org_id text, sid text, kid text,
+                    exp double precision, detail text, statement text, alert text)
+         ORDER BY e.seq
+        ON CONFLICT ON CONSTRAINT audit_log_pkey DO NOTHING
+        RETURNING l.alert, l.reason, l.iss)
+    SELECT pg_catalog.count(*),
+           pg_catalog.array_agg(DISTINCT r.alert) FILTER (WHERE r.alert IS NOT NULL),
+           pg_catalog.array_agg(DISTINCT r.iss) FILTER (WHERE r.reason OPERATOR(pg_catalog.=) 'unknown_key' AND r.iss IS NOT NULL)
+      INTO recorded, kinds, issuers
+      FROM recorded_rows r;
+    FOREACH kind IN ARRAY coalesce(kinds, '{}') LOOP
+        PERFORM pg_catalog.pg_notify('tenancy_alert', pg_catalog.format('{"kind":"%s","severity":"critical"}', kind));
+    END LOOP;
+    FOREACH issuer IN ARRAY coalesce(issuers, '{}') LOOP
+        PERFORM pg_catalog.pg_notify('tenancy_jwks', issuer);
+    END LOOP;
+    RETURN recorded;
+END
+$$;
+
+-- Per-workspace HNSW indexes: new defaults, m 16 and ef_construction 160 (were 32 and 128).
+-- Builds an HNSW index over the rows of one workspace (a partial index, WHERE workspace column =
+-- workspace_id) for tenancy.nearest to use when that workspace searches, and returns it. For
+-- the largest workspaces: their searches then walk a graph of their own rows only. Runs as the
+-- caller, who must own the table; builds serially (max_parallel_maintenance_workers = 0:
+-- CVE-2026-3172 affects parallel HNSW builds in pgvector <= 0.8.1) and in the caller's
+-- transaction, holding a SHARE lock that blocks writes to the table until it commits (for a
+-- non-blocking build run the statement tenancy.vector_index_ddl returns, with CONCURRENTLY).
+-- Idempotent: an existing valid index for the same workspace, column and metric is returned.
+-- The defaults (m 16 as pgvector's, ef_construction 160, 2.5 times pgvector's) matter: one
+-- workspace's rows form a few tight topics, and with ef_construction 64 the graph linked them
+-- poorly (docs/benchmarks.md: recall@10 of a 36,000-row clustered workspace 0.988, one query at
+-- 0, at any ef_search); 160 gives 1.000 at ef_search 40, and m 16 costs half the search time of
+-- m 32 (672 against 496 buffers per search).
+-- The index's predicate names the workspace id, and catalogs are readable by every role.
+CREATE OR REPLACE FUNCTION tenancy.create_vector_index(tbl regclass, "column" name, workspace_id text,
+                                            metric text DEFAULT 'cosine', m integer DEFAULT 16,
+                                            ef_construction integer DEFAULT 160)
+RETURNS regclass LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp SET max_parallel_maintenance_workers = 0 AS $$
+DECLARE
+    existing regclass;
+BEGIN
+    IF tbl IS NULL OR workspace_id IS NULL THEN
+        RAISE EXCEPTION 'table and workspace_id must not be null' USING ERRCODE = '22004';
+    END IF;
+    PERFORM tenancy._require_owner(tbl);
+    existing := tenancy._vector_index_of(tbl, "column", metric, workspace_id);
+    IF existing IS NOT NULL THEN
+        RETURN existing;
+    END IF;
+    EXECUTE tenancy.vector_index_ddl(tbl, "column", workspace_id, metric, m, ef_construction, false);
+    existing := tenancy._vector_index_of(tbl, "column", metric, workspace_id);
+    RETURN existing;
+END
+$$;
+
+-- The CREATE INDEX and COMMENT statements tenancy.create_vector_index runs, for running by hand
+-- (concurrent => true gives CREATE INDEX CONCURRENTLY, which must run outside a transaction
+-- block and after SET max_parallel_maintenance_workers = 0). Checks its arguments like nearest.
+CREATE OR REPLACE FUNCTION tenancy.vector_index_ddl(tbl regclass, "column" name, workspace_id text,
+                                         metric text DEFAULT 'cosine', m integer DEFAULT 16,
+                                         ef_construction integer DEFAULT 160, concurrent boolean DEFAULT true)
+RETURNS text LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    tgt record;
+    name text;
+BEGIN
+    IF tbl IS NULL OR workspace_id IS NULL OR concurrent IS NULL THEN
+        RAISE EXCEPTION 'table, workspace_id and concurrent must not be null' USING ERRCODE = '22004';
+    END IF;
+    IF m IS NULL OR ef_construction IS NULL OR m NOT BETWEEN 2 AND 100
+       OR ef_construction NOT BETWEEN 4 AND 1000 OR ef_construction OPERATOR(pg_catalog.<) 2 * m THEN
+        RAISE EXCEPTION 'm must be between 2 and 100 and ef_construction between 2 * m and 1000'
+            USING ERRCODE = '22023', HINT = 'The defaults are m 16, ef_construction 160 (pgvector''s own are 16 and 64).';
+    END IF;
+    tgt := tenancy._vector_target((SELECT c.reltype FROM pg_class c WHERE c.oid OPERATOR(pg_catalog.=) tbl),
+                                  "column", metric);
+    IF tgt.vector_base LIKE '%.sparsevec' THEN
+        RAISE EXCEPTION 'HNSW indexes on sparsevec are not supported here' USING ERRCODE = '0A000';
+    END IF;
+    -- A name that is unique per (table, column, metric, workspace) and fits in 63 bytes.
+    name := format('%s_%s_ws_%s', left((SELECT c.relname FROM pg_class c WHERE c.oid OPERATOR(pg_catalog.=) tbl), 30),
+                   left(metric, 3), left(md5(format('%s:%s', "column", workspace_id)), 16));
+    RETURN format('CREATE INDEX %s%I ON %s USING hnsw (%I %s) WITH (m = %s, ef_construction = %s) WHERE %I OPERATOR(pg_catalog.=) %L::%s; '
+                  'COMMENT ON INDEX %I.%I IS %L;',
+                  CASE WHEN concurrent THEN 'CONCURRENTLY ' ELSE '' END, name, tgt.rel_name, "column", tgt.opclass,
+                  m, ef_construction, tgt.workspace_column, workspace_id, tgt.workspace_type,
+                  (SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
+                    WHERE c.oid OPERATOR(pg_catalog.=) tbl), name,
+                  tenancy._vector_index_mark("column", metric, workspace_id));
+END
+$$;
+

@@ -165,13 +165,15 @@ LANGUAGE c VOLATILE ROWS 10 AS 'MODULE_PATHNAME', 'tenancy_nearest';
 -- transaction, holding a SHARE lock that blocks writes to the table until it commits (for a
 -- non-blocking build run the statement tenancy.vector_index_ddl returns, with CONCURRENTLY).
 -- Idempotent: an existing valid index for the same workspace, column and metric is returned.
--- The defaults (m 32, ef_construction 128, twice pgvector's) matter: one workspace's rows form
--- a few tight topics, and with m 16 the graph linked them poorly (docs/search.md: recall@10 of
--- a 36,000-row clustered workspace 0.986, one query at 0; 0.999 with these).
+-- The defaults (m 16 as pgvector's, ef_construction 160, 2.5 times pgvector's) matter: one
+-- workspace's rows form a few tight topics, and with ef_construction 64 the graph linked them
+-- poorly (docs/benchmarks.md: recall@10 of a 36,000-row clustered workspace 0.988, one query at
+-- 0, at any ef_search); 160 gives 1.000 at ef_search 40, and m 16 costs half the search time of
+-- m 32 (672 against 496 buffers per search).
 -- The index's predicate names the workspace id, and catalogs are readable by every role.
 CREATE FUNCTION tenancy.create_vector_index(tbl regclass, "column" name, workspace_id text,
-                                            metric text DEFAULT 'cosine', m integer DEFAULT 32,
-                                            ef_construction integer DEFAULT 128)
+                                            metric text DEFAULT 'cosine', m integer DEFAULT 16,
+                                            ef_construction integer DEFAULT 160)
 RETURNS regclass LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp SET max_parallel_maintenance_workers = 0 AS $$
 DECLARE
@@ -195,8 +197,8 @@ $$;
 -- (concurrent => true gives CREATE INDEX CONCURRENTLY, which must run outside a transaction
 -- block and after SET max_parallel_maintenance_workers = 0). Checks its arguments like nearest.
 CREATE FUNCTION tenancy.vector_index_ddl(tbl regclass, "column" name, workspace_id text,
-                                         metric text DEFAULT 'cosine', m integer DEFAULT 32,
-                                         ef_construction integer DEFAULT 128, concurrent boolean DEFAULT true)
+                                         metric text DEFAULT 'cosine', m integer DEFAULT 16,
+                                         ef_construction integer DEFAULT 160, concurrent boolean DEFAULT true)
 RETURNS text LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     tgt record;
@@ -208,7 +210,7 @@ BEGIN
     IF m IS NULL OR ef_construction IS NULL OR m NOT BETWEEN 2 AND 100
        OR ef_construction NOT BETWEEN 4 AND 1000 OR ef_construction OPERATOR(pg_catalog.<) 2 * m THEN
         RAISE EXCEPTION 'm must be between 2 and 100 and ef_construction between 2 * m and 1000'
-            USING ERRCODE = '22023', HINT = 'The defaults are m 32, ef_construction 128 (pgvector''s own are 16 and 64).';
+            USING ERRCODE = '22023', HINT = 'The defaults are m 16, ef_construction 160 (pgvector''s own are 16 and 64).';
     END IF;
     tgt := tenancy._vector_target((SELECT c.reltype FROM pg_class c WHERE c.oid OPERATOR(pg_catalog.=) tbl),
                                   "column", metric);

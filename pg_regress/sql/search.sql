@@ -59,13 +59,18 @@ EXCEPTION WHEN OTHERS THEN
 END
 $$;
 
--- A tiny workspace inside a large table: plain SQL through the shared HNSW index (iterative scan
--- off, ef_search 40) finds none of acme's rows; tenancy.nearest returns all three (the row with
--- a NULL embedding is not a neighbour), nearest first, as whole rows.
+-- A tiny workspace inside a large table: plain SQL may not use the HNSW index shared by every
+-- workspace (it would find none of acme's rows: iterative scan off, ef_search 40), so it gets the
+-- exact scan and all three rows; with tenancy.shared_vector_indexes on it goes through the shared
+-- index and finds none. tenancy.nearest returns all three (the row with a NULL embedding is not a
+-- neighbour), nearest first, as whole rows.
 SET ROLE regress_search_app;
 BEGIN;
 SELECT set_config('tenancy.token', :'alice', true) IS NOT NULL AS signed_in;
 SELECT count(*) AS plain_sql_rows FROM (SELECT id FROM search_docs ORDER BY embedding <=> '[1,0.5,0.5]' LIMIT 10) s;
+SET LOCAL tenancy.shared_vector_indexes = on;
+SELECT count(*) AS through_shared_index FROM (SELECT id FROM search_docs ORDER BY embedding <=> '[1,0.5,0.5]' LIMIT 10) s;
+RESET tenancy.shared_vector_indexes;
 SELECT tenancy.nearest_strategy(NULL::search_docs, 'embedding');
 SELECT (n.item).id, (n.item).title, round(n.distance::numeric, 4) AS distance
   FROM tenancy.nearest(NULL::search_docs, 'embedding', '[1,0.5,0.5]'::vector, 10) n ORDER BY n.distance;

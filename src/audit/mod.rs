@@ -11,6 +11,7 @@ mod record;
 pub mod ring;
 pub mod settings;
 mod signals;
+mod standby;
 pub(crate) mod views;
 mod worker;
 

@@ -105,7 +105,7 @@ pub fn to_json(entry: &Entry, database: &str, role: &str) -> serde_json::Value {
 }
 
 /// ISO-8601 UTC text of a PostgreSQL timestamp.
-fn timestamp_text(at: i64) -> String {
+pub(super) fn timestamp_text(at: i64) -> String {
     let micros = at + 946_684_800 * 1_000_000;
     let secs = micros.div_euclid(1_000_000);
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));

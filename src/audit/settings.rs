@@ -10,6 +10,10 @@ use std::ffi::CString;
 pub static AUDIT_RING_SIZE: GucSetting<i32> = GucSetting::<i32>::new(1024);
 /// `tenancy.audit_database` (POSTMASTER): where the worker writes `tenancy.audit_log`.
 pub static AUDIT_DATABASE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"postgres"));
+/// `tenancy.audit_primary_conninfo` (SIGHUP, superuser-only: it may hold a password): where a hot
+/// standby's audit writer sends its denials; empty uses `primary_conninfo` with `dbname` set to
+/// `tenancy.audit_database`.
+pub static AUDIT_PRIMARY_CONNINFO: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 /// `tenancy.audit_naptime` (SIGHUP): milliseconds between the worker's rounds.
 pub static AUDIT_NAPTIME: GucSetting<i32> = GucSetting::<i32>::new(200);
 /// `tenancy.audit_retention` (SIGHUP): days `tenancy.audit_log` keeps a row; 0 keeps them all.
@@ -42,6 +46,14 @@ pub fn define() {
             GucFlags::default(),
         );
     }
+    GucRegistry::define_string_guc(
+        c"tenancy.audit_primary_conninfo",
+        c"Connection string a hot standby's audit writer uses to record its denials on the primary.",
+        c"Empty: primary_conninfo with dbname set to tenancy.audit_database. The role needs REPLICATION or superuser.",
+        &AUDIT_PRIMARY_CONNINFO,
+        GucContext::Sighup,
+        GucFlags::SUPERUSER_ONLY,
+    );
     GucRegistry::define_int_guc(
         c"tenancy.audit_naptime",
         c"Milliseconds between rounds of the audit writer.",
@@ -90,4 +102,12 @@ pub fn audit_database() -> String {
         .get()
         .map(|name| name.to_string_lossy().into_owned())
         .unwrap_or_else(|| "postgres".into())
+}
+
+/// `tenancy.audit_primary_conninfo`, when set.
+pub fn audit_primary_conninfo() -> Option<String> {
+    AUDIT_PRIMARY_CONNINFO
+        .get()
+        .map(|v| v.to_string_lossy().into_owned())
+        .filter(|v| !v.trim().is_empty())
 }

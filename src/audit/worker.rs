@@ -9,6 +9,7 @@
 use super::ring::{self, Counter, Entry};
 use super::settings as gucs;
 use super::signals::KeySignals;
+use super::standby;
 use crate::verify::Reason;
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags};
 use pgrx::prelude::*;
@@ -29,7 +30,8 @@ pub fn register() {
         .set_library("pg_tenancy")
         .set_function("pg_tenancy_audit_worker_main")
         .enable_spi_access()
-        .set_start_time(BgWorkerStartTime::RecoveryFinished)
+        // On a hot standby too: it sends that server's denials to the primary (standby.rs).
+        .set_start_time(BgWorkerStartTime::ConsistentState)
         .set_restart_time(Some(Duration::from_secs(5)))
         .load();
 }
@@ -90,6 +92,9 @@ pub extern "C-unwind" fn pg_tenancy_audit_worker_main(_arg: pg_sys::Datum) {
     let mut bursts = Bursts::default();
     let mut key_signals = KeySignals::default();
     let (mut last_purge, mut last_warning) = (0_i64, 0_i64);
+    let mut sender = standby::Sender::default();
+    let (mut warn_now, mut last_problem) = (false, String::new());
+    let (mut check_spool, mut was_standby) = (true, false);
     // After a full batch the next round starts at once: a storm is copied as fast as the writer
     // goes, not at BATCH per naptime.
     let mut pause = Duration::from_millis(gucs::AUDIT_NAPTIME.get() as u64);
@@ -101,10 +106,43 @@ pub extern "C-unwind" fn pg_tenancy_audit_worker_main(_arg: pg_sys::Datum) {
         let purge = now - last_purge >= HOUSEKEEPING_SECONDS;
         let batch = ring::claim(BATCH);
         pause = Duration::from_millis(gucs::AUDIT_NAPTIME.get() as u64);
-        if batch.is_empty() && !purge {
+        let standby = standby::in_recovery();
+        // A spool waits to be sent (standby, when its retry is due) or, after a promotion or a
+        // restart as a primary, to be written here.
+        check_spool |= was_standby && !standby;
+        was_standby = standby;
+        let spool_due = if standby {
+            sender.due() && standby::has_spool()
+        } else {
+            (check_spool || purge) && standby::has_spool()
+        };
+        check_spool = false;
+        if batch.is_empty() && !purge && !spool_due {
             continue;
         }
-        match in_transaction(|| write_batch(&batch, &mut bursts, &mut key_signals, purge)) {
+        let classified = classify(&batch, &mut bursts, &mut key_signals);
+        let outcome = if standby {
+            // A hot standby: the batch goes to the primary (or the spool), purging is the
+            // primary's.
+            in_transaction(|| {
+                let started = ring::started_at();
+                let next = (!batch.is_empty()).then(|| standby::Batch::of(&batch, &classified.alerts, started));
+                sender.send(next).map(|()| batch.len() as u64).or_else(|problem| {
+                    // Spooled: durable here, and sent once the primary answers.
+                    warn_now = true;
+                    last_problem = problem;
+                    Ok(batch.len() as u64)
+                })
+            })
+        } else {
+            in_transaction(|| {
+                if spool_due {
+                    standby::record_spool_locally()?;
+                }
+                write_batch(&batch, &classified, &mut bursts, purge)
+            })
+        };
+        match outcome {
             Ok(rows) => {
                 if batch.len() == BATCH {
                     pause = Duration::ZERO;
@@ -115,6 +153,13 @@ pub extern "C-unwind" fn pg_tenancy_audit_worker_main(_arg: pg_sys::Datum) {
                 if purge {
                     last_purge = now;
                 }
+                if warn_now && now - last_warning >= HOUSEKEEPING_SECONDS {
+                    warning!(
+                        "pg_tenancy audit writer: {last_problem}; denials are spooled on this standby until it answers"
+                    );
+                    last_warning = now;
+                }
+                warn_now = false;
             }
             Err(problem) => {
                 ring::unclaim();
@@ -125,11 +170,39 @@ pub extern "C-unwind" fn pg_tenancy_audit_worker_main(_arg: pg_sys::Datum) {
             }
         }
     }
+    if standby::in_recovery() {
+        spool_the_ring();
+    }
     // SIGTERM: at shutdown the postmaster restarts nothing; otherwise (pg_terminate_backend) a
     // non-zero exit has it started again after the restart interval, so auditing never stops.
     ring::register_writer(None);
     log!("pg_tenancy audit writer stopping");
     unsafe { pg_sys::proc_exit(1) };
+}
+
+/// At a standby's shutdown: what is still in the ring goes to the spool, to be sent after the
+/// restart (a crash loses it, as it loses a primary's unwritten ring).
+fn spool_the_ring() {
+    loop {
+        let batch = ring::claim(BATCH);
+        if batch.is_empty() {
+            return;
+        }
+        let alerts: Vec<Option<&str>> = batch
+            .iter()
+            .map(|e| e.reason().is_critical().then_some("denial"))
+            .collect();
+        let spooled = in_transaction(|| {
+            standby::spool(&standby::Batch::of(&batch, &alerts, ring::started_at())).map(|()| batch.len() as u64)
+        });
+        match (spooled, batch.last()) {
+            (Ok(rows), Some(last)) => ring::mark_persisted(last.seq + 1, rows),
+            _ => {
+                ring::unclaim();
+                return;
+            }
+        }
+    }
 }
 
 /// Runs `body` in its own transaction; an error inside rolls the transaction back.
@@ -249,8 +322,54 @@ impl Columns {
     }
 }
 
+/// The alert each entry of a batch raises, and the signals the batch sends.
+struct Classified {
+    alerts: Vec<Option<&'static str>>,
+    critical: bool,
+    burst: bool,
+    /// Issuers whose tokens carried an unknown key id (`NOTIFY tenancy_jwks`).
+    signals: Vec<String>,
+}
+
+/// Classifies `batch`: a critical denial is an alert; so is the denial that makes a burst from
+/// its source (client address, role, database) within the window.
+fn classify(batch: &[Entry], bursts: &mut Bursts, key_signals: &mut KeySignals) -> Classified {
+    let threshold = gucs::ALERT_BURST_COUNT.get() as usize;
+    let window = i64::from(gucs::ALERT_BURST_WINDOW.get()) * 1_000_000;
+    let mut classified = Classified {
+        alerts: Vec::with_capacity(batch.len()),
+        critical: false,
+        burst: false,
+        signals: Vec::new(),
+    };
+    for entry in batch {
+        let reason = entry.reason();
+        let source = format!("{}|{}|{}", entry.client.get(), entry.role, entry.database);
+        let burst = bursts.note(&source, entry.at, threshold, window).is_some();
+        let alert = if reason.is_critical() {
+            Some("denial")
+        } else {
+            burst.then_some("burst")
+        };
+        classified.alerts.push(alert);
+        for (raised, seen) in [
+            (reason.is_critical(), &mut classified.critical),
+            (burst, &mut classified.burst),
+        ] {
+            if raised {
+                ring::count(Counter::Alerts);
+                *seen = true;
+            }
+        }
+        if reason == Reason::UnknownKey && key_signals.allow(entry.iss.get(), entry.at) {
+            classified.signals.push(entry.iss.get().to_string());
+        }
+    }
+    classified
+}
+
 /// Writes `batch`, sends its alerts and key signals, and purges expired rows when `purge`.
-fn write_batch(batch: &[Entry], bursts: &mut Bursts, key_signals: &mut KeySignals, purge: bool) -> Result<u64, String> {
+fn write_batch(batch: &[Entry], classified: &Classified, bursts: &mut Bursts, purge: bool) -> Result<u64, String> {
     let installed = Spi::get_one::<bool>("SELECT pg_catalog.to_regclass('tenancy.audit_log') IS NOT NULL")
         .map_err(|e| e.to_string())?
         .unwrap_or(false);
@@ -269,31 +388,12 @@ fn write_batch(batch: &[Entry], bursts: &mut Bursts, key_signals: &mut KeySignal
     .unwrap_or(false);
     let insert = insert_for(alert_column);
     let started = pgrx::datum::TimestampWithTimeZone::try_from(ring::started_at()).map_err(|e| format!("{e:?}"))?;
-    let threshold = gucs::ALERT_BURST_COUNT.get() as usize;
     let window = i64::from(gucs::ALERT_BURST_WINDOW.get()) * 1_000_000;
     let mut columns = Columns::default();
-    let (mut critical, mut burst_seen) = (false, false);
-    let mut signals = Vec::new();
-    for entry in batch {
-        let reason = entry.reason();
-        let source = format!("{}|{}|{}", entry.client.get(), entry.role, entry.database);
-        let burst = bursts.note(&source, entry.at, threshold, window).is_some();
-        let alert = if reason.is_critical() {
-            Some("denial")
-        } else {
-            burst.then_some("burst")
-        };
-        columns.push(entry, alert)?;
-        for (raised, seen) in [(reason.is_critical(), &mut critical), (burst, &mut burst_seen)] {
-            if raised {
-                ring::count(Counter::Alerts);
-                *seen = true;
-            }
-        }
-        if reason == Reason::UnknownKey && key_signals.allow(entry.iss.get(), entry.at) {
-            signals.push(entry.iss.get().to_string());
-        }
+    for (entry, alert) in batch.iter().zip(&classified.alerts) {
+        columns.push(entry, *alert)?;
     }
+    let (critical, burst_seen, signals) = (classified.critical, classified.burst, &classified.signals);
     let rows = batch.len() as u64;
     Spi::connect_mut(|client| {
         if !batch.is_empty() {
@@ -321,7 +421,7 @@ fn write_batch(batch: &[Entry], bursts: &mut Bursts, key_signals: &mut KeySignal
             ];
             client.update(insert.as_str(), None, &args).map_err(|e| e.to_string())?;
         }
-        for issuer in &signals {
+        for issuer in signals {
             notify(client, "tenancy_jwks", issuer)?;
         }
         // One signal per kind and batch: PostgreSQL folds identical notifications of one

@@ -7,6 +7,8 @@
 //!   identity (`folding`), then the statement;
 //! - `emit_log_hook`: mask the message and the statement first, then observe denials (so the
 //!   audit's copy is masked too), then the previous hook;
+//! - `get_relation_info_hook`: the previous hook, then which vector indexes the planner may use
+//!   on a protected table (`vector_plans`);
 //! - transaction and subtransaction abort: mask the statement text `pg_stat_activity` shows.
 //!
 //! **Transparency.** An error raised below these hooks (by the statement itself, by another
@@ -29,6 +31,7 @@ use std::ffi::{c_char, c_int};
 static mut PREV_PROCESS_UTILITY: pg_sys::ProcessUtility_hook_type = None;
 static mut PREV_EXECUTOR_START: pg_sys::ExecutorStart_hook_type = None;
 static mut PREV_EMIT_LOG: pg_sys::emit_log_hook_type = None;
+static mut PREV_GET_RELATION_INFO: pg_sys::get_relation_info_hook_type = None;
 
 // PostgreSQL's standard routines, declared without pgrx's error guard (see the module comment).
 extern "C-unwind" {
@@ -56,6 +59,8 @@ pub fn init() {
         pg_sys::ExecutorStart_hook = Some(executor_start);
         PREV_EMIT_LOG = pg_sys::emit_log_hook;
         pg_sys::emit_log_hook = Some(emit_log);
+        PREV_GET_RELATION_INFO = pg_sys::get_relation_info_hook;
+        pg_sys::get_relation_info_hook = Some(get_relation_info);
         pg_sys::RegisterXactCallback(Some(on_xact_event), std::ptr::null_mut());
         pg_sys::RegisterSubXactCallback(Some(on_subxact_event), std::ptr::null_mut());
     }
@@ -142,6 +147,27 @@ unsafe extern "C-unwind" fn emit_log(edata: *mut pg_sys::ErrorData) {
         if let Some(previous) = PREV_EMIT_LOG {
             previous(edata);
         }
+    }
+}
+
+/// pg_tenancy's part of `get_relation_info_hook`: the vector indexes the planner may use.
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn after_get_relation_info(relation: pg_sys::Oid, rel: *mut pg_sys::RelOptInfo) {
+    unsafe { super::vector_plans::steer(relation, rel) };
+}
+
+/// `get_relation_info_hook` (unguarded, like the others).
+unsafe extern "C-unwind" fn get_relation_info(
+    root: *mut pg_sys::PlannerInfo,
+    relation: pg_sys::Oid,
+    inhparent: bool,
+    rel: *mut pg_sys::RelOptInfo,
+) {
+    unsafe {
+        if let Some(previous) = PREV_GET_RELATION_INFO {
+            previous(root, relation, inhparent, rel);
+        }
+        after_get_relation_info(relation, rel);
     }
 }
 

@@ -1,6 +1,6 @@
 //! What users and PostgreSQL see of pg_tenancy: the SQL functions, the planner folding of the
 //! identity, the derived settings, held-cursor refusal, key vetting, scoped vector search
-//! (`nearest.rs`), and the one module that installs every hook (`hooks.rs`).
+//! (`nearest.rs`) and the vector indexes plain SQL may use on protected tables (`vector_plans.rs`), and the one module that installs every hook (`hooks.rs`).
 
 pub mod admin;
 pub mod api_key_functions;
@@ -11,6 +11,7 @@ pub mod functions;
 pub mod hooks;
 pub mod nearest;
 pub mod nearest_cache;
+pub mod vector_plans;
 
 /// Defines the derived settings, installs the hooks, and lets folded plans hear of identity
 /// changes.
@@ -18,5 +19,6 @@ pub fn init() {
     derived_settings::init();
     hooks::init();
     nearest_cache::init();
+    vector_plans::init();
     crate::state::counters::on_identity_change(folding::identity_changed);
 }

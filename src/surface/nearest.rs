@@ -17,6 +17,7 @@
 
 use super::functions::workspace_of;
 use super::nearest_cache::{self as cache, PlanKey, Strategy, Target};
+use super::vector_plans::{with_choice, Choice};
 use crate::identity;
 use crate::plumbing::errors::raise;
 use crate::plumbing::raised::{set_at_nest_level, with_pinned_search_path};
@@ -28,10 +29,15 @@ use std::rc::Rc;
 
 /// The largest k (hnsw.ef_search cannot exceed 1000).
 const MAX_K: i32 = 1000;
-/// ef_search of the HNSW strategies, at least.
+/// ef_search of the shared-index strategy, at least.
 const EF_FLOOR: i32 = 200;
-/// HNSW candidates re-ranked exactly, at least k.
+/// HNSW candidates of the shared-index strategy re-ranked exactly, at least k.
 const CANDIDATES: i32 = 100;
+/// ef_search on a workspace's own index (m 16, ef_construction 160), at least: pgvector's
+/// default. Measured on the 36,000-, 17,000- and 12,000-row workspaces of `scripts/bench-search`
+/// (docs/benchmarks.md): recall@10 1.000 in both flavours at 40 and at 64, p50 within noise of
+/// each other; ef_search 200 with 100 candidates cost 2–3× the latency for the same recall.
+const OWN_EF_FLOOR: i32 = 40;
 /// Workspaces with at most this many rows are searched exactly (`tenancy._exact_max_rows()`).
 const EXACT_MAX_ROWS: i64 = 10_000;
 
@@ -164,11 +170,21 @@ unsafe fn search(call: &Call, store: *mut pg_sys::Tuplestorestate, desc: pg_sys:
             sql: None,
         };
         let types = [target.vector_base_oid, pg_sys::TEXTOID, pg_sys::TEXTOID];
-        let plan = cache::plan(key, &types, || {
-            search_sql(&target, &column, strategy, call.k, &workspace)
+        // The workspace's own index and the exact scan plan without the shared index in sight:
+        // left to cost alone, the planner took the shared HNSW index, filtered, for the
+        // own-index plan (4.6 ms against 0.9 ms on the workspace's own graph).
+        let choice = if strategy == Strategy::SharedHnsw {
+            Choice::Every
+        } else {
+            Choice::OwnOnly
+        };
+        let plan = with_choice(choice, || {
+            cache::plan(key, &types, || {
+                search_sql(&target, &column, strategy, call.k, &workspace)
+            })
         });
         if strategy != Strategy::Exact {
-            set_hnsw_options(call.k);
+            set_hnsw_options(call.k, strategy);
         }
         let mut values = [
             vector,
@@ -176,7 +192,10 @@ unsafe fn search(call: &Call, store: *mut pg_sys::Tuplestorestate, desc: pg_sys:
             user.as_deref().map_or(pg_sys::Datum::from(0), text_datum),
         ];
         let nulls = [null_flag(true), null_flag(true), null_flag(user.is_some())];
-        let status = pg_sys::SPI_execute_plan(plan.0, values.as_mut_ptr(), nulls.as_ptr(), false, 0);
+        // Executing may replan a kept plan (after an invalidation): with the same choice.
+        let status = with_choice(choice, || {
+            pg_sys::SPI_execute_plan(plan.0, values.as_mut_ptr(), nulls.as_ptr(), false, 0)
+        });
         if status != pg_sys::SPI_OK_SELECT as i32 {
             pgrx::error!("pg_tenancy: the search plan failed (SPI result {status})");
         }
@@ -287,12 +306,15 @@ unsafe fn query_vector(call: &Call, target: &Target, column: &str) -> pg_sys::Da
         } else {
             cast_query(call, target)
         };
-        if target.vector_base.ends_with(".sparsevec") {
-            return value;
-        }
-        // vector and halfvec: a varlena whose data starts with the int16 dimension count.
+        // vector and halfvec: a varlena whose data starts with the int16 dimension count;
+        // sparsevec: with an int32 one.
         let detoasted = pg_sys::pg_detoast_datum(value.cast_mut_ptr::<pg_sys::varlena>());
-        let dims = i32::from(*detoasted.cast::<u8>().add(pg_sys::VARHDRSZ).cast::<i16>());
+        let data = detoasted.cast::<u8>().add(pg_sys::VARHDRSZ);
+        let dims = if target.vector_base.ends_with(".sparsevec") {
+            data.cast::<i32>().read_unaligned()
+        } else {
+            i32::from(data.cast::<i16>().read_unaligned())
+        };
         if let Some(expected) = target.dims {
             if dims != expected {
                 raise(
@@ -445,6 +467,12 @@ fn scope(target: &Target, workspace: Option<&str>) -> String {
 /// The SQL of a strategy's plan. Parameters: $1 the query vector, $2 the workspace and $3 the
 /// user (text, cast to the columns' types); k and the candidate count are literals, so the
 /// planner sees the LIMIT an HNSW index scan needs.
+///
+/// The scans carry only (tableoid, ctid, distance); the k winners' rows are fetched afterwards
+/// by TID in the same statement (same snapshot). Building the whole row for every row of the
+/// scope before the sort cost 0.3 ms of 1 ms in a workspace of a few hundred rows
+/// (docs/benchmarks.md, "tenancy.nearest in Rust"); tableoid keeps the join exact on partitioned
+/// and inherited tables, whose ctids repeat across children.
 fn search_sql(target: &Target, column: &str, strategy: Strategy, k: i32, workspace: &str) -> String {
     let c = identifier(column);
     let (op, rel) = (&target.op, &target.rel_name);
@@ -452,29 +480,58 @@ fn search_sql(target: &Target, column: &str, strategy: Strategy, k: i32, workspa
     // Every row of the scope through its B-tree; OFFSET 0 keeps the planner from answering the
     // ORDER BY … LIMIT with an HNSW index (whose filtered scan can come back short).
     let exact = format!(
-        "SELECT t AS item, t.{c} {op} $1 AS distance FROM {rel} t WHERE {exact_scope} AND t.{c} IS NOT NULL OFFSET 0"
+        "SELECT t.tableoid AS rel, t.ctid AS tid, t.{c} {op} $1 AS distance FROM {rel} t \
+          WHERE {exact_scope} AND t.{c} IS NOT NULL OFFSET 0"
     );
-    if strategy == Strategy::Exact {
-        return format!("SELECT s.item, s.distance FROM ({exact}) s ORDER BY s.distance LIMIT {k}");
-    }
-    let hnsw_scope = scope(target, (strategy == Strategy::WorkspaceHnsw).then_some(workspace));
-    // One statement, one snapshot: h is the HNSW scan cut at the candidate count; the outer ORDER
-    // BY re-ranks the candidates exactly; the exact branch runs only when h came back short.
+    let winners = if strategy == Strategy::Exact {
+        format!("SELECT e.rel, e.tid, e.distance FROM ({exact}) e ORDER BY e.distance LIMIT {k}")
+    } else {
+        let hnsw_scope = scope(target, (strategy == Strategy::WorkspaceHnsw).then_some(workspace));
+        // h is the HNSW scan cut at the candidate count; the ORDER BY re-ranks the candidates
+        // exactly; the exact branch runs only when h came back short.
+        format!(
+            "WITH h AS MATERIALIZED (SELECT t.tableoid AS rel, t.ctid AS tid, t.{c} {op} $1 AS distance FROM {rel} t \
+              WHERE {hnsw_scope} ORDER BY t.{c} {op} $1 LIMIT {candidates}) \
+             SELECT u.rel, u.tid, u.distance FROM ( \
+                 SELECT h.rel, h.tid, h.distance FROM h WHERE (SELECT pg_catalog.count(*) FROM h) OPERATOR(pg_catalog.>=) {k} \
+                 UNION ALL \
+                 SELECT e.rel, e.tid, e.distance FROM ({exact}) e WHERE (SELECT pg_catalog.count(*) FROM h) OPERATOR(pg_catalog.<) {k}) u \
+             ORDER BY u.distance LIMIT {k}",
+            candidates = candidates_for(strategy).max(k)
+        )
+    };
+    // One statement, one snapshot: the winners' rows by TID, still under the scope and the
+    // table's row-level security.
     format!(
-        "WITH h AS MATERIALIZED (SELECT t AS item, t.{c} {op} $1 AS distance FROM {rel} t \
-          WHERE {hnsw_scope} ORDER BY t.{c} {op} $1 LIMIT {candidates}) \
-         SELECT u.item, u.distance FROM ( \
-             SELECT h.item, h.distance FROM h WHERE (SELECT pg_catalog.count(*) FROM h) OPERATOR(pg_catalog.>=) {k} \
-             UNION ALL \
-             SELECT e.item, e.distance FROM ({exact}) e WHERE (SELECT pg_catalog.count(*) FROM h) OPERATOR(pg_catalog.<) {k}) u \
-         ORDER BY u.distance LIMIT {k}",
-        candidates = CANDIDATES.max(k)
+        "SELECT t AS item, w.distance FROM ({winners}) w \
+           JOIN {rel} t ON t.ctid OPERATOR(pg_catalog.=) w.tid AND t.tableoid OPERATOR(pg_catalog.=) w.rel \
+          WHERE {exact_scope} ORDER BY w.distance"
     )
 }
 
-/// Raises hnsw.ef_search to at least `EF_FLOOR` (and k) and turns on relaxed iterative scans,
+/// The ef_search floor of a strategy: on the shared graph the scan must walk past other
+/// workspaces' rows, on a workspace's own graph pgvector's default suffices (measured below).
+fn ef_floor(strategy: Strategy) -> i32 {
+    if strategy == Strategy::WorkspaceHnsw {
+        OWN_EF_FLOOR
+    } else {
+        EF_FLOOR
+    }
+}
+
+/// HNSW candidates re-ranked exactly, before k: none beyond k on a workspace's own graph, which
+/// returns its rows nearest first and loses none to a filter.
+fn candidates_for(strategy: Strategy) -> i32 {
+    if strategy == Strategy::WorkspaceHnsw {
+        1
+    } else {
+        CANDIDATES
+    }
+}
+
+/// Raises hnsw.ef_search to at least the strategy's floor (and k) and turns on relaxed iterative scans,
 /// until the pinned search_path's nest level ends (which restores both).
-unsafe fn set_hnsw_options(k: i32) {
+unsafe fn set_hnsw_options(k: i32, strategy: Strategy) {
     unsafe {
         let current = pg_sys::GetConfigOption(c"hnsw.ef_search".as_ptr(), true, false);
         let current = if current.is_null() {
@@ -486,7 +543,7 @@ unsafe fn set_hnsw_options(k: i32) {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(40)
         };
-        let ef = CString::new(EF_FLOOR.max(k).max(current).to_string()).unwrap_or_default();
+        let ef = CString::new(ef_floor(strategy).max(k).max(current).to_string()).unwrap_or_default();
         set_at_nest_level(c"hnsw.ef_search", &ef);
         set_at_nest_level(c"hnsw.iterative_scan", c"relaxed_order");
     }

@@ -29,13 +29,13 @@ fn items() -> postgres::Client {
         }
         db.batch_execute(&format!(
             "CREATE TABLE search_items (id bigint PRIMARY KEY, workspace_id text NOT NULL, body text NOT NULL,
-                                        embedding vector(3), compact halfvec(3));
+                                        embedding vector(3), compact halfvec(3), sparse sparsevec(3));
              INSERT INTO search_items
-             SELECT i, 'ws_globex', 'globex ' || i, v, v::halfvec
+             SELECT i, 'ws_globex', 'globex ' || i, v, v::halfvec, v::sparsevec
                FROM generate_series(1, 3000) i, LATERAL (SELECT format('[1,%s,%s]', i % 50, i / 50)::vector AS v) g;
-             INSERT INTO search_items VALUES (10001, 'ws_acme', 'acme plan', '[0,0,1]', '[0,0,1]'),
-                                             (10002, 'ws_acme', 'acme budget', '[0,0.5,1]', '[0,0.5,1]'),
-                                             (10003, 'ws_acme', 'acme memo', '[0,1,0]', '[0,1,0]');
+             INSERT INTO search_items VALUES (10001, 'ws_acme', 'acme plan', '[0,0,1]', '[0,0,1]', '{{3:1}}/3'),
+                                             (10002, 'ws_acme', 'acme budget', '[0,0.5,1]', '[0,0.5,1]', '{{2:0.5,3:1}}/3'),
+                                             (10003, 'ws_acme', 'acme memo', '[0,1,0]', '[0,1,0]', '{{2:1}}/3');
              CREATE INDEX ON search_items (workspace_id);
              SET max_parallel_maintenance_workers = 0;
              CREATE INDEX ON search_items USING hnsw (embedding vector_cosine_ops);
@@ -82,6 +82,14 @@ fn a_bound_vector_returns_the_callers_rows_nearest_first() {
         .unwrap();
     assert_eq!(compact.len(), 1);
     assert_eq!(compact[0].get::<_, i64>(0), 10001);
+    // A sparsevec column, its query given as text.
+    let sparse = tx
+        .query(
+            "SELECT (n.item).id FROM tenancy.nearest(NULL::search_items, 'sparse', '{2:1}/3', 1) n",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(sparse.iter().map(|r| r.get::<_, i64>(0)).collect::<Vec<_>>(), [10003]);
     tx.commit().unwrap();
 
     // Another workspace, same statement: only its rows.
@@ -124,6 +132,15 @@ fn bad_input_is_refused_with_its_sqlstate() {
         )
         .unwrap_err();
     assert_eq!(sqlstate(&err), "22004");
+    tx.batch_execute("ROLLBACK TO SAVEPOINT s").unwrap();
+    // A sparsevec query of other dimensions than the column's.
+    let err = tx
+        .query(
+            "SELECT * FROM tenancy.nearest(NULL::search_items, 'sparse', '{1:1}/2'::sparsevec, 10)",
+            &[],
+        )
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), "22023", "{err}");
     tx.batch_execute("ROLLBACK TO SAVEPOINT s").unwrap();
     let err = tx
         .query(
