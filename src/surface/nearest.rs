@@ -178,14 +178,14 @@ unsafe fn search(call: &Call, store: *mut pg_sys::Tuplestorestate, desc: pg_sys:
         } else {
             Choice::OwnOnly
         };
+        if strategy != Strategy::Exact {
+            set_hnsw_options(call.k, strategy);
+        }
         let plan = with_choice(choice, || {
             cache::plan(key, &types, || {
                 search_sql(&target, &column, strategy, call.k, &workspace)
             })
         });
-        if strategy != Strategy::Exact {
-            set_hnsw_options(call.k, strategy);
-        }
         let mut values = [
             vector,
             text_datum(&workspace),
@@ -529,8 +529,12 @@ fn candidates_for(strategy: Strategy) -> i32 {
     }
 }
 
-/// Raises hnsw.ef_search to at least the strategy's floor (and k) and turns on relaxed iterative scans,
-/// until the pinned search_path's nest level ends (which restores both).
+/// Raises hnsw.ef_search to at least the strategy's floor (and k), turns on relaxed iterative
+/// scans and turns JIT off (planning and executing, which may replan), until the pinned
+/// search_path's nest level ends (which restores all three). JIT: these plans run in
+/// milliseconds, and a compile costs hundreds (measured: `enable_sort = off`, tried to keep the
+/// planner off B-tree-and-sort plans, pushed the cost past `jit_above_cost`, and the whales'
+/// p50 went from 1.6 to 230 ms, 292 ms of each call compiling).
 unsafe fn set_hnsw_options(k: i32, strategy: Strategy) {
     unsafe {
         let current = pg_sys::GetConfigOption(c"hnsw.ef_search".as_ptr(), true, false);
@@ -546,6 +550,7 @@ unsafe fn set_hnsw_options(k: i32, strategy: Strategy) {
         let ef = CString::new(ef_floor(strategy).max(k).max(current).to_string()).unwrap_or_default();
         set_at_nest_level(c"hnsw.ef_search", &ef);
         set_at_nest_level(c"hnsw.iterative_scan", c"relaxed_order");
+        set_at_nest_level(c"jit", c"off");
     }
 }
 
