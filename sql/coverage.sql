@@ -37,6 +37,33 @@ SELECT p.schema_name, p.table_name, p.workspace_column, p.user_column, p.write_p
         AND c.relname OPERATOR(pg_catalog.=) p.table_name AND c.relkind IN ('r', 'p');
 COMMENT ON VIEW tenancy.protected_tables IS 'tables protected by tenancy.protect(): RLS state, policies unmodified, index, size';
 
+-- Each subscription of this database and table it applies changes into, with the role whose
+-- rights apply them: the subscription's owner, or from PostgreSQL 16 on, unless the subscription
+-- runs as its owner (run_as_owner), the table's owner. PostgreSQL refuses to apply into a table
+-- whose row-level security applies to that role (FORCE makes it apply to the table's owner).
+CREATE FUNCTION tenancy._subscription_targets()
+RETURNS TABLE (subscription name, rel oid, apply_role oid)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF pg_catalog.current_setting('server_version_num')::integer OPERATOR(pg_catalog.>=) 160000 THEN
+        RETURN QUERY EXECUTE
+            'SELECT s.subname, r.srrelid, CASE WHEN s.subrunasowner THEN s.subowner ELSE c.relowner END
+               FROM pg_catalog.pg_subscription s
+               JOIN pg_catalog.pg_subscription_rel r ON r.srsubid OPERATOR(pg_catalog.=) s.oid
+               JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) r.srrelid
+               JOIN pg_catalog.pg_database d ON d.oid OPERATOR(pg_catalog.=) s.subdbid
+              WHERE d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database()';
+    ELSE
+        RETURN QUERY
+            SELECT s.subname, r.srrelid, s.subowner
+              FROM pg_catalog.pg_subscription s
+              JOIN pg_catalog.pg_subscription_rel r ON r.srsubid OPERATOR(pg_catalog.=) s.oid
+              JOIN pg_catalog.pg_database d ON d.oid OPERATOR(pg_catalog.=) s.subdbid
+             WHERE d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database();
+    END IF;
+END
+$$;
+
 -- One row per finding that weakens tenant isolation, with a severity and the fix; no rows is a
 -- clean bill of health. The bootstrap superuser is not listed: pg_tenancy itself runs its
 -- membership checks as that role, so it must exist; keep it for administration only.
@@ -204,7 +231,19 @@ SELECT 'medium', 'unique_without_workspace', format('%s on %s', quote_ident(ic.r
   JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) p.oid AND a.attname OPERATOR(pg_catalog.=) p.workspace_column
  WHERE NOT (a.attnum OPERATOR(pg_catalog.=) ANY (i.indkey::int2[]))
    AND NOT (p.relispartition AND EXISTS (SELECT FROM pg_catalog.pg_inherits ii
-                                          WHERE ii.inhrelid OPERATOR(pg_catalog.=) i.indexrelid));
+                                          WHERE ii.inhrelid OPERATOR(pg_catalog.=) i.indexrelid))
+UNION ALL
+SELECT 'high', 'subscription_refused', format('subscription %I into %s', st.subscription, p.qualified),
+       format('row-level security applies to %I, the role that applies the subscription''s changes: PostgreSQL refuses them and replication stops',
+              r.rolname),
+       CASE WHEN pg_catalog.current_setting('server_version_num')::integer OPERATOR(pg_catalog.>=) 160000
+            THEN format('ALTER SUBSCRIPTION %I SET (run_as_owner = true);  -- its owner a superuser that is not a login role of the applications; the rows then arrive as the publisher wrote them',
+                        st.subscription)
+            ELSE format('ALTER SUBSCRIPTION %I OWNER TO <a superuser>;  -- the rows then arrive as the publisher wrote them', st.subscription) END
+  FROM tenancy._subscription_targets() st
+  JOIN protected p ON p.oid OPERATOR(pg_catalog.=) st.rel
+  JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) st.apply_role
+ WHERE NOT (r.rolsuper OR r.rolbypassrls);
 COMMENT ON VIEW tenancy.coverage IS 'findings that weaken tenant isolation, each with a severity and a fix; empty means a clean bill of health';
 
 REVOKE ALL ON tenancy.protected_tables, tenancy.coverage FROM PUBLIC;

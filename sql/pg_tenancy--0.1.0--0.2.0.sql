@@ -679,3 +679,416 @@ BEGIN
 END
 $$;
 
+
+-- Logical replication into protected tables: a coverage finding when PostgreSQL would refuse to
+-- apply a subscription's changes (row-level security applies to the applying role).
+-- Each subscription of this database and table it applies changes into, with the role whose
+-- rights apply them: the subscription's owner, or from PostgreSQL 16 on, unless the subscription
+-- runs as its owner (run_as_owner), the table's owner. PostgreSQL refuses to apply into a table
+-- whose row-level security applies to that role (FORCE makes it apply to the table's owner).
+CREATE FUNCTION tenancy._subscription_targets()
+RETURNS TABLE (subscription name, rel oid, apply_role oid)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF pg_catalog.current_setting('server_version_num')::integer OPERATOR(pg_catalog.>=) 160000 THEN
+        RETURN QUERY EXECUTE
+            'SELECT s.subname, r.srrelid, CASE WHEN s.subrunasowner THEN s.subowner ELSE c.relowner END
+               FROM pg_catalog.pg_subscription s
+               JOIN pg_catalog.pg_subscription_rel r ON r.srsubid OPERATOR(pg_catalog.=) s.oid
+               JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) r.srrelid
+               JOIN pg_catalog.pg_database d ON d.oid OPERATOR(pg_catalog.=) s.subdbid
+              WHERE d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database()';
+    ELSE
+        RETURN QUERY
+            SELECT s.subname, r.srrelid, s.subowner
+              FROM pg_catalog.pg_subscription s
+              JOIN pg_catalog.pg_subscription_rel r ON r.srsubid OPERATOR(pg_catalog.=) s.oid
+              JOIN pg_catalog.pg_database d ON d.oid OPERATOR(pg_catalog.=) s.subdbid
+             WHERE d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database();
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE VIEW tenancy.coverage AS
+WITH user_tables AS (
+    SELECT c.oid, n.nspname, c.relname, c.relkind, c.relowner, c.relrowsecurity, c.relforcerowsecurity,
+           c.relispartition, c.relacl, format('%I.%I', n.nspname, c.relname) AS qualified
+      FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
+     WHERE c.relkind IN ('r', 'p')
+       AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'tenancy')
+       AND n.nspname !~ '^pg_(toast|temp_)'
+       AND NOT EXISTS (SELECT FROM pg_catalog.pg_depend d
+                        WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass
+                          AND d.objid OPERATOR(pg_catalog.=) c.oid AND d.deptype OPERATOR(pg_catalog.=) 'e')
+), protected AS (
+    SELECT t.*, p.workspace_column, p.user_column, p.write_permission
+      FROM tenancy.protections p
+      JOIN user_tables t ON t.nspname OPERATOR(pg_catalog.=) p.schema_name AND t.relname OPERATOR(pg_catalog.=) p.table_name
+), tenant_columns AS (
+    SELECT 'workspace_id'::text AS attname UNION SELECT p.workspace_column FROM tenancy.protections p
+)
+SELECT 'medium'::text AS severity, 'not_preloaded'::text AS finding, 'shared_preload_libraries'::text AS object,
+       'pg_tenancy is not in shared_preload_libraries: until a backend loads the library, tenancy.* settings are unchecked placeholders'::text AS detail,
+       'add pg_tenancy to shared_preload_libraries (ALTER SYSTEM SET shared_preload_libraries = …) and restart'::text AS fix
+ WHERE NOT tenancy._preloaded()
+UNION ALL
+SELECT 'critical', 'unprotected_table', t.qualified,
+       format('has tenant column %I but no pg_tenancy protection: every workspace''s rows are visible', a.attname),
+       CASE WHEN par.qualified IS NOT NULL
+            THEN format('SELECT tenancy.protect(%L);  -- a partition attached after its parent was protected', par.qualified)
+            WHEN a.attname OPERATOR(pg_catalog.=) 'workspace_id' THEN format('SELECT tenancy.protect(%L);', t.qualified)
+            ELSE format('SELECT tenancy.protect(%L, %L);', t.qualified, a.attname) END
+  FROM user_tables t
+  CROSS JOIN LATERAL (SELECT min(a.attname) AS attname FROM pg_catalog.pg_attribute a
+                       WHERE a.attrelid OPERATOR(pg_catalog.=) t.oid AND a.attnum OPERATOR(pg_catalog.>) 0
+                         AND NOT a.attisdropped AND a.attname IN (SELECT attname FROM tenant_columns)) a
+  LEFT JOIN LATERAL (SELECT p.qualified FROM pg_catalog.pg_inherits i JOIN protected p ON p.oid OPERATOR(pg_catalog.=) i.inhparent
+                      WHERE i.inhrelid OPERATOR(pg_catalog.=) t.oid) par ON true
+ WHERE a.attname IS NOT NULL AND t.oid NOT IN (SELECT oid FROM protected)
+UNION ALL
+SELECT 'low', 'stale_registry_row', format('%I.%I', p.schema_name, p.table_name),
+       'registered as protected but no such table exists (restored without it, or dropped while the event triggers were off)',
+       format('DELETE FROM tenancy.protections WHERE schema_name = %L AND table_name = %L;', p.schema_name, p.table_name)
+  FROM tenancy.protections p
+ WHERE NOT EXISTS (SELECT FROM user_tables t WHERE t.nspname OPERATOR(pg_catalog.=) p.schema_name
+                      AND t.relname OPERATOR(pg_catalog.=) p.table_name)
+UNION ALL
+SELECT 'critical', 'rls_disabled', p.qualified, 'protected, but row-level security is disabled: the policies are ignored',
+       format('SELECT tenancy.protect(%L%s);', p.qualified,
+              CASE WHEN p.workspace_column OPERATOR(pg_catalog.<>) 'workspace_id' THEN format(', %L', p.workspace_column) ELSE '' END)
+  FROM protected p WHERE NOT p.relrowsecurity
+UNION ALL
+SELECT CASE WHEN p.oid IS NOT NULL THEN 'high' ELSE 'medium' END, 'rls_not_forced', t.qualified,
+       'row-level security is enabled but not forced: the table''s owner sees and writes every row',
+       format('ALTER TABLE %s FORCE ROW LEVEL SECURITY;', t.qualified)
+  FROM user_tables t LEFT JOIN protected p ON p.oid OPERATOR(pg_catalog.=) t.oid
+ WHERE t.relrowsecurity AND NOT t.relforcerowsecurity
+UNION ALL
+SELECT 'critical', 'policies_modified', p.qualified,
+       'pg_tenancy''s policies are missing or differ from what tenancy.protect() writes',
+       format('SELECT tenancy.protect(%L, %L, %L, %L);', p.qualified, p.workspace_column, p.user_column, p.write_permission)
+  FROM protected p
+ WHERE NOT tenancy._policies_intact(p.oid, p.workspace_column, p.user_column, p.write_permission)
+UNION ALL
+SELECT CASE WHEN pol.polpermissive THEN 'high' ELSE 'low' END, 'foreign_policy',
+       format('%I on %s', pol.polname, p.qualified),
+       CASE WHEN pol.polpermissive
+            THEN 'permissive policy not written by pg_tenancy: permissive policies are OR-ed together, so it widens access'
+            ELSE 'restrictive policy not written by pg_tenancy: it only narrows access, but a non-leakproof function in it may see other workspaces'' rows' END,
+       CASE WHEN pol.polpermissive
+            THEN format('DROP POLICY %I ON %s;  -- or recreate it AS RESTRICTIVE', pol.polname, p.qualified)
+            ELSE format('review policy %I on %s; drop it if it is not needed', pol.polname, p.qualified) END
+  FROM protected p JOIN pg_catalog.pg_policy pol ON pol.polrelid OPERATOR(pg_catalog.=) p.oid
+ WHERE pol.polname NOT IN ('tenancy_workspace', 'tenancy_write_insert', 'tenancy_write_update', 'tenancy_write_delete')
+UNION ALL
+SELECT 'high', 'role_bypasses_rls', quote_ident(r.rolname),
+       CASE WHEN r.rolsuper THEN 'a superuser that can log in: row-level security never applies to it'
+            ELSE 'a role with BYPASSRLS that can log in: row-level security never applies to it' END,
+       CASE WHEN r.rolsuper THEN format('ALTER ROLE %I NOSUPERUSER;  -- or NOLOGIN; applications must not connect as superusers', r.rolname)
+            ELSE format('ALTER ROLE %I NOBYPASSRLS;', r.rolname) END
+  FROM pg_catalog.pg_roles r
+ WHERE r.rolcanlogin AND (r.rolsuper OR r.rolbypassrls) AND r.oid OPERATOR(pg_catalog.<>) 10
+UNION ALL
+SELECT 'low', 'audit_database_reachable', quote_ident(r.rolname),
+       format('can connect to the audit database %I and LISTEN tenancy_alert: it learns when denials happen (the signal carries nothing else; details stay in tenancy.audit_log)', db.datname),
+       CASE WHEN pg_catalog.has_database_privilege('public', db.oid, 'CONNECT')
+            THEN format('REVOKE CONNECT ON DATABASE %I FROM PUBLIC; GRANT CONNECT ON DATABASE %I TO tenancy_admin, tenancy_auditor, tenancy_sync;', db.datname, db.datname)
+            ELSE format('REVOKE CONNECT ON DATABASE %I FROM %I;', db.datname, r.rolname) END
+  FROM pg_catalog.pg_roles r
+  JOIN pg_catalog.pg_database db ON db.datname OPERATOR(pg_catalog.=) pg_catalog.current_setting('tenancy.audit_database', true)
+ WHERE r.rolcanlogin AND NOT r.rolsuper AND r.rolname !~ '^pg_'
+   AND pg_catalog.has_database_privilege(r.oid, db.oid, 'CONNECT')
+   AND NOT pg_catalog.pg_has_role(r.oid, 'tenancy_admin', 'MEMBER')
+   AND NOT pg_catalog.pg_has_role(r.oid, 'tenancy_auditor', 'MEMBER')
+   AND NOT pg_catalog.pg_has_role(r.oid, 'tenancy_sync', 'MEMBER')
+UNION ALL
+SELECT 'critical', 'owner_bypasses_rls', p.qualified,
+       format('owned by %I, a superuser or BYPASSRLS role: FORCE ROW LEVEL SECURITY has no effect on it', r.rolname),
+       format('ALTER TABLE %s OWNER TO <a NOLOGIN, NOBYPASSRLS role>;', p.qualified)
+  FROM protected p JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) p.relowner
+ WHERE r.rolsuper OR r.rolbypassrls
+UNION ALL
+SELECT 'high', 'owner_can_login', quote_ident(r.rolname),
+       format('%s %s protected table(s), e.g. %s: it can disable row-level security or drop the policies',
+              CASE WHEN r.oid OPERATOR(pg_catalog.=) p.relowner THEN 'a login role that owns'
+                   ELSE format('a login role that is a member of %I, owner of', pg_catalog.pg_get_userbyid(p.relowner)) END,
+              count(*), min(p.qualified)),
+       CASE WHEN r.oid OPERATOR(pg_catalog.=) p.relowner
+            THEN format('ALTER ROLE %I NOLOGIN;  -- let a NOLOGIN role own the tables; migrate with SET ROLE', r.rolname)
+            ELSE format('REVOKE %I FROM %I;  -- or ALTER ROLE %I NOLOGIN', pg_catalog.pg_get_userbyid(p.relowner), r.rolname, r.rolname) END
+  FROM protected p JOIN pg_catalog.pg_roles r ON pg_catalog.pg_has_role(r.oid, p.relowner, 'MEMBER')
+ WHERE r.rolcanlogin AND NOT r.rolsuper AND NOT r.rolbypassrls
+ GROUP BY r.oid, r.rolname, p.relowner
+UNION ALL
+SELECT CASE WHEN v.relkind OPERATOR(pg_catalog.=) 'm' THEN 'critical' ELSE 'high' END,
+       CASE WHEN v.relkind OPERATOR(pg_catalog.=) 'm' THEN 'materialized_view' ELSE 'view_not_security_invoker' END,
+       format('%I.%I', vn.nspname, v.relname),
+       CASE WHEN v.relkind OPERATOR(pg_catalog.=) 'm'
+            THEN format('materialized view over protected table %s: it stores every workspace''s rows without row-level security', p.qualified)
+            ELSE format('view over protected table %s without security_invoker: the policies are checked as the view''s owner', p.qualified) END,
+       CASE WHEN v.relkind OPERATOR(pg_catalog.=) 'm'
+            THEN format('DROP MATERIALIZED VIEW %I.%I;  -- or keep it out of the application''s reach', vn.nspname, v.relname)
+            ELSE format('ALTER VIEW %I.%I SET (security_invoker = true);', vn.nspname, v.relname) END
+  FROM protected p
+  JOIN pg_catalog.pg_depend d ON d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass
+   AND d.refobjid OPERATOR(pg_catalog.=) p.oid AND d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_rewrite'::pg_catalog.regclass
+  JOIN pg_catalog.pg_rewrite rw ON rw.oid OPERATOR(pg_catalog.=) d.objid
+  JOIN pg_catalog.pg_class v ON v.oid OPERATOR(pg_catalog.=) rw.ev_class AND v.oid OPERATOR(pg_catalog.<>) p.oid
+  JOIN pg_catalog.pg_namespace vn ON vn.oid OPERATOR(pg_catalog.=) v.relnamespace
+ WHERE v.relkind IN ('v', 'm')
+   AND NOT (v.relkind OPERATOR(pg_catalog.=) 'v' AND EXISTS (
+            SELECT FROM pg_catalog.pg_options_to_table(v.reloptions) o
+             WHERE o.option_name OPERATOR(pg_catalog.=) 'security_invoker'
+               AND lower(o.option_value) IN ('true', 'on', 'yes', '1')))
+ GROUP BY v.relkind, vn.nspname, v.relname, p.qualified
+UNION ALL
+SELECT 'medium', 'security_definer_function', format('%I.%I(%s)', fn.nspname, f.proname, pg_catalog.pg_get_function_identity_arguments(f.oid)),
+       format('SECURITY DEFINER function owned by %I, owner of protected table %s: it runs with the owner''s rights',
+              pg_catalog.pg_get_userbyid(f.proowner), min(p.qualified)),
+       format('ALTER FUNCTION %I.%I(%s) SECURITY INVOKER;  -- or give it another owner', fn.nspname, f.proname,
+              pg_catalog.pg_get_function_identity_arguments(f.oid))
+  FROM pg_catalog.pg_proc f
+  JOIN pg_catalog.pg_namespace fn ON fn.oid OPERATOR(pg_catalog.=) f.pronamespace
+  JOIN protected p ON p.relowner OPERATOR(pg_catalog.=) f.proowner
+ WHERE f.prosecdef AND fn.nspname NOT IN ('pg_catalog', 'information_schema')
+   AND NOT EXISTS (SELECT FROM pg_catalog.pg_depend d
+                    WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass
+                      AND d.objid OPERATOR(pg_catalog.=) f.oid AND d.deptype OPERATOR(pg_catalog.=) 'e')
+ GROUP BY fn.nspname, f.proname, f.oid, f.proowner
+UNION ALL
+SELECT 'high', 'truncate_granted', format('%s to %s', p.qualified,
+              CASE WHEN acl.grantee OPERATOR(pg_catalog.=) 0 THEN 'PUBLIC' ELSE quote_ident(pg_catalog.pg_get_userbyid(acl.grantee)) END),
+       'TRUNCATE ignores row-level security: the grantee can empty every workspace''s rows',
+       format('REVOKE TRUNCATE ON %s FROM %s;', p.qualified,
+              CASE WHEN acl.grantee OPERATOR(pg_catalog.=) 0 THEN 'PUBLIC' ELSE quote_ident(pg_catalog.pg_get_userbyid(acl.grantee)) END)
+  FROM protected p CROSS JOIN LATERAL pg_catalog.aclexplode(p.relacl) acl
+ WHERE acl.privilege_type OPERATOR(pg_catalog.=) 'TRUNCATE' AND acl.grantee OPERATOR(pg_catalog.<>) p.relowner
+UNION ALL
+SELECT 'medium', 'unique_without_workspace', format('%s on %s', quote_ident(ic.relname), p.qualified),
+       format('unique index without %I: inserting a key another workspace uses fails, revealing that it exists', p.workspace_column),
+       format('make it unique on (%I, …), e.g. a primary key (%I, id)', p.workspace_column, p.workspace_column)
+  FROM protected p
+  JOIN pg_catalog.pg_index i ON i.indrelid OPERATOR(pg_catalog.=) p.oid AND i.indisunique
+  JOIN pg_catalog.pg_class ic ON ic.oid OPERATOR(pg_catalog.=) i.indexrelid
+  JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) p.oid AND a.attname OPERATOR(pg_catalog.=) p.workspace_column
+ WHERE NOT (a.attnum OPERATOR(pg_catalog.=) ANY (i.indkey::int2[]))
+   AND NOT (p.relispartition AND EXISTS (SELECT FROM pg_catalog.pg_inherits ii
+                                          WHERE ii.inhrelid OPERATOR(pg_catalog.=) i.indexrelid))
+UNION ALL
+SELECT 'high', 'subscription_refused', format('subscription %I into %s', st.subscription, p.qualified),
+       format('row-level security applies to %I, the role that applies the subscription''s changes: PostgreSQL refuses them and replication stops',
+              r.rolname),
+       CASE WHEN pg_catalog.current_setting('server_version_num')::integer OPERATOR(pg_catalog.>=) 160000
+            THEN format('ALTER SUBSCRIPTION %I SET (run_as_owner = true);  -- its owner a superuser that is not a login role of the applications; the rows then arrive as the publisher wrote them',
+                        st.subscription)
+            ELSE format('ALTER SUBSCRIPTION %I OWNER TO <a superuser>;  -- the rows then arrive as the publisher wrote them', st.subscription) END
+  FROM tenancy._subscription_targets() st
+  JOIN protected p ON p.oid OPERATOR(pg_catalog.=) st.rel
+  JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) st.apply_role
+ WHERE NOT (r.rolsuper OR r.rolbypassrls);
+
+-- protect warns when a subscription into the table would be refused under its row-level security,
+-- and says how to order it with Citus when the workspace column's DEFAULT is refused.
+CREATE OR REPLACE FUNCTION tenancy._protect_one(rel oid, ws_col text, user_col text, permission text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    c record;
+    reg tenancy.protections;
+    registered boolean;
+    p record;
+    ws_type oid;
+    ws_attnum int2;
+    ours text;
+    current_default text;
+    enabled boolean;
+    forced boolean;
+    defaulted boolean;
+    previous text;
+    refusal text;
+BEGIN
+    PERFORM tenancy._require_owner(rel);
+    PERFORM tenancy._check_column(rel, ws_col, 'workspace column');
+    IF user_col IS NOT NULL THEN
+        PERFORM tenancy._check_column(rel, user_col, 'user column');
+    END IF;
+    SELECT n.nspname, k.relname, k.relrowsecurity, k.relforcerowsecurity INTO c
+      FROM pg_class k JOIN pg_namespace n ON n.oid OPERATOR(pg_catalog.=) k.relnamespace
+     WHERE k.oid OPERATOR(pg_catalog.=) rel;
+    -- Serializes protect and unprotect of one table without blocking reads and writes, and
+    -- without writing anything (a second protect must leave no trace, not even a row lock).
+    EXECUTE format('LOCK TABLE %s IN SHARE UPDATE EXCLUSIVE MODE', rel::regclass);
+    SELECT * INTO reg FROM tenancy.protections r
+     WHERE r.schema_name OPERATOR(pg_catalog.=) c.nspname AND r.table_name OPERATOR(pg_catalog.=) c.relname;
+    registered := FOUND;
+
+    -- Row-level security on, and forced so that the owner is filtered too.
+    enabled := coalesce(reg.enabled_rls, false);
+    forced := coalesce(reg.forced_rls, false);
+    IF NOT c.relrowsecurity THEN
+        EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', rel::regclass);
+        enabled := true;
+    END IF;
+    IF NOT c.relforcerowsecurity THEN
+        EXECUTE format('ALTER TABLE %s FORCE ROW LEVEL SECURITY', rel::regclass);
+        forced := true;
+    END IF;
+
+    -- Policies: drop ours that differ from the spec, create the missing ones.
+    FOR p IN SELECT l.policy_name FROM tenancy._live_policies(rel) l
+              WHERE NOT l.to_public
+                 OR NOT EXISTS (SELECT FROM tenancy._policy_spec(rel, ws_col, user_col, permission) s
+                                 WHERE (s.policy_name, s.permissive, s.command, s.qual, s.with_check)
+                                       IS NOT DISTINCT FROM (l.policy_name, l.permissive, l.command, l.qual, l.with_check))
+    LOOP
+        EXECUTE format('DROP POLICY %I ON %s', p.policy_name, rel::regclass);
+    END LOOP;
+    FOR p IN SELECT s.* FROM tenancy._policy_spec(rel, ws_col, user_col, permission) s
+              WHERE s.policy_name NOT IN (SELECT l.policy_name FROM tenancy._live_policies(rel) l)
+    LOOP
+        EXECUTE format('CREATE POLICY %I ON %s AS %s FOR %s TO PUBLIC%s%s', p.policy_name, rel::regclass,
+                       CASE WHEN p.permissive THEN 'PERMISSIVE' ELSE 'RESTRICTIVE' END,
+                       CASE p.command WHEN '*' THEN 'ALL' WHEN 'a' THEN 'INSERT' WHEN 'w' THEN 'UPDATE'
+                                      WHEN 'd' THEN 'DELETE' END,
+                       ' USING (' OPERATOR(pg_catalog.||) p.qual OPERATOR(pg_catalog.||) ')',
+                       ' WITH CHECK (' OPERATOR(pg_catalog.||) p.with_check OPERATOR(pg_catalog.||) ')');
+    END LOOP;
+    IF NOT EXISTS (SELECT FROM pg_policy pol JOIN pg_description d
+                     ON d.objoid OPERATOR(pg_catalog.=) pol.oid
+                    AND d.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_policy'::regclass
+                    AND d.objsubid OPERATOR(pg_catalog.=) 0
+                  WHERE pol.polrelid OPERATOR(pg_catalog.=) rel AND pol.polname OPERATOR(pg_catalog.=) 'tenancy_workspace'
+                    AND d.description OPERATOR(pg_catalog.=) tenancy._registry_mark(c.nspname, c.relname)) THEN
+        EXECUTE format('COMMENT ON POLICY tenancy_workspace ON %s IS %L', rel::regclass,
+                       tenancy._registry_mark(c.nspname, c.relname));
+    END IF;
+
+    -- Permissive policies of others are OR-ed with ours: say so now (tenancy.coverage lists them too).
+    FOR p IN SELECT pol.polname FROM pg_policy pol
+              WHERE pol.polrelid OPERATOR(pg_catalog.=) rel AND pol.polpermissive
+                AND pol.polname NOT IN ('tenancy_workspace', 'tenancy_write_insert', 'tenancy_write_update', 'tenancy_write_delete')
+              ORDER BY pol.polname
+    LOOP
+        RAISE WARNING 'table % has permissive policy "%" that pg_tenancy did not write', rel::regclass, p.polname
+            USING DETAIL = 'Permissive policies are OR-ed together: it widens what the workspace policy allows.',
+                  HINT = 'Drop it, or recreate it AS RESTRICTIVE.';
+    END LOOP;
+
+    -- The workspace column defaults to the caller's workspace; remember what it replaced.
+    defaulted := coalesce(reg.set_default, false);
+    previous := reg.previous_default;
+    IF registered AND reg.workspace_column OPERATOR(pg_catalog.<>) ws_col THEN
+        IF reg.set_default THEN
+            PERFORM tenancy._restore_default(rel, reg.workspace_column, reg.previous_default);
+        END IF;
+        defaulted := false;
+        previous := NULL;
+    END IF;
+    SELECT a.atttypid, a.attnum INTO ws_type, ws_attnum FROM pg_attribute a
+     WHERE a.attrelid OPERATOR(pg_catalog.=) rel AND a.attname OPERATOR(pg_catalog.=) ws_col;
+    ours := tenancy._identity_expr('workspace_id', ws_type);
+    SELECT pg_get_expr(d.adbin, d.adrelid) INTO current_default FROM pg_attrdef d
+     WHERE d.adrelid OPERATOR(pg_catalog.=) rel AND d.adnum OPERATOR(pg_catalog.=) ws_attnum;
+    IF current_default IS DISTINCT FROM ours THEN
+        BEGIN
+            EXECUTE format('ALTER TABLE %s ALTER COLUMN %I SET DEFAULT %s', rel::regclass, ws_col, ours);
+        EXCEPTION WHEN feature_not_supported THEN
+            -- Citus refuses ALTER TABLE on a distributed table's distribution column.
+            GET STACKED DIAGNOSTICS refusal = MESSAGE_TEXT;
+            RAISE EXCEPTION '%', refusal USING ERRCODE = 'feature_not_supported',
+                HINT = 'On Citus, protect a table before create_distributed_table(), and name its workspace column in every INSERT (docs/scale-out.md).';
+        END;
+        IF NOT defaulted OR current_default !~ '^\(?tenancy\.workspace_id\(\)' THEN
+            previous := current_default;
+        END IF;
+        defaulted := true;
+    END IF;
+
+    -- Every statement filters on the workspace column: it wants an index.
+    IF NOT EXISTS (SELECT FROM pg_index i
+                    WHERE i.indrelid OPERATOR(pg_catalog.=) rel AND i.indkey[0] OPERATOR(pg_catalog.=) ws_attnum
+                      AND i.indpred IS NULL) THEN
+        RAISE WARNING 'no index on table % leads with column "%"', rel::regclass, ws_col
+            USING DETAIL = 'Every query on a protected table filters on its workspace column.',
+                  HINT = format('CREATE INDEX ON %s (%I);', rel::regclass, ws_col);
+    END IF;
+
+    -- A subscription applying into the table as a role its row-level security now applies to
+    -- would be refused by PostgreSQL (tenancy.coverage: subscription_refused).
+    FOR p IN SELECT st.subscription, r.rolname
+               FROM tenancy._subscription_targets() st
+               JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) st.apply_role
+              WHERE st.rel OPERATOR(pg_catalog.=) _protect_one.rel AND NOT (r.rolsuper OR r.rolbypassrls)
+    LOOP
+        RAISE WARNING 'subscription "%" applies changes into % as role "%", to which its row-level security now applies: PostgreSQL will refuse them',
+                      p.subscription, rel::regclass, p.rolname
+            USING HINT = 'Let the subscription run as an owner that bypasses row-level security: see the subscription_refused finding of tenancy.coverage.';
+    END LOOP;
+
+    -- The registry row, written only when something changed (ON CONFLICT would lock the row
+    -- even when it changes nothing).
+    IF NOT registered THEN
+        INSERT INTO tenancy.protections (schema_name, table_name, workspace_column, user_column, write_permission,
+                                         enabled_rls, forced_rls, set_default, previous_default)
+        VALUES (c.nspname, c.relname, ws_col, user_col, permission, enabled, forced, defaulted, previous);
+    ELSIF (reg.workspace_column, reg.user_column, reg.write_permission, reg.enabled_rls, reg.forced_rls,
+           reg.set_default, reg.previous_default) IS DISTINCT FROM
+          (ws_col, user_col, permission, enabled, forced, defaulted, previous) THEN
+        UPDATE tenancy.protections r
+           SET workspace_column = ws_col, user_column = user_col, write_permission = permission,
+               enabled_rls = enabled, forced_rls = forced, set_default = defaulted,
+               previous_default = previous, protected_at = now(), protected_by = current_user
+         WHERE r.schema_name OPERATOR(pg_catalog.=) c.nspname AND r.table_name OPERATOR(pg_catalog.=) c.relname;
+    END IF;
+END
+$$;
+
+-- Citus: the new-table event trigger ignores the shards Citus creates on its workers.
+CREATE OR REPLACE FUNCTION tenancy._guard_new_tables() RETURNS event_trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    auto boolean := coalesce(nullif(current_setting('tenancy.auto_protect', true), '')::boolean, false);
+    schemas text[] := tenancy._auto_protect_schemas();
+    t record;
+    parent tenancy.protections;
+    ws text;
+BEGIN
+    -- Citus creates a distributed table's shards on its workers through internal connections,
+    -- named 'citus_internal gpid=…': the shards are protected (or not) with their table on the
+    -- coordinator, and a warning per shard helps no one.
+    IF pg_catalog.starts_with(pg_catalog.current_setting('application_name'), 'citus_internal') THEN
+        RETURN;
+    END IF;
+    FOR t IN SELECT DISTINCT c.oid, n.nspname, c.relname, c.relispartition
+               FROM pg_event_trigger_ddl_commands() e
+               JOIN pg_class c ON c.oid OPERATOR(pg_catalog.=) e.objid
+               JOIN pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
+              WHERE e.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::regclass AND NOT e.in_extension
+                AND c.relkind IN ('r', 'p') AND c.relpersistence OPERATOR(pg_catalog.<>) 't'
+                AND n.nspname OPERATOR(pg_catalog.=) ANY (schemas)
+    LOOP
+        parent := NULL;
+        IF t.relispartition THEN
+            SELECT r.* INTO parent FROM pg_inherits i
+              JOIN pg_class pc ON pc.oid OPERATOR(pg_catalog.=) i.inhparent
+              JOIN pg_namespace pn ON pn.oid OPERATOR(pg_catalog.=) pc.relnamespace
+              JOIN tenancy.protections r ON r.schema_name OPERATOR(pg_catalog.=) pn.nspname
+                                        AND r.table_name OPERATOR(pg_catalog.=) pc.relname
+             WHERE i.inhrelid OPERATOR(pg_catalog.=) t.oid;
+        END IF;
+        ws := coalesce(parent.workspace_column, 'workspace_id');
+        IF tenancy._column_type(t.oid, ws) IS NULL THEN
+            CONTINUE;
+        END IF;
+        IF auto THEN
+            PERFORM tenancy.protect(t.oid::regclass, ws, parent.user_column, parent.write_permission);
+        ELSE
+            RAISE WARNING 'table %.% has a workspace column but is not protected', quote_ident(t.nspname), quote_ident(t.relname)
+                USING DETAIL = 'Without row-level security every workspace''s rows are visible to every caller.',
+                      HINT = format('Run SELECT tenancy.protect(%L)%s, or set tenancy.auto_protect = on.',
+                                    format('%I.%I', t.nspname, t.relname),
+                                    CASE WHEN parent.schema_name IS NOT NULL
+                                         THEN ' with the parent''s arguments' ELSE '' END);
+        END IF;
+    END LOOP;
+END
+$$;

@@ -257,6 +257,7 @@ DECLARE
     forced boolean;
     defaulted boolean;
     previous text;
+    refusal text;
 BEGIN
     PERFORM tenancy._require_owner(rel);
     PERFORM tenancy._check_column(rel, ws_col, 'workspace column');
@@ -341,7 +342,14 @@ BEGIN
     SELECT pg_get_expr(d.adbin, d.adrelid) INTO current_default FROM pg_attrdef d
      WHERE d.adrelid OPERATOR(pg_catalog.=) rel AND d.adnum OPERATOR(pg_catalog.=) ws_attnum;
     IF current_default IS DISTINCT FROM ours THEN
-        EXECUTE format('ALTER TABLE %s ALTER COLUMN %I SET DEFAULT %s', rel::regclass, ws_col, ours);
+        BEGIN
+            EXECUTE format('ALTER TABLE %s ALTER COLUMN %I SET DEFAULT %s', rel::regclass, ws_col, ours);
+        EXCEPTION WHEN feature_not_supported THEN
+            -- Citus refuses ALTER TABLE on a distributed table's distribution column.
+            GET STACKED DIAGNOSTICS refusal = MESSAGE_TEXT;
+            RAISE EXCEPTION '%', refusal USING ERRCODE = 'feature_not_supported',
+                HINT = 'On Citus, protect a table before create_distributed_table(), and name its workspace column in every INSERT (docs/scale-out.md).';
+        END;
         IF NOT defaulted OR current_default !~ '^\(?tenancy\.workspace_id\(\)' THEN
             previous := current_default;
         END IF;
@@ -356,6 +364,18 @@ BEGIN
             USING DETAIL = 'Every query on a protected table filters on its workspace column.',
                   HINT = format('CREATE INDEX ON %s (%I);', rel::regclass, ws_col);
     END IF;
+
+    -- A subscription applying into the table as a role its row-level security now applies to
+    -- would be refused by PostgreSQL (tenancy.coverage: subscription_refused).
+    FOR p IN SELECT st.subscription, r.rolname
+               FROM tenancy._subscription_targets() st
+               JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) st.apply_role
+              WHERE st.rel OPERATOR(pg_catalog.=) _protect_one.rel AND NOT (r.rolsuper OR r.rolbypassrls)
+    LOOP
+        RAISE WARNING 'subscription "%" applies changes into % as role "%", to which its row-level security now applies: PostgreSQL will refuse them',
+                      p.subscription, rel::regclass, p.rolname
+            USING HINT = 'Let the subscription run as an owner that bypasses row-level security: see the subscription_refused finding of tenancy.coverage.';
+    END LOOP;
 
     -- The registry row, written only when something changed (ON CONFLICT would lock the row
     -- even when it changes nothing).
@@ -523,7 +543,8 @@ $$;
 -- Event trigger (ddl_command_end of CREATE TABLE, CREATE TABLE AS, SELECT INTO): a new table in
 -- one of tenancy.auto_protect_schemas that has a workspace_id column (or is a partition of a
 -- protected table) is protected when tenancy.auto_protect is on, else named in a WARNING.
--- Runs as the creator, who owns the new table; temporary and extension tables are skipped.
+-- Runs as the creator, who owns the new table; temporary and extension tables are skipped, and so
+-- are Citus's shards.
 CREATE FUNCTION tenancy._guard_new_tables() RETURNS event_trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -533,6 +554,12 @@ DECLARE
     parent tenancy.protections;
     ws text;
 BEGIN
+    -- Citus creates a distributed table's shards on its workers through internal connections,
+    -- named 'citus_internal gpid=…': the shards are protected (or not) with their table on the
+    -- coordinator, and a warning per shard helps no one.
+    IF pg_catalog.starts_with(pg_catalog.current_setting('application_name'), 'citus_internal') THEN
+        RETURN;
+    END IF;
     FOR t IN SELECT DISTINCT c.oid, n.nspname, c.relname, c.relispartition
                FROM pg_event_trigger_ddl_commands() e
                JOIN pg_class c ON c.oid OPERATOR(pg_catalog.=) e.objid

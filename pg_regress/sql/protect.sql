@@ -415,6 +415,10 @@ SELECT tenancy.protect('regress_auto.threads', user_column => 'author', write_pe
 CREATE TABLE regress_auto.threads_1 PARTITION OF regress_auto.threads FOR VALUES FROM (0) TO (100);
 CREATE TABLE regress_auto.no_tenant (id int);
 CREATE TABLE regress_unwatched.elsewhere (workspace_id text);
+-- A shard Citus creates on a worker (an internal connection) is left to its coordinator.
+SET application_name = 'citus_internal gpid=10000000001';
+CREATE TABLE regress_auto.memos_102008 (workspace_id text NOT NULL, body text);
+RESET application_name;
 RESET ROLE;
 SELECT schema_name, table_name, user_column, write_permission, rls_enabled, rls_forced, policies_intact
   FROM tenancy.protected_tables WHERE schema_name LIKE 'regress%' ORDER BY 1, 2;

@@ -564,3 +564,228 @@ fn a_promoted_standby_carries_on_with_identity_protection_and_audit() {
     assert_eq!(rows(&mut audit, &after), [None]);
     assert_eq!(standby.spooled(), 0);
 }
+
+/// A throw-away publisher cluster (`wal_level = logical`) beside the test cluster, which
+/// subscribes to it; stopped and removed when dropped.
+struct Publisher {
+    dir: PathBuf,
+    port: u16,
+}
+
+impl Publisher {
+    fn start(port: u16) -> Publisher {
+        let data = std::env::var("PG_TENANCY_DATA").expect("PG_TENANCY_DATA (scripts/test)");
+        let dir = PathBuf::from(data).parent().unwrap().join("publisher");
+        if dir.join("data/postmaster.pid").exists() {
+            let _ = Command::new(format!("{}/pg_ctl", bindir()))
+                .args([
+                    "-D",
+                    dir.join("data").to_str().unwrap(),
+                    "-m",
+                    "immediate",
+                    "-w",
+                    "stop",
+                ])
+                .output();
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let datadir = dir.join("data");
+        run(
+            "initdb",
+            &[
+                "-D",
+                datadir.to_str().unwrap(),
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "--no-locale",
+                "-E",
+                "UTF8",
+            ],
+        );
+        let mut conf = std::fs::OpenOptions::new()
+            .append(true)
+            .open(datadir.join("postgresql.conf"))
+            .unwrap();
+        use std::io::Write;
+        writeln!(
+            conf,
+            "port = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\nwal_level = logical\nfsync = off",
+            dir.display()
+        )
+        .unwrap();
+        let log = dir.join("server.log");
+        run(
+            "pg_ctl",
+            &[
+                "-D",
+                datadir.to_str().unwrap(),
+                "-l",
+                log.to_str().unwrap(),
+                "-w",
+                "start",
+            ],
+        );
+        Publisher { dir, port }
+    }
+
+    fn connect(&self) -> Client {
+        Client::connect(
+            &format!("host=127.0.0.1 port={} user=postgres dbname=postgres", self.port),
+            NoTls,
+        )
+        .unwrap()
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        let _ = Command::new(format!("{}/pg_ctl", bindir()))
+            .args([
+                "-D",
+                self.dir.join("data").to_str().unwrap(),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ])
+            .output();
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// The server's major version.
+fn major(client: &mut Client) -> i32 {
+    let n: String = client.query_one("SHOW server_version_num", &[]).unwrap().get(0);
+    n.parse::<i32>().unwrap() / 10000
+}
+
+#[test]
+fn a_subscription_into_a_protected_table_is_reported_and_the_fix_lets_it_apply() {
+    fixtures();
+    let publisher = Publisher::start(54361);
+    let mut publishing = publisher.connect();
+    publishing
+        .batch_execute(
+            "CREATE TABLE shared_notes (id bigint PRIMARY KEY, workspace_id text NOT NULL, body text NOT NULL);
+             INSERT INTO shared_notes VALUES (1, 'ws_acme', 'acme note'), (2, 'ws_globex', 'globex note');
+             CREATE PUBLICATION notes FOR TABLE shared_notes;",
+        )
+        .unwrap();
+    let mut admin = admin();
+    let pg = major(&mut admin);
+    // The subscriber's table, protected and owned by an application owner that does not bypass
+    // row-level security (FORCE makes it apply to the owner).
+    admin
+        .batch_execute(&format!(
+            "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'tenancy_repl_owner') THEN
+                 CREATE ROLE tenancy_repl_owner NOLOGIN NOSUPERUSER NOBYPASSRLS; END IF;
+                 IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'tenancy_repl_sub') THEN
+                 CREATE ROLE tenancy_repl_sub LOGIN NOSUPERUSER; END IF; END $$;
+             CREATE TABLE shared_notes (id bigint PRIMARY KEY, workspace_id text NOT NULL, body text NOT NULL);
+             CREATE INDEX ON shared_notes (workspace_id);
+             ALTER TABLE shared_notes OWNER TO tenancy_repl_owner;
+             GRANT SELECT ON shared_notes TO {APP_ROLE};
+             GRANT ALL ON shared_notes TO tenancy_repl_sub;
+             SET ROLE tenancy_repl_owner; SELECT tenancy.protect('shared_notes'); RESET ROLE;"
+        ))
+        .unwrap();
+    // The applying role: from 16 on the table's owner (run_as_owner off, the default); on 15 the
+    // subscription's owner, here a superuser that then loses the attribute.
+    admin
+        .batch_execute(&format!(
+            "CREATE SUBSCRIPTION notes_sub CONNECTION 'host=127.0.0.1 port={} user=postgres dbname=postgres'
+                 PUBLICATION notes WITH (enabled = false)",
+            publisher.port
+        ))
+        .unwrap();
+    if pg < 16 {
+        admin
+            .batch_execute(
+                "ALTER ROLE tenancy_repl_sub SUPERUSER; ALTER SUBSCRIPTION notes_sub OWNER TO tenancy_repl_sub;
+                 ALTER ROLE tenancy_repl_sub NOSUPERUSER",
+            )
+            .unwrap();
+    }
+    let finding = |admin: &mut Client| -> Option<String> {
+        admin
+            .query(
+                "SELECT fix FROM tenancy.coverage WHERE finding = 'subscription_refused' AND object LIKE 'subscription notes_sub %'",
+                &[],
+            )
+            .unwrap()
+            .first()
+            .map(|r| r.get(0))
+    };
+    let fix = finding(&mut admin).expect("coverage reports the subscription PostgreSQL will refuse");
+    // protect says so too when it runs again.
+    let warnings = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let mut config: postgres::Config =
+        format!("host=127.0.0.1 port={} user=postgres dbname={DATABASE}", primary_port())
+            .parse()
+            .unwrap();
+    let heard = warnings.clone();
+    config.notice_callback(move |n| heard.lock().unwrap().push(n.message().to_string()));
+    let mut owner = config.connect(NoTls).unwrap();
+    owner
+        .batch_execute("SET ROLE tenancy_repl_owner; SELECT tenancy.protect('shared_notes')")
+        .unwrap();
+    assert!(
+        warnings
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|m| m.contains("subscription \"notes_sub\"")),
+        "{:?}",
+        warnings.lock().unwrap()
+    );
+    admin.batch_execute("ALTER SUBSCRIPTION notes_sub ENABLE").unwrap();
+    // Refused: nothing arrives, and PostgreSQL counts apply errors.
+    std::thread::sleep(Duration::from_secs(2));
+    let arrived: i64 = admin
+        .query_one("SELECT count(*) FROM shared_notes", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(arrived, 0, "the subscription cannot apply under row-level security");
+
+    // The fix the finding gives.
+    if pg >= 16 {
+        assert!(fix.contains("run_as_owner = true"), "{fix}");
+        admin
+            .batch_execute("ALTER SUBSCRIPTION notes_sub DISABLE; ALTER SUBSCRIPTION notes_sub SET (run_as_owner = true); ALTER SUBSCRIPTION notes_sub ENABLE")
+            .unwrap();
+    } else {
+        assert!(fix.contains("OWNER TO"), "{fix}");
+        admin
+            .batch_execute("ALTER SUBSCRIPTION notes_sub DISABLE; ALTER SUBSCRIPTION notes_sub OWNER TO postgres; ALTER SUBSCRIPTION notes_sub ENABLE")
+            .unwrap();
+    }
+    assert_eq!(finding(&mut admin), None, "the finding is gone");
+    eventually("the publisher's rows on the subscriber", WAIT, || {
+        let n: i64 = admin.query_one("SELECT count(*) FROM shared_notes", &[]).ok()?.get(0);
+        (n == 2).then_some(())
+    });
+    // Applied, and still filtered for the application.
+    let mut app = app();
+    let mut tx = app.transaction().unwrap();
+    set_local_token(&mut tx, "user_bob", "org_globex");
+    let bodies: Vec<String> = tx
+        .query("SELECT body FROM shared_notes", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(bodies, ["globex note"]);
+    tx.rollback().unwrap();
+    admin
+        .batch_execute(
+            "ALTER SUBSCRIPTION notes_sub DISABLE; ALTER SUBSCRIPTION notes_sub SET (slot_name = NONE);
+             DROP SUBSCRIPTION notes_sub; DROP TABLE shared_notes; DROP ROLE tenancy_repl_owner, tenancy_repl_sub",
+        )
+        .unwrap();
+    drop(publishing);
+}
