@@ -84,13 +84,41 @@ class PsycopgStore:
         )
 
 
-class PsycopgAsyncStore:
+class _AsyncStore:
+    """The three requests over an async driver: subclasses give `_query` (statements run in the
+    token's transaction, the last one's rows returned as tuples) and their placeholders."""
+
+    def __init__(self, dsn: str):
+        self.dsn = dsn
+
+    def placeholders(self, *types: str) -> list[str]:
+        raise NotImplementedError
+
+    async def _query(self, token, statements):
+        raise NotImplementedError
+
+    async def list_documents(self, token, sleep=0.0):
+        statements = ([(SLEEP.format(*self.placeholders("float8")), (sleep,))] if sleep else []) + [(LIST, ())]
+        return rows_of(["id", "title", "workspace_id"], await self._query(token, statements))
+
+    async def add_document(self, token, title, embedding, workspace_id=None):
+        sql = ADD.format(*self.placeholders("text", "text", "text"))
+        rows = await self._query(token, [(sql, (title, vector_text(embedding), workspace_id))])
+        return rows[0][0]
+
+    async def nearest(self, token, embedding, k):
+        sql = NEAREST.format(*self.placeholders("text", "int"))
+        rows = await self._query(token, [(sql, (vector_text(embedding), k))])
+        return rows_of(["id", "title", "workspace_id", "distance"], rows)
+
+
+class PsycopgAsyncStore(_AsyncStore):
     """psycopg 3, asyncio."""
 
     name = "psycopg-async"
 
-    def __init__(self, dsn: str):
-        self.dsn = dsn
+    def placeholders(self, *types):
+        return ["%s"] * len(types)
 
     async def _query(self, token, statements):
         async with await psycopg.AsyncConnection.connect(self.dsn, prepare_threshold=None) as conn:
@@ -102,27 +130,14 @@ class PsycopgAsyncStore:
                     result = await cursor.fetchall()
                 return result
 
-    async def list_documents(self, token, sleep=0.0):
-        statements = ([(SLEEP.format("%s"), (sleep,))] if sleep else []) + [(LIST, ())]
-        return rows_of(["id", "title", "workspace_id"], await self._query(token, statements))
 
-    async def add_document(self, token, title, embedding, workspace_id=None):
-        sql = ADD.format("%s", "%s", "%s")
-        rows = await self._query(token, [(sql, (title, vector_text(embedding), workspace_id))])
-        return rows[0][0]
-
-    async def nearest(self, token, embedding, k):
-        rows = await self._query(token, [(NEAREST.format("%s", "%s"), (vector_text(embedding), k))])
-        return rows_of(["id", "title", "workspace_id", "distance"], rows)
-
-
-class AsyncpgStore:
+class AsyncpgStore(_AsyncStore):
     """asyncpg: its statement cache off, every statement inside the token's transaction."""
 
     name = "asyncpg"
 
-    def __init__(self, dsn: str):
-        self.dsn = dsn
+    def placeholders(self, *types):
+        return [f"${i}::{t}" for i, t in enumerate(types, 1)]
 
     async def _query(self, token, statements):
         conn = await asyncpg.connect(self.dsn, statement_cache_size=0)
@@ -135,19 +150,6 @@ class AsyncpgStore:
                 return [tuple(r) for r in result]
         finally:
             await conn.close()
-
-    async def list_documents(self, token, sleep=0.0):
-        statements = ([(SLEEP.format("$1::float8"), (sleep,))] if sleep else []) + [(LIST, ())]
-        return rows_of(["id", "title", "workspace_id"], await self._query(token, statements))
-
-    async def add_document(self, token, title, embedding, workspace_id=None):
-        sql = ADD.format("$1::text", "$2::text", "$3::text")
-        rows = await self._query(token, [(sql, (title, vector_text(embedding), workspace_id))])
-        return rows[0][0]
-
-    async def nearest(self, token, embedding, k):
-        rows = await self._query(token, [(NEAREST.format("$1::text", "$2::int"), (vector_text(embedding), k))])
-        return rows_of(["id", "title", "workspace_id", "distance"], rows)
 
 
 class SqlAlchemyStore:

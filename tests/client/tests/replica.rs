@@ -54,30 +54,62 @@ fn run(program: &str, args: &[&str]) {
     );
 }
 
+/// `name` under the primary's data directory's parent, emptied: a server left running there by
+/// an interrupted run is stopped first.
+fn fresh_server_dir(name: &str) -> PathBuf {
+    let data = std::env::var("PG_TENANCY_DATA").expect("PG_TENANCY_DATA: the primary's data directory (scripts/test)");
+    let dir = PathBuf::from(data).parent().unwrap().join(name);
+    if dir.join("data/postmaster.pid").exists() {
+        stop_immediately(&dir);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// `pg_ctl stop -m immediate` of the server in `dir`/data, whatever its state.
+fn stop_immediately(dir: &std::path::Path) {
+    let data = dir.join("data");
+    let _ = Command::new(format!("{}/pg_ctl", bindir()))
+        .args(["-D", data.to_str().unwrap(), "-m", "immediate", "-w", "stop"])
+        .output();
+}
+
+/// Stops the server in `dir` and removes it (kept for a look when the test failed).
+fn remove_server_dir(dir: &std::path::Path) {
+    stop_immediately(dir);
+    if !std::thread::panicking() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+/// Appends `settings` to the server's postgresql.conf.
+fn append_conf(datadir: &std::path::Path, settings: &str) {
+    use std::io::Write;
+    let mut conf = std::fs::OpenOptions::new()
+        .append(true)
+        .open(datadir.join("postgresql.conf"))
+        .unwrap();
+    writeln!(conf, "{settings}").unwrap();
+}
+
 impl Standby {
     /// A new standby named `name` on `port`, started and caught up with the primary.
     fn start(name: &str, port: u16) -> Standby {
-        let data =
-            std::env::var("PG_TENANCY_DATA").expect("PG_TENANCY_DATA: the primary's data directory (scripts/test)");
-        let dir = PathBuf::from(data).parent().unwrap().join(format!("standby-{name}"));
-        if dir.join("data/postmaster.pid").exists() {
-            let _ = Command::new(format!("{}/pg_ctl", bindir()))
-                .args([
-                    "-D",
-                    dir.join("data").to_str().unwrap(),
-                    "-m",
-                    "immediate",
-                    "-w",
-                    "stop",
-                ])
-                .output();
-        }
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = fresh_server_dir(&format!("standby-{name}"));
         let datadir = dir.join("data");
+        // A replication slot of its own, made before the backup starts: with only the temporary
+        // slot of `-X stream`, a checkpoint of the other test's backup removed the WAL segment
+        // this one was about to stream (seen on PostgreSQL 18). One backup at a time, too.
+        static BACKUPS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one_at_a_time = BACKUPS.lock().unwrap_or_else(|e| e.into_inner());
+        drop_slot(name);
         run(
             "pg_basebackup",
             &[
+                "-C",
+                "-S",
+                name,
                 "-D",
                 datadir.to_str().unwrap(),
                 "-R",
@@ -94,17 +126,13 @@ impl Standby {
             ],
         );
         // The primary's configuration came along (pg_tenancy preloaded); this server's own:
-        let mut conf = std::fs::OpenOptions::new()
-            .append(true)
-            .open(datadir.join("postgresql.conf"))
-            .unwrap();
-        use std::io::Write;
-        writeln!(
-            conf,
-            "port = {port}\nunix_socket_directories = '{}'\ncluster_name = '{name}'\nhot_standby = on",
-            dir.display()
-        )
-        .unwrap();
+        append_conf(
+            &datadir,
+            &format!(
+                "port = {port}\nunix_socket_directories = '{}'\ncluster_name = '{name}'\nhot_standby = on",
+                dir.display()
+            ),
+        );
         let standby = Standby {
             dir,
             port,
@@ -200,19 +228,18 @@ impl Standby {
 
 impl Drop for Standby {
     fn drop(&mut self) {
-        let _ = Command::new(format!("{}/pg_ctl", bindir()))
-            .args([
-                "-D",
-                self.dir.join("data").to_str().unwrap(),
-                "-m",
-                "immediate",
-                "-w",
-                "stop",
-            ])
-            .output();
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
+        remove_server_dir(&self.dir);
+        drop_slot(&self.name);
+    }
+}
+
+/// Drops the primary's replication slot `name`, if there is one.
+fn drop_slot(name: &str) {
+    if let Ok(mut primary) = connect_with("postgres", "postgres", "") {
+        let _ = primary.execute(
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active",
+            &[&name],
+        );
     }
 }
 
@@ -293,16 +320,20 @@ fn raise_denial(client: &mut Client) {
 }
 
 /// Time from a change committed on the primary until `refused` holds on the standby.
-fn until_refused(mut refused: impl FnMut() -> bool) -> Duration {
+/// Time until `seen` (what the standby answers) is a 28000 refusal; fails with the last answer.
+fn until_refused(what: &str, mut seen: impl FnMut() -> Result<Vec<String>, String>) -> Duration {
     let start = Instant::now();
-    while !refused() {
+    loop {
+        let answer = seen();
+        if answer == Err("28000".to_string()) {
+            return start.elapsed();
+        }
         assert!(
             start.elapsed() < WAIT,
-            "the standby never refused the withdrawn credential"
+            "{what}: the standby never refused the withdrawn credential (last answer {answer:?})"
         );
         std::thread::sleep(Duration::from_millis(5));
     }
-    start.elapsed()
 }
 
 #[test]
@@ -415,7 +446,7 @@ fn a_hot_standby_serves_tenants_and_sends_its_denials_to_the_primary() {
             "{what}: accepted before the change"
         );
         primary.batch_execute(sql).unwrap();
-        let delay = until_refused(|| workspaces_seen(&mut app, credential) == Err("28000".to_string()));
+        let delay = until_refused(what, || workspaces_seen(&mut app, credential));
         delays.push(format!("{what} {:.1} ms", delay.as_secs_f64() * 1e3));
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -574,22 +605,7 @@ struct Publisher {
 
 impl Publisher {
     fn start(port: u16) -> Publisher {
-        let data = std::env::var("PG_TENANCY_DATA").expect("PG_TENANCY_DATA (scripts/test)");
-        let dir = PathBuf::from(data).parent().unwrap().join("publisher");
-        if dir.join("data/postmaster.pid").exists() {
-            let _ = Command::new(format!("{}/pg_ctl", bindir()))
-                .args([
-                    "-D",
-                    dir.join("data").to_str().unwrap(),
-                    "-m",
-                    "immediate",
-                    "-w",
-                    "stop",
-                ])
-                .output();
-        }
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = fresh_server_dir("publisher");
         let datadir = dir.join("data");
         run(
             "initdb",
@@ -605,17 +621,13 @@ impl Publisher {
                 "UTF8",
             ],
         );
-        let mut conf = std::fs::OpenOptions::new()
-            .append(true)
-            .open(datadir.join("postgresql.conf"))
-            .unwrap();
-        use std::io::Write;
-        writeln!(
-            conf,
-            "port = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\nwal_level = logical\nfsync = off",
-            dir.display()
-        )
-        .unwrap();
+        append_conf(
+            &datadir,
+            &format!(
+                "port = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\nwal_level = logical\nfsync = off",
+                dir.display()
+            ),
+        );
         let log = dir.join("server.log");
         run(
             "pg_ctl",
@@ -642,19 +654,7 @@ impl Publisher {
 
 impl Drop for Publisher {
     fn drop(&mut self) {
-        let _ = Command::new(format!("{}/pg_ctl", bindir()))
-            .args([
-                "-D",
-                self.dir.join("data").to_str().unwrap(),
-                "-m",
-                "immediate",
-                "-w",
-                "stop",
-            ])
-            .output();
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
+        remove_server_dir(&self.dir);
     }
 }
 
