@@ -79,12 +79,8 @@ REVOKE ALL ON FUNCTION tenancy.add_issuer(text, jsonb, text, text[]), tenancy.se
 GRANT EXECUTE ON FUNCTION tenancy.add_issuer(text, jsonb, text, text[]), tenancy.set_jwks(text, jsonb),
     tenancy.drop_issuer(text), tenancy.revoke_session(text) TO tenancy_admin;
 
--- Every change to an identity table drops cached identities in every backend.
-CREATE TRIGGER invalidate_identities AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON tenancy.issuers
-    FOR EACH STATEMENT EXECUTE FUNCTION tenancy.invalidate_identities();
-CREATE TRIGGER invalidate_identities AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON tenancy.workspaces
-    FOR EACH STATEMENT EXECUTE FUNCTION tenancy.invalidate_identities();
-CREATE TRIGGER invalidate_identities AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON tenancy.members
-    FOR EACH STATEMENT EXECUTE FUNCTION tenancy.invalidate_identities();
-CREATE TRIGGER invalidate_identities AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON tenancy.revoked_sessions
-    FOR EACH STATEMENT EXECUTE FUNCTION tenancy.invalidate_identities();
+-- Every change to an identity table drops cached identities in every backend: an internal
+-- statement-level trigger on each (src/state/invalidation.rs says why internal).
+SELECT tenancy._create_invalidation_trigger(t)
+  FROM unnest(ARRAY['issuers', 'workspaces', 'members', 'revoked_sessions']) t;
+REVOKE ALL ON FUNCTION tenancy._create_invalidation_trigger(text) FROM PUBLIC;

@@ -239,5 +239,4 @@ GRANT EXECUTE ON FUNCTION tenancy.create_api_key(text, text, text, text[], times
     tenancy.revoke_api_key(uuid), tenancy.rotate_api_key(uuid, interval) TO PUBLIC;
 
 -- Every change to the keys drops cached identities in every backend.
-CREATE TRIGGER invalidate_identities AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON tenancy._api_key_store
-    FOR EACH STATEMENT EXECUTE FUNCTION tenancy.invalidate_identities();
+SELECT tenancy._create_invalidation_trigger('_api_key_store');

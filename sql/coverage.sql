@@ -90,6 +90,14 @@ SELECT 'medium'::text AS severity, 'not_preloaded'::text AS finding, 'shared_pre
        'add pg_tenancy to shared_preload_libraries (ALTER SYSTEM SET shared_preload_libraries = …) and restart'::text AS fix
  WHERE NOT tenancy._preloaded()
 UNION ALL
+SELECT 'high', 'invalidation_trigger_missing', format('tenancy.%I', t.name),
+       'the identity table has no invalidation trigger: a change to it by a backend that has not loaded pg_tenancy leaves cached identities in force elsewhere (a pg_upgrade drops it: pg_dump leaves internal triggers out)',
+       format('SELECT tenancy._create_invalidation_trigger(%L);', t.name)
+  FROM unnest(ARRAY['issuers', 'workspaces', 'members', 'revoked_sessions', '_api_key_store']) t(name)
+ WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_trigger g
+                    WHERE g.tgrelid OPERATOR(pg_catalog.=) pg_catalog.to_regclass(format('tenancy.%I', t.name))
+                      AND g.tgfoid OPERATOR(pg_catalog.=) CAST('tenancy.invalidate_identities()' AS pg_catalog.regprocedure))
+UNION ALL
 SELECT 'critical', 'unprotected_table', t.qualified,
        format('has tenant column %I but no pg_tenancy protection: every workspace''s rows are visible', a.attname),
        CASE WHEN par.qualified IS NOT NULL

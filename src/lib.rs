@@ -27,7 +27,11 @@ pgrx::extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
 pgrx::extension_sql_file!(
     "../sql/admin.sql",
     name = "admin",
-    requires = [surface::admin::_vet_jwks, state::invalidation::invalidate_identities]
+    requires = [
+        surface::admin::_vet_jwks,
+        state::invalidation::invalidate_identities,
+        state::invalidation::_create_invalidation_trigger
+    ]
 );
 pgrx::extension_sql_file!(
     "../sql/audit.sql",

@@ -1,14 +1,27 @@
 //! Dropping cached identities in every backend when the tables they were checked against change.
 //!
-//! Row changes alone send no invalidation. A statement-level trigger on each of the extension's
-//! tables calls `CacheInvalidateRelcacheByRelid` for that table; after the writer commits, every
-//! backend's relcache callback sees the table's OID at its next command boundary and bumps the
-//! identity epoch. Nothing polls, and no shared memory is needed.
+//! Row changes alone send no invalidation. Two things send one, with `CacheInvalidateRelcacheByRelid`
+//! for the table; after the writer commits, every backend's relcache callback sees the table's OID
+//! at its next command boundary and bumps the identity epoch. Nothing polls, and no shared memory
+//! is needed.
+//! - An internal statement-level trigger on each identity table: it fires in every backend,
+//!   including one that never loaded the library. Internal (`pg_trigger.tgisinternal`, as a
+//!   foreign key's triggers): Citus counts only explicit triggers when it refuses to make a table
+//!   a reference table ("cannot distribute relation because it has triggers", `citus/commands/
+//!   trigger.c`, `GetExplicitTriggerIdList`), so the identity tables can become reference tables
+//!   without `citus.enable_unsafe_triggers`; nothing else treats them differently, and `psql`'s
+//!   `\d` does not list them.
+//! - The statement itself, seen by the hooks of a backend that loaded the library (preloaded):
+//!   `ExecutorStart` of a statement that writes to an identity table or to a Citus shard of one
+//!   (`tenancy.members_102008`, which carries no trigger: Citus copies only explicit ones), and
+//!   `ProcessUtility` of `COPY … FROM` and `TRUNCATE` on them. This also covers writes that fire no
+//!   trigger (`session_replication_role = replica`, triggers disabled).
 
 use super::counters;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
-use std::cell::RefCell;
+use pgrx::PgList;
+use std::cell::{Cell, RefCell};
 
 /// The tables whose changes invalidate identities.
 const TABLES: [&std::ffi::CStr; 5] = [
@@ -19,9 +32,14 @@ const TABLES: [&std::ffi::CStr; 5] = [
     c"_api_key_store",
 ];
 
+/// Name of the invalidation triggers (PostgreSQL appends `_<trigger OID>` to an internal one's).
+const TRIGGER: &std::ffi::CStr = c"invalidate_identities";
+
 thread_local! {
     /// OIDs of `TABLES` in this database, once known.
     static TABLE_OIDS: RefCell<Vec<pg_sys::Oid>> = const { RefCell::new(Vec::new()) };
+    /// OID of the `tenancy` schema, once known.
+    static NAMESPACE: Cell<pg_sys::Oid> = const { Cell::new(pg_sys::InvalidOid) };
 }
 
 /// Registers the relcache callback.
@@ -41,6 +59,7 @@ pub fn remember_tables() {
         .filter(|oid| *oid != pg_sys::InvalidOid)
         .collect();
     TABLE_OIDS.with_borrow_mut(|known| *known = oids);
+    NAMESPACE.set(namespace);
 }
 
 /// Bumps the identity epoch when one of our tables (or every relation) is invalidated. It only
@@ -88,6 +107,160 @@ unsafe fn table_of_shard(relid: pg_sys::Oid) -> Option<pg_sys::Oid> {
     let base = std::ffi::CString::new(base).ok()?;
     let oid = unsafe { pg_sys::get_relname_relid(base.as_ptr(), namespace) };
     (oid != pg_sys::InvalidOid).then_some(oid)
+}
+
+/// Sends the invalidation of the identity table a statement about to run writes to (`INSERT`,
+/// `UPDATE`, `DELETE`, `MERGE`, a writing CTE), directly or through a Citus shard of it. Queued in
+/// the transaction: sent at commit, dropped by a rollback. Called from `ExecutorStart`; a
+/// statement that writes nothing costs one comparison.
+///
+/// # Safety
+/// `stmt` is the statement's valid `PlannedStmt`, inside a transaction.
+pub unsafe fn note_planned_writes(stmt: *mut pg_sys::PlannedStmt) {
+    unsafe {
+        if stmt.is_null() || ((*stmt).commandType == pg_sys::CmdType::CMD_SELECT && !(*stmt).hasModifyingCTE) {
+            return;
+        }
+        for rte in PgList::<pg_sys::RangeTblEntry>::from_pg((*stmt).rtable).iter_ptr() {
+            if (*rte).rtekind == pg_sys::RTEKind::RTE_RELATION {
+                note_write((*rte).relid);
+            }
+        }
+    }
+}
+
+/// The same for the utility statements that write rows without the executor: `COPY … FROM` and
+/// `TRUNCATE`. Names resolve as the statement itself will resolve them (a name that does not
+/// resolve is left to the statement's own error).
+///
+/// # Safety
+/// `node` is the statement's valid utility parse tree, inside a transaction.
+pub unsafe fn note_utility_writes(node: *mut pg_sys::Node) {
+    unsafe {
+        if node.is_null() {
+            return;
+        }
+        let relations: Vec<*mut pg_sys::RangeVar> = match (*node).type_ {
+            pg_sys::NodeTag::T_CopyStmt => {
+                let copy = node.cast::<pg_sys::CopyStmt>();
+                if (*copy).is_from && !(*copy).relation.is_null() {
+                    vec![(*copy).relation]
+                } else {
+                    vec![]
+                }
+            }
+            pg_sys::NodeTag::T_TruncateStmt => {
+                PgList::<pg_sys::RangeVar>::from_pg((*node.cast::<pg_sys::TruncateStmt>()).relations)
+                    .iter_ptr()
+                    .collect()
+            }
+            _ => return,
+        };
+        for relation in relations {
+            let relid = pg_sys::RangeVarGetRelidExtended(
+                relation,
+                pg_sys::NoLock as pg_sys::LOCKMODE,
+                pg_sys::RVROption::RVR_MISSING_OK,
+                None,
+                std::ptr::null_mut(),
+            );
+            if relid != pg_sys::InvalidOid {
+                note_write(relid);
+            }
+        }
+    }
+}
+
+/// Queues the invalidation of `relid`'s identity table, when it is one or a shard of one.
+unsafe fn note_write(relid: pg_sys::Oid) {
+    if TABLE_OIDS.with_borrow(Vec::is_empty) {
+        remember_tables();
+    }
+    let table = if TABLE_OIDS.with_borrow(|known| known.contains(&relid)) {
+        Some(relid)
+    } else if NAMESPACE.get() != pg_sys::InvalidOid && unsafe { pg_sys::get_rel_namespace(relid) } == NAMESPACE.get() {
+        unsafe { table_of_shard(relid) }
+    } else {
+        None
+    };
+    if let Some(table) = table {
+        unsafe { pg_sys::CacheInvalidateRelcacheByRelid(table) };
+    }
+}
+
+/// `tenancy._create_invalidation_trigger(table)`: puts the invalidation trigger on the identity
+/// table `table` (of the `tenancy` schema) as an internal trigger, unless it has one (the
+/// install and upgrade scripts call it; `tenancy.coverage` names it as the fix when one is
+/// missing, as after a `pg_upgrade`, whose dump leaves internal triggers out). The caller must
+/// own the table.
+#[pg_extern]
+fn _create_invalidation_trigger(table: &str) {
+    use crate::plumbing::errors::raise;
+    if !TABLES.iter().any(|t| t.to_bytes() == table.as_bytes()) {
+        raise(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("\"{table}\" is not one of the identity tables"),
+            None,
+            Some("The identity tables are issuers, workspaces, members, revoked_sessions and _api_key_store."),
+        );
+    }
+    let name = std::ffi::CString::new(table).unwrap_or_default();
+    let relid =
+        unsafe { pg_sys::get_relname_relid(name.as_ptr(), pg_sys::get_namespace_oid(c"tenancy".as_ptr(), false)) };
+    let (owner, present) = pgrx::Spi::get_two_with_args::<bool, bool>(
+        "SELECT pg_catalog.pg_has_role(c.relowner, 'USAGE'),
+                EXISTS (SELECT FROM pg_catalog.pg_trigger t
+                         WHERE t.tgrelid OPERATOR(pg_catalog.=) c.oid
+                           AND t.tgfoid OPERATOR(pg_catalog.=) CAST('tenancy.invalidate_identities()' AS pg_catalog.regprocedure))
+           FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) $1",
+        &[relid.into()],
+    )
+    .unwrap_or((None, None));
+    if owner != Some(true) {
+        raise(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            format!("must be the owner of tenancy.{table} to create its invalidation trigger"),
+            None,
+            None,
+        );
+    }
+    if present == Some(true) {
+        return;
+    }
+    let function = pgrx::Spi::get_one::<pg_sys::Oid>(
+        "SELECT CAST(CAST('tenancy.invalidate_identities()' AS pg_catalog.regprocedure) AS pg_catalog.oid)",
+    )
+    .ok()
+    .flatten()
+    .unwrap_or(pg_sys::InvalidOid);
+    unsafe {
+        let stmt = pg_sys::palloc0(size_of::<pg_sys::CreateTrigStmt>()).cast::<pg_sys::CreateTrigStmt>();
+        (*stmt).type_ = pg_sys::NodeTag::T_CreateTrigStmt;
+        (*stmt).trigname = pg_sys::pstrdup(TRIGGER.as_ptr());
+        (*stmt).relation =
+            pg_sys::makeRangeVar(pg_sys::pstrdup(c"tenancy".as_ptr()), pg_sys::pstrdup(name.as_ptr()), -1);
+        (*stmt).funcname = PgList::<pg_sys::Node>::new().into_pg();
+        (*stmt).row = false;
+        (*stmt).timing = pg_sys::TRIGGER_TYPE_AFTER as i16;
+        (*stmt).events = (pg_sys::TRIGGER_TYPE_INSERT
+            | pg_sys::TRIGGER_TYPE_UPDATE
+            | pg_sys::TRIGGER_TYPE_DELETE
+            | pg_sys::TRIGGER_TYPE_TRUNCATE) as i16;
+        pg_sys::CreateTrigger(
+            stmt,
+            c"".as_ptr(),
+            relid,
+            pg_sys::InvalidOid,
+            pg_sys::InvalidOid,
+            pg_sys::InvalidOid,
+            function,
+            pg_sys::InvalidOid,
+            std::ptr::null_mut(),
+            true,
+            false,
+        );
+        pg_sys::CommandCounterIncrement();
+    }
 }
 
 /// `members` of `members_102008` when the prefix is one of the identity tables.

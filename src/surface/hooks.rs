@@ -72,6 +72,7 @@ pub fn init() {
 unsafe extern "C-unwind" fn before_process_utility(pstmt: *mut pg_sys::PlannedStmt) {
     crate::plumbing::redaction::scrub_current_statement();
     unsafe { super::cursors::check_utility((*pstmt).utilityStmt) };
+    unsafe { crate::state::invalidation::note_utility_writes((*pstmt).utilityStmt) };
 }
 
 /// `ProcessUtility` hook (unguarded: see the module comment).
@@ -117,6 +118,7 @@ unsafe extern "C-unwind" fn process_utility(
 #[pgrx::pg_guard]
 unsafe extern "C-unwind" fn before_executor_start(query_desc: *mut pg_sys::QueryDesc) {
     crate::plumbing::redaction::scrub_current_statement();
+    unsafe { crate::state::invalidation::note_planned_writes((*query_desc).plannedstmt) };
     unsafe { super::folding::check_plan(query_desc) };
 }
 
