@@ -40,6 +40,12 @@ const CANDIDATES: i32 = 100;
 const OWN_EF_FLOOR: i32 = 40;
 /// Workspaces with at most this many rows are searched exactly (`tenancy._exact_max_rows()`).
 const EXACT_MAX_ROWS: i64 = 10_000;
+/// Workspaces with at most this many rows are searched exactly in one scan that builds each row
+/// as it goes, without the fetch of the winners by TID. Measured in the server (generic plans,
+/// 64 dimensions, k 10, docs/benchmarks.md): 8–10 µs less per call at 2 and 51 rows, 24 µs more
+/// at 257 and 140 µs more at 984 (building every row costs about 0.17 µs each, the TID fetch's
+/// extra plan nodes about 10 µs a call): even near 110 rows.
+const SMALL_MAX_ROWS: i64 = 64;
 
 /// The arguments of one call.
 struct Call {
@@ -178,7 +184,7 @@ unsafe fn search(call: &Call, store: *mut pg_sys::Tuplestorestate, desc: pg_sys:
         } else {
             Choice::OwnOnly
         };
-        if strategy != Strategy::Exact {
+        if !matches!(strategy, Strategy::Exact | Strategy::ExactSmall) {
             set_hnsw_options(call.k, strategy);
         }
         let plan = with_choice(choice, || {
@@ -439,7 +445,9 @@ unsafe fn strategy_of(target: &Target, column: &str, metric: &str, workspace: &s
         cache::remember_count(target.rel, workspace, user, n);
         n
     });
-    if n <= EXACT_MAX_ROWS {
+    if n <= SMALL_MAX_ROWS {
+        Strategy::ExactSmall
+    } else if n <= EXACT_MAX_ROWS {
         Strategy::Exact
     } else {
         Strategy::SharedHnsw
@@ -469,7 +477,8 @@ fn scope(target: &Target, workspace: Option<&str>) -> String {
 /// planner sees the LIMIT an HNSW index scan needs.
 ///
 /// The scans carry only (tableoid, ctid, distance); the k winners' rows are fetched afterwards
-/// by TID in the same statement (same snapshot). Building the whole row for every row of the
+/// by TID in the same statement (same snapshot), except in the smallest workspaces
+/// (`SMALL_MAX_ROWS`). Building the whole row for every row of the
 /// scope before the sort cost 0.3 ms of 1 ms in a workspace of a few hundred rows
 /// (docs/benchmarks.md, "tenancy.nearest in Rust"); tableoid keeps the join exact on partitioned
 /// and inherited tables, whose ctids repeat across children.
@@ -483,6 +492,12 @@ fn search_sql(target: &Target, column: &str, strategy: Strategy, k: i32, workspa
         "SELECT t.tableoid AS rel, t.ctid AS tid, t.{c} {op} $1 AS distance FROM {rel} t \
           WHERE {exact_scope} AND t.{c} IS NOT NULL OFFSET 0"
     );
+    if strategy == Strategy::ExactSmall {
+        return format!(
+            "SELECT e.item, e.distance FROM (SELECT t AS item, t.{c} {op} $1 AS distance FROM {rel} t \
+              WHERE {exact_scope} AND t.{c} IS NOT NULL OFFSET 0) e ORDER BY e.distance LIMIT {k}"
+        );
+    }
     let winners = if strategy == Strategy::Exact {
         format!("SELECT e.rel, e.tid, e.distance FROM ({exact}) e ORDER BY e.distance LIMIT {k}")
     } else {

@@ -42,6 +42,8 @@ pub struct Target {
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub enum Strategy {
     Exact,
+    /// The exact scan of a workspace of a few rows, whose rows are built as they are scanned.
+    ExactSmall,
     SharedHnsw,
     WorkspaceHnsw,
 }
@@ -50,7 +52,7 @@ impl Strategy {
     /// The name `tenancy.nearest_strategy` reports.
     pub fn name(self) -> &'static str {
         match self {
-            Strategy::Exact => "exact",
+            Strategy::Exact | Strategy::ExactSmall => "exact",
             Strategy::SharedHnsw => "hnsw",
             Strategy::WorkspaceHnsw => "hnsw_workspace",
         }

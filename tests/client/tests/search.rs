@@ -164,3 +164,44 @@ fn bad_input_is_refused_with_its_sqlstate() {
         .unwrap_err();
     assert_eq!(sqlstate(&err), "28000");
 }
+
+#[test]
+fn every_exact_plan_returns_the_exact_answer() {
+    // Both exact plans (rows built while scanning up to 64 rows, winners fetched by TID above)
+    // against the exact answer, at sizes around the boundary. Each size starts with TRUNCATE,
+    // whose invalidation drops the remembered row count, so the strategy is chosen afresh.
+    let mut app = items();
+    let mut db = admin();
+    db.batch_execute(&format!(
+        "CREATE TABLE search_sizes (id bigint PRIMARY KEY, workspace_id text NOT NULL, embedding vector(3));
+         CREATE INDEX ON search_sizes (workspace_id);
+         SELECT tenancy.protect('search_sizes');
+         GRANT SELECT ON search_sizes TO {APP_ROLE};"
+    ))
+    .unwrap();
+    for n in [0_i64, 1, 3, 64, 65, 300] {
+        // Row i points further from [1,0,0] as i grows: the exact answer is ids 1..=min(10, n).
+        db.batch_execute(&format!(
+            "TRUNCATE search_sizes;
+             INSERT INTO search_sizes SELECT i, 'ws_acme', format('[1,%s,0]', i / 1000.0)::vector FROM generate_series(1, {n}) i;
+             INSERT INTO search_sizes SELECT 100000 + i, 'ws_globex', '[1,0,0]' FROM generate_series(1, 20) i;
+             ANALYZE search_sizes;"
+        ))
+        .unwrap();
+        let mut tx = app.transaction().unwrap();
+        set_local_token(&mut tx, "user_alice", "org_acme");
+        let got: Vec<i64> = tx
+            .query(
+                "SELECT (n.item).id FROM tenancy.nearest(NULL::search_sizes, 'embedding', $1::vector, 10) n ORDER BY n.distance",
+                &[&Vector::from(vec![1.0, 0.0, 0.0])],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        tx.commit().unwrap();
+        let want: Vec<i64> = (1..=n.min(10)).collect();
+        assert_eq!(got, want, "workspace of {n} rows");
+    }
+    db.batch_execute("DROP TABLE search_sizes").unwrap();
+}
