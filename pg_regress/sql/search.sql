@@ -170,6 +170,14 @@ SELECT tenancy.nearest_strategy(NULL::search_docs, 'embedding');
 SELECT count(*) AS rows, bool_and((n.item).workspace_id = 'ws_globex') AS all_own
   FROM tenancy.nearest(NULL::search_docs, 'embedding', '[1.2,0.3,0.5]'::vector, 10) n;
 COMMIT;
+-- acme's own index (made above, threshold 2) holds 3 rows: fewer than k, so the same statement
+-- answers with the exact scan; all three, nearest first.
+BEGIN;
+SELECT set_config('tenancy.token', :'alice', true) IS NOT NULL AS signed_in;
+SELECT tenancy.nearest_strategy(NULL::search_docs, 'embedding');
+SELECT (n.item).id, round(n.distance::numeric, 4) AS distance
+  FROM tenancy.nearest(NULL::search_docs, 'embedding', '[1,0.5,0.5]'::vector, 10) n;
+COMMIT;
 RESET ROLE;
 
 -- Clean up.

@@ -12,6 +12,7 @@ pub mod hooks;
 pub mod nearest;
 pub mod nearest_cache;
 pub mod vector_plans;
+pub mod workspace_sizes;
 
 /// Defines the derived settings, installs the hooks, and lets folded plans hear of identity
 /// changes.

@@ -8,9 +8,10 @@
 //! few hash lookups, a `search_path` pin and the execution of a kept generic plan.
 //!
 //! Strategies (docs/search.md): the workspace's own HNSW index when it has one (a plan per
-//! workspace, whose literal scope matches the partial index); else the exact scan when a count
-//! capped at 10,001 rows (remembered for a minute) finds at most 10,000; else the shared HNSW
-//! index with iterative scan. HNSW candidates are re-ranked exactly, and a scan that came back
+//! workspace, whose literal scope matches the partial index); else the exact scan when the
+//! table's statistics estimate at most 5,000 rows (`workspace_sizes.rs`) or, past that or without
+//! statistics, a count capped at 10,001 rows (remembered for a minute) finds at most 10,000;
+//! else the shared HNSW index with iterative scan. HNSW candidates are re-ranked exactly, and a scan that came back
 //! short falls back to the exact scan in the same statement: min(k, n) rows always. The SQL runs
 //! as the caller (row-level security applies) under `search_path = pg_catalog, pg_temp`, with
 //! every name qualified; the scope comes from the verified identity, never from an argument.
@@ -18,6 +19,7 @@
 use super::functions::workspace_of;
 use super::nearest_cache::{self as cache, PlanKey, Strategy, Target};
 use super::vector_plans::{with_choice, Choice};
+use super::workspace_sizes as sizes;
 use crate::identity;
 use crate::plumbing::errors::raise;
 use crate::plumbing::raised::{set_at_nest_level, with_pinned_search_path};
@@ -423,6 +425,16 @@ unsafe fn strategy_of(target: &Target, column: &str, metric: &str, workspace: &s
     if own.contains(workspace) {
         return Strategy::WorkspaceHnsw;
     }
+    // The planner's estimate (workspace_sizes.rs) decides, unless it puts the workspace near the
+    // shared-index threshold or the table has no statistics: then a capped count does.
+    if let Some(estimate) = unsafe { estimated_rows(target, workspace) } {
+        if estimate <= SMALL_MAX_ROWS as f64 {
+            return Strategy::ExactSmall;
+        }
+        if estimate <= (EXACT_MAX_ROWS / 2) as f64 {
+            return Strategy::Exact;
+        }
+    }
     let n = cache::count(target.rel, workspace, user).unwrap_or_else(|| {
         let key = PlanKey {
             rel: target.rel,
@@ -452,6 +464,48 @@ unsafe fn strategy_of(target: &Target, column: &str, metric: &str, workspace: &s
     } else {
         Strategy::SharedHnsw
     }
+}
+
+/// The estimated rows of `workspace` in the target's table, from its statistics (read once per
+/// table as the caller, who may read them since it may read the table: `pg_stats` shows a
+/// column's statistics to whoever may select it), or None when it has none.
+unsafe fn estimated_rows(target: &Target, workspace: &str) -> Option<f64> {
+    let sizes = sizes::cached(target.rel).unwrap_or_else(|| {
+        let rows = unsafe {
+            texts(
+                "SELECT m.v, m.f, s.n_distinct, s.null_frac, c.reltuples
+                   FROM pg_catalog.pg_class c
+                   JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
+                   JOIN LATERAL (SELECT s.most_common_vals, s.most_common_freqs, s.n_distinct, s.null_frac
+                                   FROM pg_catalog.pg_stats s
+                                  WHERE s.schemaname OPERATOR(pg_catalog.=) n.nspname
+                                    AND s.tablename OPERATOR(pg_catalog.=) c.relname
+                                    AND s.attname OPERATOR(pg_catalog.=) CAST($2 AS pg_catalog.name)
+                                  ORDER BY s.inherited DESC LIMIT 1) s ON true
+                   LEFT JOIN LATERAL ROWS FROM (
+                          pg_catalog.unnest(CAST(CAST(s.most_common_vals AS pg_catalog.text) AS pg_catalog.text[])),
+                          pg_catalog.unnest(s.most_common_freqs)) AS m(v, f) ON true
+                  WHERE c.oid OPERATOR(pg_catalog.=) $1",
+                &[
+                    (pg_sys::OIDOID, Some(pg_sys::Datum::from(target.rel))),
+                    (pg_sys::TEXTOID, Some(text_datum(&target.workspace_column))),
+                ],
+            )
+        };
+        let number = |v: &Option<String>| v.as_deref().and_then(|v| v.parse::<f64>().ok());
+        let rows: Vec<sizes::StatisticsRow> = rows
+            .iter()
+            .map(|r| sizes::StatisticsRow {
+                value: r.first().cloned().flatten(),
+                frequency: r.get(1).and_then(number),
+                n_distinct: r.get(2).and_then(number),
+                null_frac: r.get(3).and_then(number),
+                reltuples: r.get(4).and_then(number),
+            })
+            .collect();
+        sizes::remember(target.rel, sizes::Sizes::from_statistics(&rows))
+    })?;
+    Some(sizes.of(workspace))
 }
 
 /// The caller's scope over alias t: `$2` (or the literal `workspace`, which lets the planner match
@@ -492,17 +546,33 @@ fn search_sql(target: &Target, column: &str, strategy: Strategy, k: i32, workspa
         "SELECT t.tableoid AS rel, t.ctid AS tid, t.{c} {op} $1 AS distance FROM {rel} t \
           WHERE {exact_scope} AND t.{c} IS NOT NULL OFFSET 0"
     );
+    // The same scan with whole rows: for the smallest workspaces, and as the fallback of a
+    // workspace's own index (which runs only when that index came back short).
+    let exact_rows = format!(
+        "SELECT t AS item, t.{c} {op} $1 AS distance FROM {rel} t WHERE {exact_scope} AND t.{c} IS NOT NULL OFFSET 0"
+    );
     if strategy == Strategy::ExactSmall {
+        return format!("SELECT e.item, e.distance FROM ({exact_rows}) e ORDER BY e.distance LIMIT {k}");
+    }
+    if strategy == Strategy::WorkspaceHnsw {
+        // The workspace's own graph yields its rows nearest first, k of them: their rows are
+        // built as they come, with no fetch by TID (0.02–0.03 ms a call in scripts/bench-search).
+        let own_scope = scope(target, Some(workspace));
         return format!(
-            "SELECT e.item, e.distance FROM (SELECT t AS item, t.{c} {op} $1 AS distance FROM {rel} t \
-              WHERE {exact_scope} AND t.{c} IS NOT NULL OFFSET 0) e ORDER BY e.distance LIMIT {k}"
+            "WITH h AS MATERIALIZED (SELECT t AS item, t.{c} {op} $1 AS distance FROM {rel} t \
+              WHERE {own_scope} ORDER BY t.{c} {op} $1 LIMIT {k}) \
+             SELECT u.item, u.distance FROM ( \
+                 SELECT h.item, h.distance FROM h WHERE (SELECT pg_catalog.count(*) FROM h) OPERATOR(pg_catalog.>=) {k} \
+                 UNION ALL \
+                 SELECT e.item, e.distance FROM ({exact_rows}) e WHERE (SELECT pg_catalog.count(*) FROM h) OPERATOR(pg_catalog.<) {k}) u \
+             ORDER BY u.distance LIMIT {k}"
         );
     }
     let winners = if strategy == Strategy::Exact {
         format!("SELECT e.rel, e.tid, e.distance FROM ({exact}) e ORDER BY e.distance LIMIT {k}")
     } else {
-        let hnsw_scope = scope(target, (strategy == Strategy::WorkspaceHnsw).then_some(workspace));
-        // h is the HNSW scan cut at the candidate count; the ORDER BY re-ranks the candidates
+        let hnsw_scope = scope(target, None);
+        // The shared index: h is the HNSW scan cut at the candidate count; the ORDER BY re-ranks the candidates
         // exactly; the exact branch runs only when h came back short.
         format!(
             "WITH h AS MATERIALIZED (SELECT t.tableoid AS rel, t.ctid AS tid, t.{c} {op} $1 AS distance FROM {rel} t \
@@ -512,7 +582,7 @@ fn search_sql(target: &Target, column: &str, strategy: Strategy, k: i32, workspa
                  UNION ALL \
                  SELECT e.rel, e.tid, e.distance FROM ({exact}) e WHERE (SELECT pg_catalog.count(*) FROM h) OPERATOR(pg_catalog.<) {k}) u \
              ORDER BY u.distance LIMIT {k}",
-            candidates = candidates_for(strategy).max(k)
+            candidates = CANDIDATES.max(k)
         )
     };
     // One statement, one snapshot: the winners' rows by TID, still under the scope and the
@@ -531,16 +601,6 @@ fn ef_floor(strategy: Strategy) -> i32 {
         OWN_EF_FLOOR
     } else {
         EF_FLOOR
-    }
-}
-
-/// HNSW candidates re-ranked exactly, before k: none beyond k on a workspace's own graph, which
-/// returns its rows nearest first and loses none to a filter.
-fn candidates_for(strategy: Strategy) -> i32 {
-    if strategy == Strategy::WorkspaceHnsw {
-        1
-    } else {
-        CANDIDATES
     }
 }
 

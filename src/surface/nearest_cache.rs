@@ -137,6 +137,7 @@ pub fn apply_invalidations() {
     TARGETS.with_borrow_mut(|t| t.retain(|key, target| !hit(&key.0) && !hit(&target.rel)));
     OWN_INDEXES.with_borrow_mut(|o| o.retain(|key, _| !hit(&key.0)));
     COUNTS.with_borrow_mut(|c| c.retain(|key, _| !hit(&key.0)));
+    super::workspace_sizes::forget(hit);
     // The plans are forgotten, not freed: a call nested inside a running search (a policy or a
     // function that calls tenancy.nearest) would otherwise free a plan its caller is executing.
     // A forgotten plan stays a few kilobytes of the backend's cache memory until it exits; the

@@ -205,3 +205,60 @@ fn every_exact_plan_returns_the_exact_answer() {
     }
     db.batch_execute("DROP TABLE search_sizes").unwrap();
 }
+
+#[test]
+fn the_tables_statistics_choose_the_plan_until_the_next_analyze() {
+    // nearest estimates a workspace's rows from the planner's statistics instead of counting
+    // them (src/surface/workspace_sizes.rs): rows added since the last ANALYZE do not change the
+    // strategy (a count would have), and cost no rows; ANALYZE's invalidation brings them in.
+    let mut app = items();
+    let mut db = admin();
+    db.batch_execute(&format!(
+        "CREATE TABLE search_estimated (id bigint PRIMARY KEY, workspace_id text NOT NULL, embedding vector(3));
+         INSERT INTO search_estimated SELECT i, 'ws_acme', format('[1,%s,0]', i / 1000.0)::vector FROM generate_series(1, 3) i;
+         INSERT INTO search_estimated SELECT 100 + i, 'ws_globex', '[1,0,0]' FROM generate_series(1, 20) i;
+         CREATE INDEX ON search_estimated (workspace_id);
+         SELECT tenancy.protect('search_estimated');
+         GRANT SELECT ON search_estimated TO {APP_ROLE};
+         ANALYZE search_estimated;"
+    ))
+    .unwrap();
+    let strategy_and_rows = |app: &mut postgres::Client| -> (String, usize) {
+        let mut tx = app.transaction().unwrap();
+        set_local_token(&mut tx, "user_alice", "org_acme");
+        let strategy: String = tx
+            .query_one(
+                "SELECT tenancy.nearest_strategy(NULL::search_estimated, 'embedding')",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        let rows = tx
+            .query(
+                "SELECT (n.item).id FROM tenancy.nearest(NULL::search_estimated, 'embedding', $1::vector, 10) n",
+                &[&Vector::from(vec![1.0, 0.0, 0.0])],
+            )
+            .unwrap()
+            .len();
+        tx.commit().unwrap();
+        (strategy, rows)
+    };
+    assert_eq!(strategy_and_rows(&mut app), ("exact".to_string(), 3));
+    db.batch_execute(
+        "INSERT INTO search_estimated SELECT 1000 + i, 'ws_acme', format('[1,%s,1]', i / 1000.0)::vector
+           FROM generate_series(1, 12000) i",
+    )
+    .unwrap();
+    assert_eq!(
+        strategy_and_rows(&mut app),
+        ("exact".to_string(), 10),
+        "the statistics still say 3 rows"
+    );
+    db.batch_execute("ANALYZE search_estimated").unwrap();
+    assert_eq!(
+        strategy_and_rows(&mut app),
+        ("hnsw".to_string(), 10),
+        "after ANALYZE: past the threshold"
+    );
+    db.batch_execute("DROP TABLE search_estimated").unwrap();
+}

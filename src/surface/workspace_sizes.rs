@@ -1,0 +1,140 @@
+//! How many rows a workspace has in a table, estimated from the planner's statistics, for
+//! `tenancy.nearest`'s choice between its exact plans and the shared HNSW index.
+//!
+//! Counting the workspace's rows instead (capped at 10,001, remembered a minute per backend) cost
+//! a scan of up to 10,001 index entries on the first call per workspace and minute: in
+//! `scripts/bench-search` with five rounds over 500 workspaces (each backend sees a workspace
+//! less than once a minute, as a pooled backend serving many tenants does), pg_tenancy / exact
+//! went from 1.10 to 1.56 in the 100–999-row bucket once the counts expired. The statistics
+//! `ANALYZE` keeps (`pg_stats`: most common values with their frequencies, the number of
+//! distinct values, the table's `reltuples`) answer the same question with no scan: a workspace
+//! among the most common values has its own frequency, any other the average of the rest. They
+//! are read once per table and kept until the table's next relcache invalidation (`ANALYZE`
+//! sends one when it updates `reltuples`) or `FRESH_FOR`. Only a workspace the estimate puts near
+//! the shared-index threshold is still counted (`nearest.rs`); a table never analyzed is counted
+//! as before. A wrong estimate costs speed, never rows: every strategy returns min(k, n) rows.
+
+use pgrx::pg_sys;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// How long a table's estimates are kept without an invalidation.
+const FRESH_FOR: Duration = Duration::from_secs(600);
+
+/// The estimates of one table.
+pub struct Sizes {
+    /// Rows of each of the most common workspaces.
+    common: HashMap<String, f64>,
+    /// Rows of any other workspace (the rest of the table over the rest of the distinct values).
+    other: f64,
+}
+
+impl Sizes {
+    /// The estimated rows of `workspace`.
+    pub fn of(&self, workspace: &str) -> f64 {
+        self.common.get(workspace).copied().unwrap_or(self.other)
+    }
+
+    /// Estimates from the statistics rows of one column: (value, frequency) for each most common
+    /// value (a single row of NULLs when there are none), each with the column's `n_distinct`,
+    /// `null_frac` and the table's `reltuples`. None when the table was never analyzed.
+    pub fn from_statistics(rows: &[StatisticsRow]) -> Option<Sizes> {
+        let first = rows.first()?;
+        let tuples = first.reltuples?;
+        if tuples < 0.0 {
+            return None;
+        }
+        let n_distinct = first.n_distinct.unwrap_or(0.0);
+        let distinct = if n_distinct < 0.0 {
+            -n_distinct * tuples
+        } else {
+            n_distinct
+        };
+        let common: HashMap<String, f64> = rows
+            .iter()
+            .filter_map(|r| Some((r.value.clone()?, r.frequency? * tuples)))
+            .collect();
+        let common_share: f64 = rows.iter().filter_map(|r| r.frequency).sum();
+        let rest = ((1.0 - common_share - first.null_frac.unwrap_or(0.0)) * tuples).max(0.0);
+        let other = rest / (distinct - common.len() as f64).max(1.0);
+        Some(Sizes { common, other })
+    }
+}
+
+/// One row of the statistics query (`nearest.rs`), parsed.
+pub struct StatisticsRow {
+    pub value: Option<String>,
+    pub frequency: Option<f64>,
+    pub n_distinct: Option<f64>,
+    pub null_frac: Option<f64>,
+    pub reltuples: Option<f64>,
+}
+
+/// When a table's statistics were read, and the estimates (None: it has none).
+type Kept = (Instant, Option<Rc<Sizes>>);
+
+thread_local! {
+    static SIZES: RefCell<HashMap<pg_sys::Oid, Kept>> = RefCell::new(HashMap::new());
+}
+
+/// The kept estimates of `rel`: Some(None) when the table has no statistics, None when they
+/// must be read.
+pub fn cached(rel: pg_sys::Oid) -> Option<Option<Rc<Sizes>>> {
+    SIZES.with_borrow(|s| {
+        s.get(&rel)
+            .filter(|(at, _)| at.elapsed() < FRESH_FOR)
+            .map(|(_, sizes)| sizes.clone())
+    })
+}
+
+/// Keeps the estimates of `rel`.
+pub fn remember(rel: pg_sys::Oid, sizes: Option<Sizes>) -> Option<Rc<Sizes>> {
+    let sizes = sizes.map(Rc::new);
+    SIZES.with_borrow_mut(|s| s.insert(rel, (Instant::now(), sizes.clone())));
+    sizes
+}
+
+/// Drops the estimates of the relations `hit` selects (called with the other caches').
+pub fn forget(hit: impl Fn(&pg_sys::Oid) -> bool) {
+    SIZES.with_borrow_mut(|s| s.retain(|rel, _| !hit(rel)));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Sizes, StatisticsRow};
+
+    fn row(value: Option<&str>, frequency: Option<f64>, n_distinct: f64, reltuples: f64) -> StatisticsRow {
+        StatisticsRow {
+            value: value.map(str::to_string),
+            frequency,
+            n_distinct: Some(n_distinct),
+            null_frac: Some(0.0),
+            reltuples: Some(reltuples),
+        }
+    }
+
+    #[test]
+    fn estimates_follow_the_statistics() {
+        // 100,000 rows, 50 workspaces: ws_a holds half, ws_b a tenth, 48 others the rest.
+        let rows = [
+            row(Some("ws_a"), Some(0.5), 50.0, 100_000.0),
+            row(Some("ws_b"), Some(0.1), 50.0, 100_000.0),
+        ];
+        let sizes = Sizes::from_statistics(&rows).unwrap();
+        for (workspace, want) in [("ws_a", 50_000.0), ("ws_b", 10_000.0), ("ws_other", 40_000.0 / 48.0)] {
+            assert!(
+                (sizes.of(workspace) - want).abs() < 1e-6,
+                "{workspace}: {}",
+                sizes.of(workspace)
+            );
+        }
+        // A negative n_distinct is a fraction of the rows; no common values: the average.
+        let sizes = Sizes::from_statistics(&[row(None, None, -0.5, 1_000.0)]).unwrap();
+        assert!((sizes.of("any") - 2.0).abs() < 1e-6);
+        // Never analyzed (reltuples -1), or no statistics row at all: no estimate.
+        assert!(Sizes::from_statistics(&[row(None, None, 0.0, -1.0)]).is_none());
+        assert!(Sizes::from_statistics(&[]).is_none());
+    }
+}
