@@ -466,44 +466,13 @@ unsafe fn strategy_of(target: &Target, column: &str, metric: &str, workspace: &s
     }
 }
 
-/// The estimated rows of `workspace` in the target's table, from its statistics (read once per
-/// table as the caller, who may read them since it may read the table: `pg_stats` shows a
-/// column's statistics to whoever may select it), or None when it has none.
+/// The estimated rows of `workspace` in the target's table, from its statistics, or None when
+/// it has none.
 unsafe fn estimated_rows(target: &Target, workspace: &str) -> Option<f64> {
     let sizes = sizes::cached(target.rel).unwrap_or_else(|| {
-        let rows = unsafe {
-            texts(
-                "SELECT m.v, m.f, s.n_distinct, s.null_frac, c.reltuples
-                   FROM pg_catalog.pg_class c
-                   JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
-                   JOIN LATERAL (SELECT s.most_common_vals, s.most_common_freqs, s.n_distinct, s.null_frac
-                                   FROM pg_catalog.pg_stats s
-                                  WHERE s.schemaname OPERATOR(pg_catalog.=) n.nspname
-                                    AND s.tablename OPERATOR(pg_catalog.=) c.relname
-                                    AND s.attname OPERATOR(pg_catalog.=) CAST($2 AS pg_catalog.name)
-                                  ORDER BY s.inherited DESC LIMIT 1) s ON true
-                   LEFT JOIN LATERAL ROWS FROM (
-                          pg_catalog.unnest(CAST(CAST(s.most_common_vals AS pg_catalog.text) AS pg_catalog.text[])),
-                          pg_catalog.unnest(s.most_common_freqs)) AS m(v, f) ON true
-                  WHERE c.oid OPERATOR(pg_catalog.=) $1",
-                &[
-                    (pg_sys::OIDOID, Some(pg_sys::Datum::from(target.rel))),
-                    (pg_sys::TEXTOID, Some(text_datum(&target.workspace_column))),
-                ],
-            )
-        };
-        let number = |v: &Option<String>| v.as_deref().and_then(|v| v.parse::<f64>().ok());
-        let rows: Vec<sizes::StatisticsRow> = rows
-            .iter()
-            .map(|r| sizes::StatisticsRow {
-                value: r.first().cloned().flatten(),
-                frequency: r.get(1).and_then(number),
-                n_distinct: r.get(2).and_then(number),
-                null_frac: r.get(3).and_then(number),
-                reltuples: r.get(4).and_then(number),
-            })
-            .collect();
-        sizes::remember(target.rel, sizes::Sizes::from_statistics(&rows))
+        sizes::remember(target.rel, unsafe {
+            sizes::read_statistics(target.rel, &target.workspace_column)
+        })
     })?;
     Some(sizes.of(workspace))
 }

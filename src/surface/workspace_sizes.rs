@@ -63,7 +63,7 @@ impl Sizes {
     }
 }
 
-/// One row of the statistics query (`nearest.rs`), parsed.
+/// One most common value of a column's statistics, with the column's and the table's figures.
 pub struct StatisticsRow {
     pub value: Option<String>,
     pub frequency: Option<f64>,
@@ -74,6 +74,77 @@ pub struct StatisticsRow {
 
 /// When a table's statistics were read, and the estimates (None: it has none).
 type Kept = (Instant, Option<Rc<Sizes>>);
+
+/// The estimates of `rel` from its statistics on `column`, read from the catalog (`pg_statistic`
+/// and `pg_class`) directly: the `pg_stats` view shows nothing to a caller under row-level
+/// security (it would show other workspaces' ids), and nothing read here leaves this module but
+/// the strategy `nearest` picks for the caller's own workspace. None without statistics.
+///
+/// # Safety
+/// Inside a transaction; `rel` is a table the caller may read.
+pub unsafe fn read_statistics(rel: pg_sys::Oid, column: &str) -> Option<Sizes> {
+    let name = std::ffi::CString::new(column).ok()?;
+    unsafe {
+        let attnum = pg_sys::get_attnum(rel, name.as_ptr());
+        if attnum <= 0 {
+            return None;
+        }
+        let class = pg_sys::SearchSysCache1(pg_sys::SysCacheIdentifier::RELOID as i32, pg_sys::Datum::from(rel));
+        if class.is_null() {
+            return None;
+        }
+        let reltuples = f64::from((*pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_class>(class)).reltuples);
+        pg_sys::ReleaseSysCache(class);
+        // As pg_stats: the statistics over inheritance children first (a partitioned table has
+        // only those), else the table's own.
+        let tuple = [true, false].iter().find_map(|&inherited| {
+            let t = pg_sys::SearchSysCache3(
+                pg_sys::SysCacheIdentifier::STATRELATTINH as i32,
+                pg_sys::Datum::from(rel),
+                pg_sys::Datum::from(attnum),
+                pg_sys::Datum::from(inherited),
+            );
+            (!t.is_null()).then_some(t)
+        })?;
+        let form = pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_statistic>(tuple);
+        let (null_frac, n_distinct) = (f64::from((*form).stanullfrac), f64::from((*form).stadistinct));
+        let mut rows = Vec::new();
+        let mut slot = pg_sys::AttStatsSlot::default();
+        if pg_sys::get_attstatsslot(
+            &mut slot,
+            tuple,
+            pg_sys::STATISTIC_KIND_MCV as i32,
+            pg_sys::InvalidOid,
+            (pg_sys::ATTSTATSSLOT_VALUES | pg_sys::ATTSTATSSLOT_NUMBERS) as i32,
+        ) {
+            let (mut output, mut varlena) = (pg_sys::InvalidOid, false);
+            pg_sys::getTypeOutputInfo(slot.valuetype, &mut output, &mut varlena);
+            let count = slot.nvalues.min(slot.nnumbers).max(0) as usize;
+            for i in 0..count {
+                let text = pg_sys::OidOutputFunctionCall(output, *slot.values.add(i));
+                rows.push(StatisticsRow {
+                    value: Some(std::ffi::CStr::from_ptr(text).to_string_lossy().into_owned()),
+                    frequency: Some(f64::from(*slot.numbers.add(i))),
+                    n_distinct: Some(n_distinct),
+                    null_frac: Some(null_frac),
+                    reltuples: Some(reltuples),
+                });
+            }
+            pg_sys::free_attstatsslot(&mut slot);
+        }
+        pg_sys::ReleaseSysCache(tuple);
+        if rows.is_empty() {
+            rows.push(StatisticsRow {
+                value: None,
+                frequency: None,
+                n_distinct: Some(n_distinct),
+                null_frac: Some(null_frac),
+                reltuples: Some(reltuples),
+            });
+        }
+        Sizes::from_statistics(&rows)
+    }
+}
 
 thread_local! {
     static SIZES: RefCell<HashMap<pg_sys::Oid, Kept>> = RefCell::new(HashMap::new());
