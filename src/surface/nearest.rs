@@ -12,7 +12,7 @@
 //! table's statistics estimate at most 5,000 rows (`workspace_sizes.rs`) or, past that or without
 //! statistics, a count capped at 10,001 rows (remembered for a minute) finds at most 10,000;
 //! else the shared HNSW index with iterative scan. HNSW candidates are re-ranked exactly, and a scan that came back
-//! short falls back to the exact scan in the same statement: min(k, n) rows always. The SQL runs
+//! short falls back to the exact scan in the same snapshot: min(k, n) rows always. The SQL runs
 //! as the caller (row-level security applies) under `search_path = pg_catalog, pg_temp`, with
 //! every name qualified; the scope comes from the verified identity, never from an argument.
 
@@ -189,6 +189,11 @@ unsafe fn search(call: &Call, store: *mut pg_sys::Tuplestorestate, desc: pg_sys:
         if !matches!(strategy, Strategy::Exact | Strategy::ExactSmall) {
             set_hnsw_options(call.k, strategy);
         }
+        let fallback_key = PlanKey {
+            strategy: Strategy::Exact,
+            workspace: None,
+            ..key.clone()
+        };
         let plan = with_choice(choice, || {
             cache::plan(key, &types, || {
                 search_sql(&target, &column, strategy, call.k, &workspace)
@@ -200,12 +205,27 @@ unsafe fn search(call: &Call, store: *mut pg_sys::Tuplestorestate, desc: pg_sys:
             user.as_deref().map_or(pg_sys::Datum::from(0), text_datum),
         ];
         let nulls = [null_flag(true), null_flag(true), null_flag(user.is_some())];
-        // Executing may replan a kept plan (after an invalidation): with the same choice.
-        let status = with_choice(choice, || {
-            pg_sys::SPI_execute_plan(plan.0, values.as_mut_ptr(), nulls.as_ptr(), false, 0)
-        });
-        if status != pg_sys::SPI_OK_SELECT as i32 {
-            pgrx::error!("pg_tenancy: the search plan failed (SPI result {status})");
+        // Read-only: in the snapshot of the caller's statement, so that a fallback below sees
+        // the same rows. Executing may replan a kept plan (after an invalidation): with the same
+        // choice.
+        let mut run = |plan: cache::Plan| {
+            let status = with_choice(choice, || {
+                pg_sys::SPI_execute_plan(plan.0, values.as_mut_ptr(), nulls.as_ptr(), true, 0)
+            });
+            if status != pg_sys::SPI_OK_SELECT as i32 {
+                pgrx::error!("pg_tenancy: the search plan failed (SPI result {status})");
+            }
+        };
+        run(plan);
+        if strategy == Strategy::WorkspaceHnsw && (pg_sys::SPI_processed as i64) < i64::from(call.k) {
+            // The workspace's own index came back short (it hit hnsw.max_scan_tuples, or the
+            // workspace shrank since it was made): the exact scan answers instead.
+            let exact = with_choice(choice, || {
+                cache::plan(fallback_key, &types, || {
+                    search_sql(&target, &column, Strategy::Exact, call.k, &workspace)
+                })
+            });
+            run(exact);
         }
         let table = pg_sys::SPI_tuptable;
         for i in 0..pg_sys::SPI_processed as usize {
@@ -515,26 +535,21 @@ fn search_sql(target: &Target, column: &str, strategy: Strategy, k: i32, workspa
         "SELECT t.tableoid AS rel, t.ctid AS tid, t.{c} {op} $1 AS distance FROM {rel} t \
           WHERE {exact_scope} AND t.{c} IS NOT NULL OFFSET 0"
     );
-    // The same scan with whole rows: for the smallest workspaces, and as the fallback of a
-    // workspace's own index (which runs only when that index came back short).
-    let exact_rows = format!(
-        "SELECT t AS item, t.{c} {op} $1 AS distance FROM {rel} t WHERE {exact_scope} AND t.{c} IS NOT NULL OFFSET 0"
-    );
+    // The same scan with whole rows, for the smallest workspaces.
     if strategy == Strategy::ExactSmall {
-        return format!("SELECT e.item, e.distance FROM ({exact_rows}) e ORDER BY e.distance LIMIT {k}");
+        return format!(
+            "SELECT e.item, e.distance FROM (SELECT t AS item, t.{c} {op} $1 AS distance FROM {rel} t \
+              WHERE {exact_scope} AND t.{c} IS NOT NULL OFFSET 0) e ORDER BY e.distance LIMIT {k}"
+        );
     }
     if strategy == Strategy::WorkspaceHnsw {
         // The workspace's own graph yields its rows nearest first, k of them: their rows are
-        // built as they come, with no fetch by TID (0.02–0.03 ms a call in scripts/bench-search).
+        // built as they come, with no fetch by TID, and re-sorted (relaxed_order may return them
+        // slightly out of order). Fewer than k: `search` runs the exact plan after it.
         let own_scope = scope(target, Some(workspace));
         return format!(
-            "WITH h AS MATERIALIZED (SELECT t AS item, t.{c} {op} $1 AS distance FROM {rel} t \
-              WHERE {own_scope} ORDER BY t.{c} {op} $1 LIMIT {k}) \
-             SELECT u.item, u.distance FROM ( \
-                 SELECT h.item, h.distance FROM h WHERE (SELECT pg_catalog.count(*) FROM h) OPERATOR(pg_catalog.>=) {k} \
-                 UNION ALL \
-                 SELECT e.item, e.distance FROM ({exact_rows}) e WHERE (SELECT pg_catalog.count(*) FROM h) OPERATOR(pg_catalog.<) {k}) u \
-             ORDER BY u.distance LIMIT {k}"
+            "SELECT h.item, h.distance FROM (SELECT t AS item, t.{c} {op} $1 AS distance FROM {rel} t \
+              WHERE {own_scope} ORDER BY t.{c} {op} $1 LIMIT {k}) h ORDER BY h.distance"
         );
     }
     let winners = if strategy == Strategy::Exact {
