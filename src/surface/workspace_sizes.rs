@@ -108,6 +108,13 @@ pub unsafe fn read_statistics(rel: pg_sys::Oid, column: &str) -> Option<Sizes> {
         })?;
         let form = pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_statistic>(tuple);
         let (null_frac, n_distinct) = (f64::from((*form).stanullfrac), f64::from((*form).stadistinct));
+        let row = |value: Option<String>, frequency: Option<f64>| StatisticsRow {
+            value,
+            frequency,
+            n_distinct: Some(n_distinct),
+            null_frac: Some(null_frac),
+            reltuples: Some(reltuples),
+        };
         let mut rows = Vec::new();
         let mut slot = pg_sys::AttStatsSlot::default();
         if pg_sys::get_attstatsslot(
@@ -122,25 +129,16 @@ pub unsafe fn read_statistics(rel: pg_sys::Oid, column: &str) -> Option<Sizes> {
             let count = slot.nvalues.min(slot.nnumbers).max(0) as usize;
             for i in 0..count {
                 let text = pg_sys::OidOutputFunctionCall(output, *slot.values.add(i));
-                rows.push(StatisticsRow {
-                    value: Some(std::ffi::CStr::from_ptr(text).to_string_lossy().into_owned()),
-                    frequency: Some(f64::from(*slot.numbers.add(i))),
-                    n_distinct: Some(n_distinct),
-                    null_frac: Some(null_frac),
-                    reltuples: Some(reltuples),
-                });
+                rows.push(row(
+                    Some(std::ffi::CStr::from_ptr(text).to_string_lossy().into_owned()),
+                    Some(f64::from(*slot.numbers.add(i))),
+                ));
             }
             pg_sys::free_attstatsslot(&mut slot);
         }
         pg_sys::ReleaseSysCache(tuple);
         if rows.is_empty() {
-            rows.push(StatisticsRow {
-                value: None,
-                frequency: None,
-                n_distinct: Some(n_distinct),
-                null_frac: Some(null_frac),
-                reltuples: Some(reltuples),
-            });
+            rows.push(row(None, None));
         }
         Sizes::from_statistics(&rows)
     }

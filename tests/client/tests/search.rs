@@ -165,20 +165,27 @@ fn bad_input_is_refused_with_its_sqlstate() {
     assert_eq!(sqlstate(&err), "28000");
 }
 
+/// An empty protected table `name` (id, workspace_id, embedding vector(3)) the application role
+/// may read.
+fn protected_vector_table(db: &mut postgres::Client, name: &str) {
+    db.batch_execute(&format!(
+        "CREATE TABLE {name} (id bigint PRIMARY KEY, workspace_id text NOT NULL, embedding vector(3));
+         CREATE INDEX ON {name} (workspace_id);
+         SELECT tenancy.protect('{name}');
+         GRANT SELECT ON {name} TO {APP_ROLE};"
+    ))
+    .unwrap();
+}
+
 #[test]
 fn every_exact_plan_returns_the_exact_answer() {
     // Both exact plans (rows built while scanning up to 64 rows, winners fetched by TID above)
-    // against the exact answer, at sizes around the boundary. Each size starts with TRUNCATE,
-    // whose invalidation drops the remembered row count, so the strategy is chosen afresh.
+    // against the exact answer, at sizes around the boundary. Each size starts with TRUNCATE and
+    // ends with ANALYZE, whose invalidations drop the kept estimates, so the strategy is chosen
+    // afresh from the new statistics.
     let mut app = items();
     let mut db = admin();
-    db.batch_execute(&format!(
-        "CREATE TABLE search_sizes (id bigint PRIMARY KEY, workspace_id text NOT NULL, embedding vector(3));
-         CREATE INDEX ON search_sizes (workspace_id);
-         SELECT tenancy.protect('search_sizes');
-         GRANT SELECT ON search_sizes TO {APP_ROLE};"
-    ))
-    .unwrap();
+    protected_vector_table(&mut db, "search_sizes");
     for n in [0_i64, 1, 3, 64, 65, 300] {
         // Row i points further from [1,0,0] as i grows: the exact answer is ids 1..=min(10, n).
         db.batch_execute(&format!(
@@ -214,15 +221,12 @@ fn the_tables_statistics_choose_the_plan_until_the_next_analyze() {
     // count would have), and cost no rows; ANALYZE's invalidation brings them in.
     let mut app = items();
     let mut db = admin();
-    db.batch_execute(&format!(
-        "CREATE TABLE search_estimated (id bigint PRIMARY KEY, workspace_id text NOT NULL, embedding vector(3));
-         INSERT INTO search_estimated SELECT i, 'ws_acme', format('[1,%s,0]', i / 1000.0)::vector FROM generate_series(1, 3) i;
+    protected_vector_table(&mut db, "search_estimated");
+    db.batch_execute(
+        "INSERT INTO search_estimated SELECT i, 'ws_acme', format('[1,%s,0]', i / 1000.0)::vector FROM generate_series(1, 3) i;
          INSERT INTO search_estimated SELECT 100 + i, 'ws_globex', '[1,0,0]' FROM generate_series(1, 20) i;
-         CREATE INDEX ON search_estimated (workspace_id);
-         SELECT tenancy.protect('search_estimated');
-         GRANT SELECT ON search_estimated TO {APP_ROLE};
-         ANALYZE search_estimated;"
-    ))
+         ANALYZE search_estimated;",
+    )
     .unwrap();
     let strategy_and_rows = |app: &mut postgres::Client| -> (String, usize) {
         let mut tx = app.transaction().unwrap();
