@@ -282,4 +282,19 @@ mod tests {
         );
         Spi::run("RESET ROLE").unwrap();
     }
+
+    #[pg_test]
+    fn a_table_without_statistics_has_no_size_estimate() {
+        Spi::run("CREATE TABLE public.unanalyzed (workspace_id text)").unwrap();
+        let rel = Spi::get_one::<pg_sys::Oid>("SELECT 'public.unanalyzed'::regclass::oid")
+            .unwrap()
+            .unwrap();
+        let estimate =
+            || unsafe { crate::surface::workspace_sizes::read_statistics(rel, "workspace_id") }.map(|s| s.of("ws_a"));
+        assert_eq!(estimate(), None, "no statistics row");
+        Spi::run("INSERT INTO public.unanalyzed SELECT 'ws_a' FROM generate_series(1, 30); ANALYZE public.unanalyzed")
+            .unwrap();
+        unsafe { pg_sys::CommandCounterIncrement() };
+        assert_eq!(estimate().map(f64::round), Some(30.0), "after ANALYZE");
+    }
 }

@@ -207,15 +207,17 @@ fn _create_invalidation_trigger(table: &str) {
     let name = std::ffi::CString::new(table).unwrap_or_default();
     let relid =
         unsafe { pg_sys::get_relname_relid(name.as_ptr(), pg_sys::get_namespace_oid(c"tenancy".as_ptr(), false)) };
-    let (owner, present) = pgrx::Spi::get_two_with_args::<bool, bool>(
+    let (owner, present, function) = pgrx::Spi::get_three_with_args::<bool, bool, pg_sys::Oid>(
         "SELECT pg_catalog.pg_has_role(c.relowner, 'USAGE'),
                 EXISTS (SELECT FROM pg_catalog.pg_trigger t
-                         WHERE t.tgrelid OPERATOR(pg_catalog.=) c.oid
-                           AND t.tgfoid OPERATOR(pg_catalog.=) CAST('tenancy.invalidate_identities()' AS pg_catalog.regprocedure))
-           FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) $1",
+                         WHERE t.tgrelid OPERATOR(pg_catalog.=) c.oid AND t.tgfoid OPERATOR(pg_catalog.=) f.oid),
+                f.oid
+           FROM pg_catalog.pg_class c,
+                (SELECT CAST(CAST('tenancy.invalidate_identities()' AS pg_catalog.regprocedure) AS pg_catalog.oid)) f(oid)
+          WHERE c.oid OPERATOR(pg_catalog.=) $1",
         &[relid.into()],
     )
-    .unwrap_or((None, None));
+    .unwrap_or((None, None, None));
     if owner != Some(true) {
         raise(
             PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
@@ -227,12 +229,7 @@ fn _create_invalidation_trigger(table: &str) {
     if present == Some(true) {
         return;
     }
-    let function = pgrx::Spi::get_one::<pg_sys::Oid>(
-        "SELECT CAST(CAST('tenancy.invalidate_identities()' AS pg_catalog.regprocedure) AS pg_catalog.oid)",
-    )
-    .ok()
-    .flatten()
-    .unwrap_or(pg_sys::InvalidOid);
+    let function = function.unwrap_or(pg_sys::InvalidOid);
     unsafe {
         let stmt = pg_sys::palloc0(size_of::<pg_sys::CreateTrigStmt>()).cast::<pg_sys::CreateTrigStmt>();
         (*stmt).type_ = pg_sys::NodeTag::T_CreateTrigStmt;

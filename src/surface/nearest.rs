@@ -11,10 +11,11 @@
 //! workspace, whose literal scope matches the partial index); else the exact scan when the
 //! table's statistics estimate at most 5,000 rows (`workspace_sizes.rs`) or, past that or without
 //! statistics, a count capped at 10,001 rows (remembered for a minute) finds at most 10,000;
-//! else the shared HNSW index with iterative scan. HNSW candidates are re-ranked exactly, and a scan that came back
-//! short falls back to the exact scan in the same snapshot: min(k, n) rows always. The SQL runs
-//! as the caller (row-level security applies) under `search_path = pg_catalog, pg_temp`, with
-//! every name qualified; the scope comes from the verified identity, never from an argument.
+//! else the shared HNSW index with iterative scan. HNSW candidates are re-ranked exactly, and a
+//! scan that came back short falls back to the exact scan in the same snapshot: min(k, n) rows
+//! always. The SQL runs as the caller (row-level security applies) under `search_path =
+//! pg_catalog, pg_temp`, with every name qualified; the scope comes from the verified identity,
+//! never from an argument.
 
 use super::functions::workspace_of;
 use super::nearest_cache::{self as cache, PlanKey, Strategy, Target};
@@ -168,15 +169,6 @@ unsafe fn search(call: &Call, store: *mut pg_sys::Tuplestorestate, desc: pg_sys:
         let column = call.column.clone().unwrap_or_default();
         let vector = query_vector(call, &target, &column);
         let (workspace, user, strategy) = caller_strategy(call, &target);
-        let key = PlanKey {
-            rel: target.rel,
-            column: column.clone(),
-            metric,
-            strategy,
-            k: call.k,
-            workspace: (strategy == Strategy::WorkspaceHnsw).then(|| workspace.clone()),
-            sql: None,
-        };
         let types = [target.vector_base_oid, pg_sys::TEXTOID, pg_sys::TEXTOID];
         // The workspace's own index and the exact scan plan without the shared index in sight:
         // left to cost alone, the planner took the shared HNSW index, filtered, for the
@@ -189,16 +181,24 @@ unsafe fn search(call: &Call, store: *mut pg_sys::Tuplestorestate, desc: pg_sys:
         if !matches!(strategy, Strategy::Exact | Strategy::ExactSmall) {
             set_hnsw_options(call.k, strategy);
         }
-        let fallback_key = PlanKey {
-            strategy: Strategy::Exact,
-            workspace: None,
-            ..key.clone()
-        };
-        let plan = with_choice(choice, || {
-            cache::plan(key, &types, || {
-                search_sql(&target, &column, strategy, call.k, &workspace)
+        // The kept plan of a strategy for this call's table, column, metric and k.
+        let plan_of = |strategy: Strategy| {
+            let key = PlanKey {
+                rel: target.rel,
+                column: column.clone(),
+                metric: metric.clone(),
+                strategy,
+                k: call.k,
+                workspace: (strategy == Strategy::WorkspaceHnsw).then(|| workspace.clone()),
+                sql: None,
+            };
+            with_choice(choice, || {
+                cache::plan(key, &types, || {
+                    search_sql(&target, &column, strategy, call.k, &workspace)
+                })
             })
-        });
+        };
+        let plan = plan_of(strategy);
         let mut values = [
             vector,
             text_datum(&workspace),
@@ -220,12 +220,7 @@ unsafe fn search(call: &Call, store: *mut pg_sys::Tuplestorestate, desc: pg_sys:
         if strategy == Strategy::WorkspaceHnsw && (pg_sys::SPI_processed as i64) < i64::from(call.k) {
             // The workspace's own index came back short (it hit hnsw.max_scan_tuples, or the
             // workspace shrank since it was made): the exact scan answers instead.
-            let exact = with_choice(choice, || {
-                cache::plan(fallback_key, &types, || {
-                    search_sql(&target, &column, Strategy::Exact, call.k, &workspace)
-                })
-            });
-            run(exact);
+            run(plan_of(Strategy::Exact));
         }
         let table = pg_sys::SPI_tuptable;
         for i in 0..pg_sys::SPI_processed as usize {
@@ -556,8 +551,8 @@ fn search_sql(target: &Target, column: &str, strategy: Strategy, k: i32, workspa
         format!("SELECT e.rel, e.tid, e.distance FROM ({exact}) e ORDER BY e.distance LIMIT {k}")
     } else {
         let hnsw_scope = scope(target, None);
-        // The shared index: h is the HNSW scan cut at the candidate count; the ORDER BY re-ranks the candidates
-        // exactly; the exact branch runs only when h came back short.
+        // The shared index: h is the HNSW scan cut at the candidate count; the ORDER BY
+        // re-ranks the candidates exactly; the exact branch runs only when h came back short.
         format!(
             "WITH h AS MATERIALIZED (SELECT t.tableoid AS rel, t.ctid AS tid, t.{c} {op} $1 AS distance FROM {rel} t \
               WHERE {hnsw_scope} ORDER BY t.{c} {op} $1 LIMIT {candidates}) \

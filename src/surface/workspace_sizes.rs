@@ -37,39 +37,24 @@ impl Sizes {
         self.common.get(workspace).copied().unwrap_or(self.other)
     }
 
-    /// Estimates from the statistics rows of one column: (value, frequency) for each most common
-    /// value (a single row of NULLs when there are none), each with the column's `n_distinct`,
-    /// `null_frac` and the table's `reltuples`. None when the table was never analyzed.
-    pub fn from_statistics(rows: &[StatisticsRow]) -> Option<Sizes> {
-        let first = rows.first()?;
-        let tuples = first.reltuples?;
+    /// Estimates from one column's statistics: its most common values with their frequencies,
+    /// `n_distinct` (negative: a fraction of the rows), `null_frac`, and the table's `reltuples`.
+    /// None when the table was never analyzed (`reltuples` -1).
+    pub fn from_statistics(common: &[(String, f64)], n_distinct: f64, null_frac: f64, tuples: f64) -> Option<Sizes> {
         if tuples < 0.0 {
             return None;
         }
-        let n_distinct = first.n_distinct.unwrap_or(0.0);
         let distinct = if n_distinct < 0.0 {
             -n_distinct * tuples
         } else {
             n_distinct
         };
-        let common: HashMap<String, f64> = rows
-            .iter()
-            .filter_map(|r| Some((r.value.clone()?, r.frequency? * tuples)))
-            .collect();
-        let common_share: f64 = rows.iter().filter_map(|r| r.frequency).sum();
-        let rest = ((1.0 - common_share - first.null_frac.unwrap_or(0.0)) * tuples).max(0.0);
+        let common_share: f64 = common.iter().map(|(_, f)| f).sum();
+        let rest = ((1.0 - common_share - null_frac) * tuples).max(0.0);
         let other = rest / (distinct - common.len() as f64).max(1.0);
+        let common = common.iter().map(|(v, f)| (v.clone(), f * tuples)).collect();
         Some(Sizes { common, other })
     }
-}
-
-/// One most common value of a column's statistics, with the column's and the table's figures.
-pub struct StatisticsRow {
-    pub value: Option<String>,
-    pub frequency: Option<f64>,
-    pub n_distinct: Option<f64>,
-    pub null_frac: Option<f64>,
-    pub reltuples: Option<f64>,
 }
 
 /// When a table's statistics were read, and the estimates (None: it has none).
@@ -108,14 +93,7 @@ pub unsafe fn read_statistics(rel: pg_sys::Oid, column: &str) -> Option<Sizes> {
         })?;
         let form = pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_statistic>(tuple);
         let (null_frac, n_distinct) = (f64::from((*form).stanullfrac), f64::from((*form).stadistinct));
-        let row = |value: Option<String>, frequency: Option<f64>| StatisticsRow {
-            value,
-            frequency,
-            n_distinct: Some(n_distinct),
-            null_frac: Some(null_frac),
-            reltuples: Some(reltuples),
-        };
-        let mut rows = Vec::new();
+        let mut common = Vec::new();
         let mut slot = pg_sys::AttStatsSlot::default();
         if pg_sys::get_attstatsslot(
             &mut slot,
@@ -129,18 +107,15 @@ pub unsafe fn read_statistics(rel: pg_sys::Oid, column: &str) -> Option<Sizes> {
             let count = slot.nvalues.min(slot.nnumbers).max(0) as usize;
             for i in 0..count {
                 let text = pg_sys::OidOutputFunctionCall(output, *slot.values.add(i));
-                rows.push(row(
-                    Some(std::ffi::CStr::from_ptr(text).to_string_lossy().into_owned()),
-                    Some(f64::from(*slot.numbers.add(i))),
+                common.push((
+                    std::ffi::CStr::from_ptr(text).to_string_lossy().into_owned(),
+                    f64::from(*slot.numbers.add(i)),
                 ));
             }
             pg_sys::free_attstatsslot(&mut slot);
         }
         pg_sys::ReleaseSysCache(tuple);
-        if rows.is_empty() {
-            rows.push(row(None, None));
-        }
-        Sizes::from_statistics(&rows)
+        Sizes::from_statistics(&common, n_distinct, null_frac, reltuples)
     }
 }
 
@@ -172,26 +147,13 @@ pub fn forget(hit: impl Fn(&pg_sys::Oid) -> bool) {
 
 #[cfg(test)]
 mod tests {
-    use super::{Sizes, StatisticsRow};
-
-    fn row(value: Option<&str>, frequency: Option<f64>, n_distinct: f64, reltuples: f64) -> StatisticsRow {
-        StatisticsRow {
-            value: value.map(str::to_string),
-            frequency,
-            n_distinct: Some(n_distinct),
-            null_frac: Some(0.0),
-            reltuples: Some(reltuples),
-        }
-    }
+    use super::Sizes;
 
     #[test]
     fn estimates_follow_the_statistics() {
         // 100,000 rows, 50 workspaces: ws_a holds half, ws_b a tenth, 48 others the rest.
-        let rows = [
-            row(Some("ws_a"), Some(0.5), 50.0, 100_000.0),
-            row(Some("ws_b"), Some(0.1), 50.0, 100_000.0),
-        ];
-        let sizes = Sizes::from_statistics(&rows).unwrap();
+        let common = [("ws_a".to_string(), 0.5), ("ws_b".to_string(), 0.1)];
+        let sizes = Sizes::from_statistics(&common, 50.0, 0.0, 100_000.0).unwrap();
         for (workspace, want) in [("ws_a", 50_000.0), ("ws_b", 10_000.0), ("ws_other", 40_000.0 / 48.0)] {
             assert!(
                 (sizes.of(workspace) - want).abs() < 1e-6,
@@ -200,10 +162,10 @@ mod tests {
             );
         }
         // A negative n_distinct is a fraction of the rows; no common values: the average.
-        let sizes = Sizes::from_statistics(&[row(None, None, -0.5, 1_000.0)]).unwrap();
+        let sizes = Sizes::from_statistics(&[], -0.5, 0.0, 1_000.0).unwrap();
         assert!((sizes.of("any") - 2.0).abs() < 1e-6);
-        // Never analyzed (reltuples -1), or no statistics row at all: no estimate.
-        assert!(Sizes::from_statistics(&[row(None, None, 0.0, -1.0)]).is_none());
-        assert!(Sizes::from_statistics(&[]).is_none());
+        // Never analyzed (reltuples -1): no estimate. (No statistics row at all:
+        // `pg_tests.rs::a_table_without_statistics_has_no_size_estimate`.)
+        assert!(Sizes::from_statistics(&[], 0.0, 0.0, -1.0).is_none());
     }
 }
