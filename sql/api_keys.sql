@@ -22,7 +22,9 @@ CREATE TABLE tenancy._api_key_store (
     creator_user_id       text,   -- the member whose rights it was made from (NULL: an administrator's key)
     rotated_at            timestamptz,
     rotated_by            text,
-    revoked_by            text
+    revoked_by            text,
+    -- Added in 0.3.0 (keys end with what made them):
+    creator_session_id    text    -- the WorkOS session (sid) of the token that made or last rotated it; revoking it disables the key
 );
 SELECT pg_catalog.pg_extension_config_dump('tenancy._api_key_store', '');
 
@@ -80,6 +82,32 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
                 ELSE tenancy.user_id() END
 $$;
 
+-- What ties a key made or rotated by the calling identity to it: the member whose rights it
+-- carries and the WorkOS session of the token (for a key made by a key, that key's). Disabling
+-- the member or revoking the session disables the key (src/identity/api_keys.rs).
+CREATE FUNCTION tenancy._key_creator(OUT user_id text, OUT session_id text)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF pg_catalog.current_setting('tenancy.api_key', true) OPERATOR(pg_catalog.<>) '' THEN
+        SELECT coalesce(k.user_id, k.creator_user_id), k.creator_session_id INTO user_id, session_id
+          FROM tenancy._api_key_store k
+         WHERE CAST(k.id AS pg_catalog.text) OPERATOR(pg_catalog.=) (tenancy.claims() OPERATOR(pg_catalog.->>) 'api_key_id');
+    ELSE
+        user_id := tenancy.user_id();
+        session_id := tenancy.session_id();
+    END IF;
+END
+$$;
+
+-- The latest expiry a key made by an identity may have now (tenancy.api_key_max_lifetime days),
+-- NULL when unbounded.
+CREATE FUNCTION tenancy._key_expiry_bound() RETURNS timestamptz
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT CASE WHEN d OPERATOR(pg_catalog.>) 0 THEN pg_catalog.now() OPERATOR(pg_catalog.+) pg_catalog.make_interval(days => d) END
+      FROM (SELECT CAST(coalesce(nullif(pg_catalog.current_setting('tenancy.api_key_max_lifetime', true), ''), '90')
+                        AS integer) AS d) s
+$$;
+
 -- What a key with these rights would carry beyond the calling identity's, in words; NULL when
 -- nothing. Permissions must be a subset of the identity's; the role the identity's own or none
 -- (WorkOS role slugs have no order, so "not above" can only mean "the same"); the user the
@@ -117,6 +145,8 @@ DECLARE
     manager text;
     excess text;
     creator_user text;
+    creator_session text;
+    bound timestamptz;
     minted record;
 BEGIN
     manager := tenancy._key_manager(workspace_id, 'create an api key');
@@ -137,13 +167,17 @@ BEGIN
                 USING ERRCODE = '42501',
                       HINT = 'An identity creates keys with at most its own permissions, its own role or none, and its own user or none; members of tenancy_admin create any key.';
         END IF;
-        -- A key made by a key inherits that key's member (or none, for an administrator's key).
-        IF pg_catalog.current_setting('tenancy.api_key', true) OPERATOR(pg_catalog.<>) '' THEN
-            SELECT coalesce(k.user_id, k.creator_user_id) INTO creator_user
-              FROM tenancy._api_key_store k
-             WHERE CAST(k.id AS pg_catalog.text) OPERATOR(pg_catalog.=) (tenancy.claims() OPERATOR(pg_catalog.->>) 'api_key_id');
-        ELSE
-            creator_user := tenancy.user_id();
+        -- A key made by a key inherits that key's member and session (none, for an
+        -- administrator's key).
+        SELECT c.user_id, c.session_id INTO creator_user, creator_session FROM tenancy._key_creator() c;
+        bound := tenancy._key_expiry_bound();
+        IF bound IS NOT NULL AND expires_at IS NULL THEN
+            expires_at := bound;
+        ELSIF bound IS NOT NULL AND expires_at > bound THEN
+            RAISE EXCEPTION 'expires_at is beyond the longest lifetime of a key made by an identity (tenancy.api_key_max_lifetime = % days)',
+                            pg_catalog.current_setting('tenancy.api_key_max_lifetime', true)
+                USING ERRCODE = '22023',
+                      HINT = 'Choose an earlier expires_at, or leave it out to get the longest; members of tenancy_admin make keys without this bound.';
         END IF;
     END IF;
     IF user_id IS NOT NULL AND NOT EXISTS (SELECT FROM tenancy.members m
@@ -153,9 +187,10 @@ BEGIN
     END IF;
     SELECT * INTO minted FROM tenancy._mint_api_key();
     INSERT INTO tenancy._api_key_store (workspace_id, name, key_prefix, digest, role, permissions,
-                                        user_id, expires_at, created_by_identity, creator_user_id)
+                                        user_id, expires_at, created_by_identity, creator_user_id,
+                                        creator_session_id)
     VALUES (workspace_id, name, minted.display, minted.digest, role, coalesce(permissions, '{}'),
-            user_id, expires_at, tenancy._key_actor(manager), creator_user);
+            user_id, expires_at, tenancy._key_actor(manager), creator_user, creator_session);
     RETURN minted.secret;
 END
 $$;
@@ -193,7 +228,8 @@ $$;
 
 -- Gives a key a new secret (returned once); the old secret stays valid for `grace`. An identity
 -- rotates only keys within its own rights at the moment of rotation (a working secret is as much
--- as a new key).
+-- as a new key), and the key is then tied to it as if it had made it: to its member and session,
+-- with at most the lifetime of a key it makes. Disabling the rotator ends the secret it holds.
 CREATE FUNCTION tenancy.rotate_api_key(id uuid, grace interval DEFAULT '0 seconds')
 RETURNS text LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_variable
@@ -201,9 +237,11 @@ DECLARE
     key record;
     manager text;
     excess text;
+    creator record;
+    bound timestamptz;
     minted record;
 BEGIN
-    SELECT k.workspace_id, k.role, k.permissions, k.user_id INTO key
+    SELECT k.workspace_id, k.role, k.permissions, k.user_id, k.expires_at, k.creator_user_id, k.creator_session_id INTO key
       FROM tenancy._api_key_store k WHERE k.id = id AND k.revoked_at IS NULL;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'api key % does not exist or is revoked', id USING ERRCODE = '22023';
@@ -219,13 +257,22 @@ BEGIN
                 USING ERRCODE = '42501',
                       HINT = 'An identity rotates only keys within its own rights; members of tenancy_admin rotate any key.';
         END IF;
+        creator := tenancy._key_creator();
+        bound := tenancy._key_expiry_bound();
+        key.creator_user_id := creator.user_id;
+        key.creator_session_id := creator.session_id;
+        IF bound IS NOT NULL AND (key.expires_at IS NULL OR key.expires_at > bound) THEN
+            key.expires_at := bound;
+        END IF;
     END IF;
     SELECT * INTO minted FROM tenancy._mint_api_key();
     UPDATE tenancy._api_key_store k
        SET previous_digest = CASE WHEN grace > '0 seconds' THEN k.digest END,
            previous_valid_until = CASE WHEN grace > '0 seconds' THEN now() + grace END,
            digest = minted.digest, key_prefix = minted.display,
-           rotated_at = now(), rotated_by = tenancy._key_actor(manager)
+           rotated_at = now(), rotated_by = tenancy._key_actor(manager),
+           creator_user_id = key.creator_user_id, creator_session_id = key.creator_session_id,
+           expires_at = key.expires_at
      WHERE k.id = id;
     RETURN minted.secret;
 END
@@ -234,7 +281,7 @@ $$;
 REVOKE ALL ON FUNCTION tenancy.create_api_key(text, text, text, text[], timestamptz, text),
     tenancy.revoke_api_key(uuid), tenancy.rotate_api_key(uuid, interval),
     tenancy._key_manager(text, text), tenancy._key_actor(text),
-    tenancy._beyond_identity(text, text[], text) FROM PUBLIC;
+    tenancy._beyond_identity(text, text[], text), tenancy._key_creator(), tenancy._key_expiry_bound() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION tenancy.create_api_key(text, text, text, text[], timestamptz, text),
     tenancy.revoke_api_key(uuid), tenancy.rotate_api_key(uuid, interval) TO PUBLIC;
 

@@ -25,6 +25,7 @@ CREATE TABLE tenancy.audit_log (
     alert             text CHECK (alert IN ('denial', 'burst')),
     id                bigint GENERATED ALWAYS AS IDENTITY,
     origin            text,
+    acting_role       text,
     PRIMARY KEY (ring_started_at, seq)
 );
 CREATE INDEX audit_log_at ON tenancy.audit_log (at);
@@ -32,6 +33,8 @@ CREATE UNIQUE INDEX audit_log_id ON tenancy.audit_log (id);
 COMMENT ON TABLE tenancy.audit_log IS 'denials recorded by pg_tenancy (never a token); written by the audit worker, kept tenancy.audit_retention days';
 COMMENT ON COLUMN tenancy.audit_log.id IS 'the order rows were committed in (one writer): what alert delivery follows, unlike ring_started_at, which a clock step or a promoted standby can move backwards';
 COMMENT ON COLUMN tenancy.audit_log.origin IS 'the hot standby that raised the denial (its cluster_name, else host:port); NULL when raised on this server';
+COMMENT ON COLUMN tenancy.audit_log.role IS 'the session user: who connected, whatever function or SET ROLE the denial was raised under';
+COMMENT ON COLUMN tenancy.audit_log.acting_role IS 'the current user when it was not the session user (a SECURITY DEFINER function''s owner, SET ROLE); NULL otherwise';
 SELECT pg_catalog.pg_extension_config_dump('tenancy.audit_log', '');
 SELECT pg_catalog.pg_extension_config_dump('tenancy.audit_log_id_seq', '');
 
@@ -41,7 +44,8 @@ SELECT d.seq, d.at, d.reason, d.critical, d.pid,
        coalesce(db.datname::text, 'oid:' || d.database_oid) AS database,
        coalesce(r.rolname::text, 'oid:' || d.role_oid) AS role,
        d.client_addr, d.application_name, d.iss, d.sub, d.org_id, d.sid, d.kid,
-       pg_catalog.to_timestamp(d.exp) AS exp, d.detail, d.statement
+       CASE WHEN d.exp OPERATOR(pg_catalog.>=) -210866803200 AND d.exp OPERATOR(pg_catalog.<=) 9224318015999
+            THEN pg_catalog.to_timestamp(d.exp) END AS exp, d.detail, d.statement
   FROM tenancy._denials() d
   LEFT JOIN pg_catalog.pg_database db ON db.oid OPERATOR(pg_catalog.=) d.database_oid
   LEFT JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) d.role_oid;
@@ -87,14 +91,18 @@ BEGIN
     END IF;
     WITH recorded_rows AS (
         INSERT INTO tenancy.audit_log AS l (ring_started_at, seq, at, reason, critical, pid, database, role, client_addr,
-                                       application_name, iss, sub, org_id, sid, kid, exp, detail, statement, alert, origin)
+                                       application_name, iss, sub, org_id, sid, kid, exp, detail, statement, alert, origin,
+                                       acting_role)
         SELECT record_standby_denials.ring_started_at, e.seq, e.at, e.reason, e.critical, e.pid, e.database, e.role, e.client_addr,
-               coalesce(e.application_name, ''), e.iss, e.sub, e.org_id, e.sid, e.kid, pg_catalog.to_timestamp(e.exp),
-               coalesce(e.detail, ''), coalesce(e.statement, ''), e.alert, record_standby_denials.origin
+               coalesce(e.application_name, ''), e.iss, e.sub, e.org_id, e.sid, e.kid,
+               -- A time PostgreSQL cannot hold is not recorded: one such entry must not fail the batch.
+               CASE WHEN e.exp OPERATOR(pg_catalog.>=) -210866803200 AND e.exp OPERATOR(pg_catalog.<=) 9224318015999
+                    THEN pg_catalog.to_timestamp(e.exp) END,
+               coalesce(e.detail, ''), coalesce(e.statement, ''), e.alert, record_standby_denials.origin, e.acting_role
           FROM pg_catalog.jsonb_to_recordset(entries)
                AS e(seq bigint, at timestamptz, reason text, critical boolean, pid integer, database text, role text,
                     client_addr text, application_name text, iss text, sub text, org_id text, sid text, kid text,
-                    exp double precision, detail text, statement text, alert text)
+                    exp double precision, detail text, statement text, alert text, acting_role text)
          ORDER BY e.seq
         ON CONFLICT ON CONSTRAINT audit_log_pkey DO NOTHING
         RETURNING l.alert, l.reason, l.iss)

@@ -68,7 +68,15 @@ CREATE POLICY owners ON tenancy.protections
 CREATE POLICY auditors ON tenancy.protections FOR SELECT TO tenancy_admin, tenancy_auditor
     USING (true);
 REVOKE ALL ON tenancy.protections FROM PUBLIC;
-GRANT SELECT, INSERT, UPDATE, DELETE ON tenancy.protections TO PUBLIC;
+-- No table-level UPDATE or DELETE for PUBLIC: either would let any role LOCK the registry IN
+-- ACCESS EXCLUSIVE MODE and stall every CREATE, ALTER and DROP TABLE behind the event triggers
+-- below. Column-level UPDATE lets protect() rewrite its own rows without granting that lock
+-- (LOCK TABLE checks table-level privileges only); unprotect() removes its row through
+-- tenancy._forget_unprotected().
+GRANT SELECT, INSERT ON tenancy.protections TO PUBLIC;
+GRANT UPDATE (workspace_column, user_column, write_permission, enabled_rls, forced_rls, set_default,
+              previous_default, protected_at, protected_by) ON tenancy.protections TO PUBLIC;
+GRANT DELETE ON tenancy.protections TO tenancy_admin;
 
 -- The deparsed form of the caller's identity in a column's type: "tenancy.workspace_id()",
 -- "(tenancy.user_id())::uuid". Policies compare with it and the workspace column's default is it;
@@ -395,6 +403,26 @@ BEGIN
 END
 $$;
 
+-- Removes the registry row of schema.table once the table is no longer protected: it is gone, or
+-- it carries none of pg_tenancy's policies (tenancy._unprotect_one has just dropped them, as its
+-- owner). Runs as the extension owner, since PUBLIC may not DELETE from the registry; anyone may
+-- call it, and it removes only a row that no longer describes a protection. Never waits on a
+-- lock a caller could hold: a registry row locked by someone else fails fast.
+CREATE FUNCTION tenancy._forget_unprotected(schema_name text, table_name text) RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET lock_timeout = '5s' AS $$
+DECLARE
+    rel oid := to_regclass(format('%I.%I', schema_name, table_name));
+BEGIN
+    IF rel IS NOT NULL AND EXISTS (SELECT FROM tenancy._live_policies(rel)) THEN
+        RETURN false;
+    END IF;
+    DELETE FROM tenancy.protections r
+     WHERE r.schema_name OPERATOR(pg_catalog.=) _forget_unprotected.schema_name
+       AND r.table_name OPERATOR(pg_catalog.=) _forget_unprotected.table_name;
+    RETURN FOUND;
+END
+$$;
+
 -- A table and, when partitioned, every partition below it, with its depth (0 for the table).
 CREATE FUNCTION tenancy._table_tree(tbl regclass)
 RETURNS TABLE (relid oid, relkind "char", level integer, relname name)
@@ -498,8 +526,7 @@ BEGIN
     IF reg.enabled_rls AND c.relrowsecurity AND NOT others THEN
         EXECUTE format('ALTER TABLE %s DISABLE ROW LEVEL SECURITY', rel::regclass);
     END IF;
-    DELETE FROM tenancy.protections r
-     WHERE r.schema_name OPERATOR(pg_catalog.=) c.nspname AND r.table_name OPERATOR(pg_catalog.=) c.relname;
+    PERFORM tenancy._forget_unprotected(c.nspname, c.relname);
     RETURN true;
 END
 $$;
@@ -598,13 +625,21 @@ $$;
 -- Event trigger (ddl_command_end of ALTER TABLE and ALTER SCHEMA): follows renames and SET
 -- SCHEMA. Each protected table's tenancy_workspace policy carries its registry key as a comment;
 -- a key that no longer matches the table's name moves the registry row to the new name.
--- Runs as the extension owner: a schema's owner may rename tables it does not own.
+-- Runs as the extension owner: a schema's owner may rename tables it does not own. It looks only
+-- at the tables the command altered (or the tables of the schema it renamed) and acts only on a
+-- key that names a registered table: a policy any role wrote on its own table, with a comment of
+-- its choosing, is never touched, so a lock that role holds cannot stall someone else's DDL. A
+-- lock it cannot take within lock_timeout is skipped with a warning (tenancy.coverage reports
+-- the stale row).
 CREATE FUNCTION tenancy._follow_renames() RETURNS event_trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET lock_timeout = '5s' AS $$
 DECLARE
     m record;
 BEGIN
-    FOR m IN SELECT pol.polrelid, n.nspname, c.relname, tenancy._registry_key(d.description) AS key
+    FOR m IN WITH altered AS (
+                 SELECT e.objid, e.classid FROM pg_event_trigger_ddl_commands() e
+                  WHERE e.classid IN ('pg_catalog.pg_class'::regclass, 'pg_catalog.pg_namespace'::regclass))
+             SELECT pol.polrelid, n.nspname, c.relname, tenancy._registry_key(d.description) AS key
                FROM pg_policy pol
                JOIN pg_class c ON c.oid OPERATOR(pg_catalog.=) pol.polrelid
                JOIN pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
@@ -612,19 +647,28 @@ BEGIN
                 AND d.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_policy'::regclass
                 AND d.objsubid OPERATOR(pg_catalog.=) 0
               WHERE pol.polname OPERATOR(pg_catalog.=) 'tenancy_workspace'
+                AND (c.oid IN (SELECT a.objid FROM altered a WHERE a.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::regclass)
+                     OR n.oid IN (SELECT a.objid FROM altered a WHERE a.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_namespace'::regclass))
     LOOP
-        -- Only a key whose table is gone moves: a comment copied onto another table cannot
-        -- take over the registry row of a table that still exists.
+        -- Only a key whose table is gone and that names a registered table moves: a comment
+        -- copied onto another table cannot take over the registry row of a table that still
+        -- exists, and a key naming nothing registered is not ours.
         CONTINUE WHEN m.key IS NULL OR m.key OPERATOR(pg_catalog.=) ARRAY[m.nspname::text, m.relname::text]
-                   OR to_regclass(format('%I.%I', m.key[1], m.key[2])) IS NOT NULL;
-        DELETE FROM tenancy.protections r
-         WHERE r.schema_name OPERATOR(pg_catalog.=) m.nspname AND r.table_name OPERATOR(pg_catalog.=) m.relname
-           AND EXISTS (SELECT FROM tenancy.protections o WHERE o.schema_name OPERATOR(pg_catalog.=) m.key[1]
-                          AND o.table_name OPERATOR(pg_catalog.=) m.key[2]);
-        UPDATE tenancy.protections r SET schema_name = m.nspname, table_name = m.relname
-         WHERE r.schema_name OPERATOR(pg_catalog.=) m.key[1] AND r.table_name OPERATOR(pg_catalog.=) m.key[2];
-        EXECUTE format('COMMENT ON POLICY tenancy_workspace ON %I.%I IS %L', m.nspname, m.relname,
-                       tenancy._registry_mark(m.nspname, m.relname));
+                   OR to_regclass(format('%I.%I', m.key[1], m.key[2])) IS NOT NULL
+                   OR NOT EXISTS (SELECT FROM tenancy.protections o WHERE o.schema_name OPERATOR(pg_catalog.=) m.key[1]
+                                     AND o.table_name OPERATOR(pg_catalog.=) m.key[2]);
+        BEGIN
+            DELETE FROM tenancy.protections r
+             WHERE r.schema_name OPERATOR(pg_catalog.=) m.nspname AND r.table_name OPERATOR(pg_catalog.=) m.relname;
+            UPDATE tenancy.protections r SET schema_name = m.nspname, table_name = m.relname
+             WHERE r.schema_name OPERATOR(pg_catalog.=) m.key[1] AND r.table_name OPERATOR(pg_catalog.=) m.key[2];
+            EXECUTE format('COMMENT ON POLICY tenancy_workspace ON %I.%I IS %L', m.nspname, m.relname,
+                           tenancy._registry_mark(m.nspname, m.relname));
+        EXCEPTION WHEN lock_not_available THEN
+            RAISE WARNING 'pg_tenancy could not follow the rename of %.% to %.%: a lock was not available',
+                          quote_ident(m.key[1]), quote_ident(m.key[2]), quote_ident(m.nspname), quote_ident(m.relname)
+                USING HINT = 'tenancy.coverage lists the registry row as stale; run SELECT tenancy.protect() on the table again.';
+        END;
     END LOOP;
 END
 $$;
@@ -632,7 +676,7 @@ $$;
 -- Event trigger (sql_drop): forgets the registry rows of dropped tables. Runs as the extension
 -- owner, since the row of a table that is gone no longer names an owner.
 CREATE FUNCTION tenancy._forget_dropped() RETURNS event_trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET lock_timeout = '5s' AS $$
 BEGIN
     IF to_regclass('tenancy.protections') IS NULL THEN
         RETURN;

@@ -44,8 +44,10 @@ CREATE TABLE tenancy.issuers (
     jwks        jsonb NOT NULL,
     key_ids     text[] NOT NULL,
     created_at  timestamptz NOT NULL DEFAULT now(),
-    updated_at  timestamptz NOT NULL DEFAULT now()
+    updated_at  timestamptz NOT NULL DEFAULT now(),
+    allow_no_organization boolean NOT NULL DEFAULT false
 );
+COMMENT ON COLUMN tenancy.issuers.allow_no_organization IS 'whether a token without org_id identifies a user (no workspace, no membership row); when false every identity function refuses it';
 COMMENT ON TABLE tenancy.issuers IS 'trusted token issuers and their public keys (JWKS); private key members are refused at load';
 
 -- The database's side of the double check.

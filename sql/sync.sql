@@ -102,5 +102,5 @@ GRANT SELECT ON tenancy.sync_state, tenancy.sync_objects, tenancy.sync_log TO te
 -- Alert delivery (pg-tenancy-sync) follows tenancy.audit_log in the audit database: every column
 -- but the statement text and the free-form detail, so no payload it builds can carry either.
 GRANT SELECT (id, ring_started_at, seq, at, reason, critical, pid, database, role, client_addr,
-              application_name, iss, sub, org_id, sid, kid, exp, alert, origin)
+              application_name, iss, sub, org_id, sid, kid, exp, alert, origin, acting_role)
    ON tenancy.audit_log TO tenancy_sync;

@@ -38,17 +38,19 @@ pub fn record(denial: &Denial) {
 }
 
 /// Puts a denial in the ring and returns its JSON line without logging it. Catalog names are
-/// looked up only when `with_names` (not from inside error reporting).
+/// looked up only when `with_names` (not from inside error reporting; names seen before are used
+/// there).
 fn remember(denial: &Denial, with_names: bool) -> String {
     let entry = record::entry_of(denial);
-    let (database, role) = if with_names {
-        record::names_of(&entry)
-    } else {
-        (format!("oid:{}", entry.database), format!("oid:{}", entry.role))
-    };
-    let line = record::to_json(&entry, &database, &role).to_string();
+    let names = record::names_of(&entry, with_names);
+    let line = record::to_json(&entry, &names).to_string();
     ring::push(entry);
     line
+}
+
+/// Learns the connection's database and user names once (see `record::learn_connection_names`).
+pub fn learn_connection_names() {
+    record::learn_connection_names();
 }
 
 /// Adds one to an audit counter (a no-op without the ring).

@@ -15,14 +15,17 @@ const STATEMENT_CHARS: usize = 1000;
 pub fn entry_of(denial: &Denial) -> Entry {
     let mut entry = Entry::empty();
     entry.at = unsafe { pg_sys::GetCurrentTimestamp() };
-    entry.exp = denial.seen.exp.unwrap_or(i64::MIN);
+    entry.exp = recordable_exp(denial.seen.exp);
     entry.reason = denial.reason.index() as u8;
     unsafe {
         entry.pid = pg_sys::MyProcPid;
         entry.database = pg_sys::MyDatabaseId.into();
-        let (mut user, mut context) = (pg_sys::InvalidOid, 0);
-        pg_sys::GetUserIdAndSecContext(&mut user, &mut context);
-        entry.role = user.into();
+        // The session user: a denial raised inside a SECURITY DEFINER function (a bad token
+        // passed to tenancy.create_api_key) is the caller's, not the function owner's.
+        let session = pg_sys::GetSessionUserId();
+        let current = pg_sys::GetUserId();
+        entry.role = session.into();
+        entry.acting_role = if current == session { 0 } else { current.into() };
         entry.application.set(&masked(ring::c_text(pg_sys::application_name)));
         entry.client.set(&client_address());
         entry.statement.set(&statement_text());
@@ -34,8 +37,20 @@ pub fn entry_of(denial: &Denial) -> Entry {
     entry.org_id.set(&claim(&seen.org_id));
     entry.sid.set(&claim(&seen.sid));
     entry.kid.set(&claim(&seen.kid));
-    entry.detail.set(&masked(denial.detail.clone()));
+    let mut detail = denial.detail.clone();
+    if seen.exp_unrecordable {
+        detail.push_str(" (the token's exp is not a time PostgreSQL can hold: not recorded)");
+    }
+    entry.detail.set(&masked(detail));
     entry
+}
+
+/// The `exp` an entry stores: Unix seconds inside PostgreSQL's timestamp range, else `i64::MIN`
+/// (not recorded). The verifier bounds it already; the ring bounds it again because one entry the
+/// writer cannot insert must never exist.
+pub fn recordable_exp(exp: Option<i64>) -> i64 {
+    exp.filter(|e| crate::verify::TIMESTAMP_SECONDS.contains(e))
+        .unwrap_or(i64::MIN)
 }
 
 /// `text` with every credential-looking run masked. The application name and a refused token's
@@ -80,8 +95,17 @@ mod libc_af {
     pub const INET6: i32 = 10;
 }
 
+/// The names an entry's OIDs stand for.
+pub struct Names {
+    pub database: String,
+    pub role: String,
+    /// The current user, when it was not the session user.
+    pub acting_role: Option<String>,
+}
+
 /// The record as one JSON object, for the server log and `NOTIFY` payloads.
-pub fn to_json(entry: &Entry, database: &str, role: &str) -> serde_json::Value {
+pub fn to_json(entry: &Entry, names: &Names) -> serde_json::Value {
+    let (database, role) = (&names.database, &names.role);
     let reason = entry.reason();
     let optional = |t: &str| (!t.is_empty()).then(|| t.to_string());
     serde_json::json!({
@@ -91,6 +115,7 @@ pub fn to_json(entry: &Entry, database: &str, role: &str) -> serde_json::Value {
         "pid": entry.pid,
         "database": database,
         "role": role,
+        "acting_role": names.acting_role,
         "client_addr": optional(entry.client.get()),
         "application_name": entry.application.get(),
         "iss": optional(entry.iss.get()),
@@ -132,26 +157,76 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
     (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
-/// Names of the entry's database and role when the catalogs can be read here, else their OIDs.
-pub fn names_of(entry: &Entry) -> (String, String) {
-    if !unsafe { pg_sys::IsTransactionState() } {
-        return (format!("oid:{}", entry.database), format!("oid:{}", entry.role));
+thread_local! {
+    /// Names looked up earlier in this backend, by OID: a denial observed inside error reporting
+    /// (where the catalogs must not be read) still names its database and roles.
+    static KNOWN_NAMES: std::cell::RefCell<Vec<(u32, bool, String)>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Most names kept in `KNOWN_NAMES`.
+const KNOWN_NAMES_MAX: usize = 16;
+
+/// The name of database (`database`) or role `oid`: one kept earlier, else from the catalogs when
+/// `lookup` and they can be read here (then kept), else `oid:N`.
+fn name_of(oid: u32, database: bool, lookup: bool) -> String {
+    let known = KNOWN_NAMES.with_borrow(|k| {
+        k.iter()
+            .find(|(o, d, _)| *o == oid && *d == database)
+            .map(|(_, _, n)| n.clone())
+    });
+    if let Some(name) = known {
+        return name;
+    }
+    let found = if lookup && unsafe { pg_sys::IsTransactionState() } {
+        let raw = unsafe {
+            if database {
+                pg_sys::get_database_name(pg_sys::Oid::from(oid))
+            } else {
+                pg_sys::GetUserNameFromId(pg_sys::Oid::from(oid), true)
+            }
+        };
+        (!raw.is_null()).then(|| ring::c_text(raw))
+    } else {
+        None
+    };
+    if let Some(name) = found {
+        KNOWN_NAMES.with_borrow_mut(|k| {
+            if k.len() >= KNOWN_NAMES_MAX {
+                k.remove(0);
+            }
+            k.push((oid, database, name.clone()));
+        });
+        return name;
+    }
+    format!("oid:{oid}")
+}
+
+/// Learns the names of the connection's database and session user, once per backend, at a point
+/// where the catalogs can be read (src/surface/hooks.rs, before a statement runs): a denial
+/// observed inside error reporting then names them as every other record does.
+pub fn learn_connection_names() {
+    if LEARNED.replace(true) || !unsafe { pg_sys::IsTransactionState() } {
+        return;
     }
     unsafe {
-        let db = pg_sys::get_database_name(pg_sys::Oid::from(entry.database));
-        let role = pg_sys::GetUserNameFromId(pg_sys::Oid::from(entry.role), true);
-        (
-            if db.is_null() {
-                format!("oid:{}", entry.database)
-            } else {
-                ring::c_text(db)
-            },
-            if role.is_null() {
-                format!("oid:{}", entry.role)
-            } else {
-                ring::c_text(role)
-            },
-        )
+        name_of(u32::from(pg_sys::MyDatabaseId), true, true);
+        name_of(u32::from(pg_sys::GetSessionUserId()), false, true);
+    }
+}
+
+thread_local! {
+    /// Whether `learn_connection_names` ran in this backend.
+    static LEARNED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Names of the entry's database and roles. The catalogs are read only when `lookup` (not from
+/// inside error reporting); names seen before in this backend, or the connection's own, are used
+/// otherwise, so the log line, the ring and the audit row name the same database.
+pub fn names_of(entry: &Entry, lookup: bool) -> Names {
+    Names {
+        database: name_of(entry.database, true, lookup),
+        role: name_of(entry.role, false, lookup),
+        acting_role: (entry.acting_role != 0).then(|| name_of(entry.acting_role, false, lookup)),
     }
 }
 

@@ -51,7 +51,11 @@ pub struct Entry {
     pub exp: i64,
     pub pid: i32,
     pub database: u32,
+    /// The session user: who connected (or `SET SESSION AUTHORIZATION`), whatever the function.
     pub role: u32,
+    /// The current user when it differs from the session user (a SECURITY DEFINER function's
+    /// owner, `SET ROLE`), else 0.
+    pub acting_role: u32,
     pub reason: u8,
     pub client: Text<64>,
     pub application: Text<64>,

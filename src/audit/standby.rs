@@ -45,8 +45,7 @@ impl Batch {
             .iter()
             .zip(alerts)
             .map(|(entry, alert)| {
-                let (database, role) = record::names_of(entry);
-                let mut row = record::to_json(entry, &database, &role);
+                let mut row = record::to_json(entry, &record::names_of(entry, true));
                 row["seq"] = entry.seq.into();
                 row["critical"] = entry.reason().is_critical().into();
                 row["alert"] = alert.map(str::to_string).into();

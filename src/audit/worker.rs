@@ -127,6 +127,7 @@ pub extern "C-unwind" fn pg_tenancy_audit_worker_main(_arg: pg_sys::Datum) {
             in_transaction(|| {
                 let started = ring::started_at();
                 let next = (!batch.is_empty()).then(|| standby::Batch::of(&batch, &classified.alerts, started));
+                classified.count_alerts();
                 sender.send(next).map(|()| batch.len() as u64).or_else(|problem| {
                     // Spooled: durable here, and sent once the primary answers.
                     warn_now = true;
@@ -135,12 +136,21 @@ pub extern "C-unwind" fn pg_tenancy_audit_worker_main(_arg: pg_sys::Datum) {
                 })
             })
         } else {
-            in_transaction(|| {
+            let whole = in_transaction(|| {
                 if spool_due {
                     standby::record_spool_locally()?;
                 }
                 write_batch(&batch, &classified, &mut bursts, purge)
-            })
+            });
+            match whole {
+                Ok(rows) => {
+                    classified.count_alerts();
+                    Ok(rows)
+                }
+                // One entry that cannot be written must never hold back the others.
+                Err(problem) if !batch.is_empty() => write_one_by_one(&batch, &classified, &mut bursts, &problem),
+                Err(problem) => Err(problem),
+            }
         };
         match outcome {
             Ok(rows) => {
@@ -236,41 +246,58 @@ fn in_transaction(body: impl FnOnce() -> Result<u64, String>) -> Result<u64, Str
 /// each entry was its own statement (the writer kept up with ~1,100 rows/s). Every function,
 /// operator and type is qualified (and `search_path` is pinned for the worker's life,
 /// `src/plumbing/raised.rs`).
-const INSERT: &str = "\
-INSERT INTO tenancy.audit_log (ring_started_at, seq, at, reason, critical, pid, database, role,
-                               client_addr, application_name, iss, sub, org_id, sid, kid, exp,
-                               detail, statement, alert)
-SELECT $1, e.seq, e.at, e.reason, e.critical, e.pid,
+///
+/// Built for the columns the installed audit log has: the library may be newer than the
+/// extension's SQL objects until `ALTER EXTENSION pg_tenancy UPDATE` runs (0.1.0 has no `alert`,
+/// 0.2.0 no `acting_role`); every array is passed, and those of missing columns are not read.
+fn insert_sql(alert_column: bool, acting_role_column: bool) -> String {
+    let role_name = |column: &str| {
+        format!(
+            "coalesce((SELECT CAST(r.rolname AS pg_catalog.text) FROM pg_catalog.pg_roles r
+                        WHERE r.oid OPERATOR(pg_catalog.=) {column}), 'oid:' OPERATOR(pg_catalog.||) {column})"
+        )
+    };
+    let mut columns = String::from(
+        "ring_started_at, seq, at, reason, critical, pid, database, role, client_addr, application_name, \
+         iss, sub, org_id, sid, kid, exp, detail, statement",
+    );
+    let mut values = format!(
+        "$1, e.seq, e.at, e.reason, e.critical, e.pid,
        coalesce((SELECT CAST(d.datname AS pg_catalog.text) FROM pg_catalog.pg_database d
                   WHERE d.oid OPERATOR(pg_catalog.=) e.database), 'oid:' OPERATOR(pg_catalog.||) e.database),
-       coalesce((SELECT CAST(r.rolname AS pg_catalog.text) FROM pg_catalog.pg_roles r
-                  WHERE r.oid OPERATOR(pg_catalog.=) e.role), 'oid:' OPERATOR(pg_catalog.||) e.role),
-       e.client_addr, e.application_name, e.iss, e.sub, e.org_id, e.sid, e.kid,
-       pg_catalog.to_timestamp(e.exp), e.detail, e.statement, e.alert
-  FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5),
-                  pg_catalog.unnest($6), pg_catalog.unnest($7), pg_catalog.unnest($8), pg_catalog.unnest($9),
-                  pg_catalog.unnest($10), pg_catalog.unnest($11), pg_catalog.unnest($12), pg_catalog.unnest($13),
-                  pg_catalog.unnest($14), pg_catalog.unnest($15), pg_catalog.unnest($16), pg_catalog.unnest($17),
-                  pg_catalog.unnest($18), pg_catalog.unnest($19))
+       {}, e.client_addr, e.application_name, e.iss, e.sub, e.org_id, e.sid, e.kid,
+       pg_catalog.to_timestamp(e.exp), e.detail, e.statement",
+        role_name("e.role")
+    );
+    if alert_column {
+        columns.push_str(", alert");
+        values.push_str(", e.alert");
+    }
+    if acting_role_column {
+        columns.push_str(", acting_role");
+        values.push_str(&format!(
+            ", CASE WHEN e.acting_role OPERATOR(pg_catalog.<>) 0 THEN {} END",
+            role_name("e.acting_role")
+        ));
+    }
+    let unnests = (2..=20)
+        .map(|i| format!("pg_catalog.unnest(${i})"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "INSERT INTO tenancy.audit_log ({columns})
+SELECT {values}
+  FROM ROWS FROM ({unnests})
        AS e(seq, at, reason, critical, pid, database, role, client_addr, application_name, iss, sub,
-            org_id, sid, kid, exp, detail, statement, alert)
+            org_id, sid, kid, exp, detail, statement, alert, acting_role)
  ORDER BY e.seq
-ON CONFLICT (ring_started_at, seq) DO NOTHING";
+ON CONFLICT (ring_started_at, seq) DO NOTHING"
+    )
+}
 
 /// A text field of a ring entry as a column value: empty (not recorded) is NULL.
 fn non_empty(text: &str) -> Option<String> {
     (!text.is_empty()).then(|| text.to_string())
-}
-
-/// The insert into a 0.1.0 audit log (the library updated, `ALTER EXTENSION … UPDATE` not yet
-/// run): the same without the `alert` column (its array is passed and not read).
-fn insert_for(alert_column: bool) -> String {
-    if alert_column {
-        return INSERT.to_string();
-    }
-    INSERT
-        .replace(", statement, alert)\nSELECT", ", statement)\nSELECT")
-        .replace("e.detail, e.statement, e.alert", "e.detail, e.statement")
 }
 
 /// A batch as one array per column of the insert.
@@ -294,6 +321,7 @@ struct Columns {
     detail: Vec<String>,
     statement: Vec<String>,
     alert: Vec<Option<String>>,
+    acting_role: Vec<i64>,
 }
 
 impl Columns {
@@ -314,10 +342,15 @@ impl Columns {
         self.org_id.push(non_empty(entry.org_id.get()));
         self.sid.push(non_empty(entry.sid.get()));
         self.kid.push(non_empty(entry.kid.get()));
-        self.exp.push((entry.exp != i64::MIN).then_some(entry.exp as f64));
+        self.exp.push(
+            crate::verify::TIMESTAMP_SECONDS
+                .contains(&entry.exp)
+                .then_some(entry.exp as f64),
+        );
         self.detail.push(entry.detail.get().to_string());
         self.statement.push(entry.statement.get().to_string());
         self.alert.push(alert.map(str::to_string));
+        self.acting_role.push(i64::from(entry.acting_role));
         Ok(())
     }
 }
@@ -329,6 +362,74 @@ struct Classified {
     burst: bool,
     /// Issuers whose tokens carried an unknown key id (`NOTIFY tenancy_jwks`).
     signals: Vec<String>,
+}
+
+impl Classified {
+    /// The classification of entry `index` alone (a batch written entry by entry).
+    fn only(&self, index: usize) -> Classified {
+        let alert = self.alerts.get(index).copied().flatten();
+        Classified {
+            alerts: vec![alert],
+            critical: alert == Some("denial"),
+            burst: alert == Some("burst"),
+            signals: Vec::new(),
+        }
+    }
+
+    /// Counts the alerts raised, once their rows are committed (a batch that fails and is
+    /// retried must not count its alerts twice: a blocked batch once counted 2,715 alerts for 83
+    /// denials).
+    fn count_alerts(&self) {
+        for _ in self.alerts.iter().flatten() {
+            ring::count(Counter::Alerts);
+        }
+    }
+}
+
+/// Writes a batch that failed as a whole one entry per transaction, so that an entry that cannot
+/// be written holds back no other. An entry that fails alone is written without every field a
+/// client chose (claims, application, address, statement; the error in `detail`), keeping who,
+/// when, where and why. Progress is marked entry by entry; an error that even the bare entry
+/// meets (no audit table, a read-only database) is the database's, not the entry's: it is
+/// returned, and the next round tries again from that entry.
+fn write_one_by_one(
+    batch: &[Entry],
+    classified: &Classified,
+    bursts: &mut Bursts,
+    problem: &str,
+) -> Result<u64, String> {
+    warning!(
+        "pg_tenancy audit writer: a batch of {} denials failed ({problem}); writing them one by one",
+        batch.len()
+    );
+    for (index, entry) in batch.iter().enumerate() {
+        let single = classified.only(index);
+        let written =
+            in_transaction(|| write_batch(std::slice::from_ref(entry), &single, bursts, false)).or_else(|own| {
+                warning!(
+                    "pg_tenancy audit writer: denial {} recorded without its client-supplied fields: {own}",
+                    entry.seq
+                );
+                let bare = without_client_fields(entry, &own);
+                in_transaction(|| write_batch(std::slice::from_ref(&bare), &single, bursts, false))
+            })?;
+        single.count_alerts();
+        ring::mark_persisted(entry.seq + 1, written);
+    }
+    // Everything is marked already.
+    Ok(0)
+}
+
+/// `entry` without the fields a client chose, and why in `detail`.
+fn without_client_fields(entry: &Entry, problem: &str) -> Entry {
+    let mut bare = Entry::empty();
+    (bare.seq, bare.at, bare.exp, bare.pid) = (entry.seq, entry.at, i64::MIN, entry.pid);
+    (bare.database, bare.role, bare.reason) = (entry.database, entry.role, entry.reason);
+    bare.acting_role = entry.acting_role;
+    bare.detail.set(&format!(
+        "recorded without its client-supplied fields, which could not be written: {problem}"
+    ));
+    bare
 }
 
 /// Classifies `batch`: a critical denial is an alert; so is the denial that makes a burst from
@@ -352,15 +453,8 @@ fn classify(batch: &[Entry], bursts: &mut Bursts, key_signals: &mut KeySignals) 
             burst.then_some("burst")
         };
         classified.alerts.push(alert);
-        for (raised, seen) in [
-            (reason.is_critical(), &mut classified.critical),
-            (burst, &mut classified.burst),
-        ] {
-            if raised {
-                ring::count(Counter::Alerts);
-                *seen = true;
-            }
-        }
+        classified.critical |= reason.is_critical();
+        classified.burst |= burst;
         if reason == Reason::UnknownKey && key_signals.allow(entry.iss.get(), entry.at) {
             classified.signals.push(entry.iss.get().to_string());
         }
@@ -379,14 +473,17 @@ fn write_batch(batch: &[Entry], classified: &Classified, bursts: &mut Bursts, pu
             gucs::audit_database()
         ));
     }
-    let alert_column = Spi::get_one::<bool>(
-        "SELECT EXISTS (SELECT FROM pg_catalog.pg_attribute a
-                         WHERE a.attrelid OPERATOR(pg_catalog.=) CAST('tenancy.audit_log' AS pg_catalog.regclass)
-                           AND a.attname OPERATOR(pg_catalog.=) 'alert' AND NOT a.attisdropped)",
-    )
-    .map_err(|e| e.to_string())?
-    .unwrap_or(false);
-    let insert = insert_for(alert_column);
+    let has_column = |name: &str| {
+        Spi::get_one_with_args::<bool>(
+            "SELECT EXISTS (SELECT FROM pg_catalog.pg_attribute a
+                             WHERE a.attrelid OPERATOR(pg_catalog.=) CAST('tenancy.audit_log' AS pg_catalog.regclass)
+                               AND a.attname OPERATOR(pg_catalog.=) $1 AND NOT a.attisdropped)",
+            &[name.into()],
+        )
+        .map_err(|e| e.to_string())
+        .map(|found| found.unwrap_or(false))
+    };
+    let insert = insert_sql(has_column("alert")?, has_column("acting_role")?);
     let started = pgrx::datum::TimestampWithTimeZone::try_from(ring::started_at()).map_err(|e| format!("{e:?}"))?;
     let window = i64::from(gucs::ALERT_BURST_WINDOW.get()) * 1_000_000;
     let mut columns = Columns::default();
@@ -418,6 +515,7 @@ fn write_batch(batch: &[Entry], classified: &Classified, bursts: &mut Bursts, pu
                 c.detail.into(),
                 c.statement.into(),
                 c.alert.into(),
+                c.acting_role.into(),
             ];
             client.update(insert.as_str(), None, &args).map_err(|e| e.to_string())?;
         }

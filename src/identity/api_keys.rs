@@ -20,7 +20,8 @@ SELECT CAST(k.id AS pg_catalog.text), k.workspace_id, k.user_id, k.role,
        EXTRACT(epoch FROM k.previous_valid_until),
        w.organization_id, w.disabled_at IS NOT NULL,
        m.user_id IS NOT NULL, m.disabled_at IS NOT NULL, m.role,
-       k.creator_user_id IS NOT NULL, c.user_id IS NOT NULL AND c.disabled_at IS NULL
+       k.creator_user_id IS NOT NULL, c.user_id IS NOT NULL AND c.disabled_at IS NULL,
+       EXISTS (SELECT FROM tenancy.revoked_sessions r WHERE r.sid OPERATOR(pg_catalog.=) k.creator_session_id)
   FROM tenancy._api_key_store k
   JOIN tenancy.workspaces w ON w.workspace_id OPERATOR(pg_catalog.=) k.workspace_id
   LEFT JOIN tenancy.members m ON m.workspace_id OPERATOR(pg_catalog.=) k.workspace_id
@@ -57,6 +58,8 @@ struct KeyRow {
     has_creator: bool,
     /// That member is still an enabled member of the workspace.
     creator_enabled: bool,
+    /// The WorkOS session of the token the key was made with has been revoked.
+    creator_session_revoked: bool,
 }
 
 /// Reads the row of the key with this digest, as `tenancy_lookup` (`src/raised.rs`), under the
@@ -86,6 +89,7 @@ fn lookup(digest_hex: &str) -> Option<KeyRow> {
         member_role: column(14),
         has_creator: fresh::flag(&column(15)),
         creator_enabled: fresh::flag(&column(16)),
+        creator_session_revoked: fresh::flag(&column(17)),
     })
 }
 
@@ -132,6 +136,16 @@ pub fn resolve(key: &str, now: i64) -> Result<Identity, Denial> {
         return Err(Denial::new(
             Reason::MemberDisabled,
             "the member who made the key is disabled or no longer a member",
+        ));
+    }
+    if row.creator_session_revoked {
+        // Revoking a stolen session ends what was made with it, keys included.
+        return Err(Denial::new(
+            Reason::ApiKeyRevoked,
+            format!(
+                "key {}: the session it was made (or last rotated) with has been revoked",
+                row.id
+            ),
         ));
     }
     let user_id = row.user_id.clone().unwrap_or_else(|| format!("api_key:{}", row.id));

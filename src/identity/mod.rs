@@ -232,7 +232,11 @@ fn verify_token(token: &str, epoch: u64) -> Result<Identity, Denial> {
         now: unix_now(),
         leeway: i64::from(gucs::CLOCK_SKEW.get()),
     };
-    let claims = with_trusted_issuers(epoch, |issuers| verify::verify(token, issuers, time))?;
+    let (claims, allows_no_organization) = with_trusted_issuers(epoch, |issuers| {
+        let claims = verify::verify(token, issuers, time)?;
+        let allows = issuers.get(&claims.iss).is_some_and(|i| i.allows_no_organization);
+        Ok::<_, Denial>((claims, allows))
+    })?;
     let seen = verify::SeenClaims {
         iss: Some(claims.iss.clone()),
         sub: Some(claims.sub.clone()),
@@ -240,7 +244,16 @@ fn verify_token(token: &str, epoch: u64) -> Result<Identity, Denial> {
         sid: claims.sid.clone(),
         kid: None,
         exp: Some(claims.exp),
+        exp_unrecordable: false,
     };
+    if claims.org_id.is_none() && !allows_no_organization {
+        // Nothing in the database vouches for such a user: no workspace, no membership row.
+        return Err(Denial::new(
+            Reason::NoWorkspace,
+            "the token carries no org_id and its issuer does not allow users outside an organization (tenancy.issuers.allow_no_organization)",
+        )
+        .with_seen(&seen));
+    }
     check_membership(claims).map_err(|d| d.with_seen(&seen))
 }
 
@@ -261,7 +274,7 @@ fn load_issuers() -> HashMap<String, TrustedIssuer> {
         fresh::query(
             &ISSUERS_PLAN,
             c"SELECT i.issuer, i.audience, pg_catalog.array_to_string(i.algorithms, ','),
-                CAST(i.jwks AS pg_catalog.text) FROM tenancy.issuers i",
+                CAST(i.jwks AS pg_catalog.text), i.allow_no_organization FROM tenancy.issuers i",
             &[],
         )
     });
@@ -272,10 +285,11 @@ fn load_issuers() -> HashMap<String, TrustedIssuer> {
             take(1),
             take(2).unwrap_or_default(),
             take(3).unwrap_or_default(),
+            fresh::flag(&take(4)),
         )
     });
     let mut issuers = HashMap::new();
-    for (issuer, audience, algorithms, jwks) in rows {
+    for (issuer, audience, algorithms, jwks, allows_no_organization) in rows {
         let names: Vec<String> = algorithms.split(',').map(str::to_owned).collect();
         let parsed = Algorithm::parse_list(&names)
             .and_then(|algorithms| KeySet::parse(jwks.as_bytes(), &algorithms).map(|keys| (algorithms, keys)));
@@ -288,6 +302,7 @@ fn load_issuers() -> HashMap<String, TrustedIssuer> {
                         audience,
                         algorithms,
                         keys,
+                        allows_no_organization,
                     },
                 );
             }

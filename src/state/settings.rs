@@ -44,6 +44,10 @@ pub enum CredentialsInText {
 pub static CREDENTIALS_IN_TEXT: GucSetting<CredentialsInText> =
     GucSetting::<CredentialsInText>::new(CredentialsInText::Allow);
 
+/// `tenancy.api_key_max_lifetime` (SUSET): days an API key made by an identity (a member's token or
+/// another key) may live at most; 0 for no limit. An administrator's keys are not bounded.
+pub static API_KEY_MAX_LIFETIME: GucSetting<i32> = GucSetting::<i32>::new(90);
+
 /// Upper bound of `tenancy.clock_skew`: a leeway longer than a WorkOS token's life is a mistake.
 pub const MAX_CLOCK_SKEW: i32 = 300;
 
@@ -81,6 +85,16 @@ pub fn init() {
         c"Whether tenancy.token may be set for a whole session (allow) or only per transaction (refuse).",
         c"Set refuse for roles behind a transaction pooler, where a session-level SET would outlive its client.",
         &SESSION_TOKENS,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"tenancy.api_key_max_lifetime",
+        c"Days an API key made by an identity may live at most (0: no limit).",
+        c"Keys made without expires_at get this lifetime; a later expires_at is refused. Administrators' keys are not bounded.",
+        &API_KEY_MAX_LIFETIME,
+        0,
+        36_500,
         GucContext::Suset,
         GucFlags::default(),
     );

@@ -11,6 +11,15 @@
 //!
 //! Guarding FETCH instead would not be enough: the extended protocol's Execute message names
 //! portals directly and does not pass through `ProcessUtility`, so the cursor must never exist.
+//!
+//! A held cursor declared *before* the credential is set is materialized at COMMIT under that
+//! credential (its initPlan keeps the identity it read even if the credential is cleared before
+//! COMMIT). So the COMMIT of a transaction that declared a held cursor and had a
+//! transaction-scoped credential at any of its statements is refused: the cursors are closed
+//! first (a portal made holdable at pre-commit belongs to no transaction any more, and an abort
+//! would keep it), then the COMMIT fails with 42501 and the transaction rolls back.
+
+use std::cell::{Cell, RefCell};
 
 use crate::state::credentials;
 use crate::verify::{Denial, Reason};
@@ -44,13 +53,89 @@ fn refuse_if_transaction_scoped() {
     );
 }
 
+thread_local! {
+    /// Names of the held cursors declared in the current transaction.
+    static HELD: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+    /// Whether a statement of the current transaction ran while a held cursor of it was declared
+    /// and the credential was transaction-scoped.
+    static SCOPED_SINCE_DECLARE: Cell<bool> = const { Cell::new(false) };
+}
+
 /// The check `ProcessUtility` runs (src/hooks.rs) before a utility statement: a held cursor
-/// under a transaction-scoped credential is refused.
+/// under a transaction-scoped credential is refused, one declared without is remembered.
 ///
 /// # Safety
 /// `stmt` must be null or the utility statement about to run.
 pub(crate) unsafe fn check_utility(stmt: *mut pg_sys::Node) {
     if unsafe { declares_held_cursor(stmt) } {
         refuse_if_transaction_scoped();
+        let name = unsafe { (*stmt.cast::<pg_sys::DeclareCursorStmt>()).portalname };
+        if !name.is_null() {
+            let name = unsafe { std::ffi::CStr::from_ptr(name) }.to_string_lossy().into_owned();
+            HELD.with_borrow_mut(|held| held.push(name));
+        }
     }
+}
+
+/// Called before every statement (src/hooks.rs): notes a transaction-scoped credential while a
+/// held cursor of this transaction exists. Costs one check of an empty list otherwise.
+pub(crate) fn note_statement() {
+    if SCOPED_SINCE_DECLARE.get() || HELD.with_borrow(Vec::is_empty) {
+        return;
+    }
+    if credentials::is_transaction_scoped() {
+        SCOPED_SINCE_DECLARE.set(true);
+    }
+}
+
+/// At pre-commit (src/hooks.rs): refuses the COMMIT of a transaction that would hand a held
+/// cursor filled under a transaction-scoped credential to the connection's next client, after
+/// closing those cursors.
+pub(crate) fn at_pre_commit() {
+    if HELD.with_borrow(Vec::is_empty) {
+        return;
+    }
+    note_statement();
+    let names = HELD.take();
+    if !SCOPED_SINCE_DECLARE.replace(false) {
+        return;
+    }
+    let mut closed = Vec::new();
+    for name in names {
+        let Ok(c_name) = std::ffi::CString::new(name.clone()) else {
+            continue;
+        };
+        unsafe {
+            let portal = pg_sys::GetPortalByName(c_name.as_ptr());
+            if !portal.is_null() && (*portal).cursorOptions & pg_sys::CURSOR_OPT_HOLD as i32 != 0 {
+                pg_sys::PortalDrop(portal, false);
+                closed.push(name);
+            }
+        }
+    }
+    if closed.is_empty() {
+        return;
+    }
+    let denial = Denial::new(
+        Reason::HeldCursor,
+        format!(
+            "COMMIT with cursor {} declared WITH HOLD while tenancy.token or tenancy.api_key was set for the transaction only: closed, transaction rolled back",
+            closed.join(", ")
+        ),
+    );
+    crate::audit::record(&denial);
+    crate::plumbing::errors::raise(
+        PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+        denial.reason.message(),
+        Some(denial.detail.clone()),
+        denial.reason.hint(),
+    );
+}
+
+/// At the end of every transaction: forget its cursors.
+pub(crate) fn at_transaction_end() {
+    if !HELD.with_borrow(Vec::is_empty) {
+        HELD.with_borrow_mut(Vec::clear);
+    }
+    SCOPED_SINCE_DECLARE.set(false);
 }

@@ -74,12 +74,21 @@ fn identity() -> TableIterator<
         name!(permissions, Vec<String>),
         name!(session_id, Option<String>),
         name!(issuer, String),
-        name!(expires_at, pgrx::datum::TimestampWithTimeZone),
+        name!(expires_at, Option<pgrx::datum::TimestampWithTimeZone>),
     ),
 > {
     let i = require();
-    let expires = pgrx::datum::TimestampWithTimeZone::try_from((i.expires_at - 946_684_800) * 1_000_000)
-        .unwrap_or_else(|_| error!("expiry out of range"));
+    // NULL when there is no expiry (an API key made without one): i64::MAX seconds once
+    // overflowed into 1969-12-31.
+    let expires = crate::verify::TIMESTAMP_SECONDS
+        .contains(&i.expires_at)
+        .then(|| {
+            i.expires_at
+                .checked_sub(946_684_800)
+                .and_then(|s| s.checked_mul(1_000_000))
+        })
+        .flatten()
+        .and_then(|micros| pgrx::datum::TimestampWithTimeZone::try_from(micros).ok());
     TableIterator::once((
         i.workspace_id.clone(),
         i.organization_id.clone(),

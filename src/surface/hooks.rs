@@ -1,14 +1,18 @@
 //! Every hook pg_tenancy installs into PostgreSQL's statement path, installed here and only here,
 //! once, each chained to the hook installed before it (as pg_stat_statements does). What runs in
 //! which order is decided here, not by the order of `init()` calls:
-//! - `ProcessUtility`: mask credentials in the statement text (`redaction`), then refuse a held
-//!   cursor under a per-transaction credential (`cursors`), then the statement;
-//! - `ExecutorStart`: mask (a literal in `set_config`), then refuse a plan folded for another
-//!   identity (`folding`), then the statement;
+//! - `ProcessUtility`: mask credentials in the statement text (`redaction`), take in pending
+//!   invalidations, refuse a held cursor under a per-transaction credential (`cursors`), note
+//!   writes to identity tables (`invalidation`), then the statement;
+//! - `ExecutorStart`: mask (a literal in `set_config`), take in pending invalidations, note writes
+//!   to identity tables, refuse a plan folded for another identity (`folding`), then the
+//!   statement;
 //! - `emit_log_hook`: mask the message and the statement first, then observe denials (so the
 //!   audit's copy is masked too), then the previous hook;
 //! - `get_relation_info_hook`: the previous hook, then which vector indexes the planner may use
 //!   on a protected table (`vector_plans`);
+//! - transaction pre-commit: refuse a held cursor filled under a per-transaction credential
+//!   (`cursors`); transaction end: forget the transaction's cursors;
 //! - transaction and subtransaction abort: mask the statement text `pg_stat_activity` shows.
 //!
 //! **Transparency.** An error raised below these hooks (by the statement itself, by another
@@ -71,8 +75,21 @@ pub fn init() {
 #[pgrx::pg_guard]
 unsafe extern "C-unwind" fn before_process_utility(pstmt: *mut pg_sys::PlannedStmt) {
     crate::plumbing::redaction::scrub_current_statement();
+    take_in_invalidations();
+    super::cursors::note_statement();
     unsafe { super::cursors::check_utility((*pstmt).utilityStmt) };
     unsafe { crate::state::invalidation::note_utility_writes((*pstmt).utilityStmt) };
+}
+
+/// Takes in the invalidations other backends committed, before the statement reads an identity.
+/// PostgreSQL takes them in only when a statement acquires a lock it does not hold yet: inside
+/// an open transaction whose earlier statements hold the table's locks, a prepared statement, a
+/// driver's server-side statement, `tenancy.nearest` or `SELECT tenancy.workspace_id()` would
+/// otherwise keep the identity of before a committed revocation (disabled member or workspace,
+/// revoked session or API key, rotated keys) for as long as the transaction stays open. With no
+/// message pending this is one unlocked read of the queue's flag.
+fn take_in_invalidations() {
+    unsafe { pg_sys::AcceptInvalidationMessages() };
 }
 
 /// `ProcessUtility` hook (unguarded: see the module comment).
@@ -118,6 +135,9 @@ unsafe extern "C-unwind" fn process_utility(
 #[pgrx::pg_guard]
 unsafe extern "C-unwind" fn before_executor_start(query_desc: *mut pg_sys::QueryDesc) {
     crate::plumbing::redaction::scrub_current_statement();
+    take_in_invalidations();
+    crate::audit::learn_connection_names();
+    super::cursors::note_statement();
     unsafe { crate::state::invalidation::note_planned_writes((*query_desc).plannedstmt) };
     unsafe { super::folding::check_plan(query_desc) };
 }
@@ -173,11 +193,20 @@ unsafe extern "C-unwind" fn get_relation_info(
     }
 }
 
-/// Transaction callback: on abort, mask the statement text `pg_stat_activity` shows.
+/// Transaction callback: at pre-commit, refuse a held cursor filled under a per-transaction
+/// identity (`cursors`); at the end, forget the transaction's cursors; on abort, mask the
+/// statement text `pg_stat_activity` shows.
 #[pgrx::pg_guard]
 unsafe extern "C-unwind" fn on_xact_event(event: pg_sys::XactEvent::Type, _arg: *mut std::ffi::c_void) {
-    if event == pg_sys::XactEvent::XACT_EVENT_ABORT {
-        crate::plumbing::redaction::scrub_reported_activity();
+    use pg_sys::XactEvent::*;
+    match event {
+        XACT_EVENT_PRE_COMMIT => super::cursors::at_pre_commit(),
+        XACT_EVENT_COMMIT | XACT_EVENT_PREPARE => super::cursors::at_transaction_end(),
+        XACT_EVENT_ABORT => {
+            super::cursors::at_transaction_end();
+            crate::plumbing::redaction::scrub_reported_activity();
+        }
+        _ => {}
     }
 }
 

@@ -28,16 +28,40 @@ pub struct TimeRules {
     pub leeway: i64,
 }
 
-/// Reads the claims that the audit trail records, without judging them.
+/// Unix seconds PostgreSQL can hold as a `timestamptz`: from 4714-11-24 BC (Julian day 0) to just
+/// before 294277-01-01 (`to_timestamp()` refuses anything outside with "timestamp out of range").
+/// A time outside this range is refused as a claim and never recorded as one: a single unsigned
+/// token with `"exp": 1e300` once failed every batch of the audit writer.
+pub const TIMESTAMP_SECONDS: std::ops::RangeInclusive<i64> = -210_866_803_200..=9_224_318_015_999;
+
+/// `value` as whole Unix seconds when it is a finite number inside `TIMESTAMP_SECONDS`.
+pub fn unix_seconds(value: f64) -> Option<i64> {
+    if !value.is_finite() {
+        return None;
+    }
+    let floor = value.floor();
+    // Compared as floats first: `as i64` saturates, which would turn 1e300 into i64::MAX.
+    if floor < *TIMESTAMP_SECONDS.start() as f64 || floor > *TIMESTAMP_SECONDS.end() as f64 {
+        return None;
+    }
+    Some(floor as i64)
+}
+
+/// Reads the claims that the audit trail records, without judging them. The payload is not
+/// verified yet: every value is bounded here, where it enters (text made printable and cut by the
+/// ring, `exp` kept only inside `TIMESTAMP_SECONDS`, anything else is marked unrecordable).
 pub fn seen(payload: &Map<String, Value>, kid: Option<&str>) -> SeenClaims {
     let text = |name: &str| payload.get(name).and_then(Value::as_str).map(json::printable);
+    let exp = payload.get("exp");
+    let recorded_exp = exp.and_then(Value::as_f64).and_then(unix_seconds);
     SeenClaims {
         iss: text("iss"),
         sub: text("sub"),
         org_id: text("org_id"),
         sid: text("sid"),
         kid: kid.map(json::printable),
-        exp: payload.get("exp").and_then(Value::as_f64).map(|f| f as i64),
+        exp: recorded_exp,
+        exp_unrecordable: exp.is_some() && recorded_exp.is_none(),
     }
 }
 
@@ -103,8 +127,10 @@ fn numeric_date(payload: &Map<String, Value>, name: &str) -> Result<Option<i64>,
     match payload.get(name) {
         None => Ok(None),
         Some(Value::Number(n)) => match n.as_f64() {
-            Some(f) if f.is_finite() && f.abs() < 1e15 => Ok(Some(f.floor() as i64)),
-            _ => Err(Denial::new(
+            Some(f) => unix_seconds(f)
+                .map(Some)
+                .ok_or_else(|| Denial::new(Reason::InvalidClaim, format!("claim \"{name}\" is out of range"))),
+            None => Err(Denial::new(
                 Reason::InvalidClaim,
                 format!("claim \"{name}\" is out of range"),
             )),
@@ -114,6 +140,16 @@ fn numeric_date(payload: &Map<String, Value>, name: &str) -> Result<Option<i64>,
             format!("claim \"{name}\" must be a number"),
         )),
     }
+}
+
+/// The refusal of a claim holding U+0000: PostgreSQL's text cannot hold it, so the membership
+/// query and the functions reporting the claim would each see a different value (a signed
+/// `"sub": "user_a\u0000x"` was checked as one user and reported as another).
+fn nul_in(name: &str) -> Denial {
+    Denial::new(
+        Reason::InvalidClaim,
+        format!("claim \"{name}\" contains a NUL character"),
+    )
 }
 
 /// A string claim that must be present.
@@ -126,6 +162,7 @@ fn required_string(payload: &Map<String, Value>, name: &str) -> Result<String, D
 fn optional_string(payload: &Map<String, Value>, name: &str) -> Result<Option<String>, Denial> {
     match payload.get(name) {
         None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.contains('\0') => Err(nul_in(name)),
         Some(Value::String(s)) => Ok(Some(s.clone())),
         Some(_) => Err(Denial::new(
             Reason::InvalidClaim,
@@ -138,6 +175,9 @@ fn optional_string(payload: &Map<String, Value>, name: &str) -> Result<Option<St
 fn string_list(payload: &Map<String, Value>, name: &str) -> Result<Vec<String>, Denial> {
     match payload.get(name) {
         None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(items)) if items.iter().any(|v| v.as_str().is_some_and(|s| s.contains('\0'))) => {
+            Err(nul_in(name))
+        }
         Some(Value::Array(items)) => items
             .iter()
             .map(|v| v.as_str().map(str::to_owned))

@@ -235,7 +235,10 @@ pub struct SeenClaims {
     pub org_id: Option<String>,
     pub sid: Option<String>,
     pub kid: Option<String>,
+    /// Unix seconds, always inside `claims::TIMESTAMP_SECONDS`.
     pub exp: Option<i64>,
+    /// The payload had an `exp` that is not a number of that range (recorded as such, not as a time).
+    pub exp_unrecordable: bool,
 }
 
 /// A refusal: the reason, a detail that is safe to show, and the claims seen so far.

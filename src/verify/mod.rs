@@ -17,7 +17,7 @@ mod roca;
 #[cfg(test)]
 pub(crate) mod tests;
 
-pub use claims::{Claims, TimeRules};
+pub use claims::{unix_seconds, Claims, TimeRules, TIMESTAMP_SECONDS};
 pub use denial::{Denial, Reason, SeenClaims};
 pub use jwks::{Algorithm, KeySet};
 
@@ -28,6 +28,9 @@ pub struct TrustedIssuer {
     pub audience: Option<String>,
     pub algorithms: Vec<Algorithm>,
     pub keys: KeySet,
+    /// Whether tokens without `org_id` may identify a user (no workspace, no membership check).
+    /// The identity layer enforces it; verification itself ignores it.
+    pub allows_no_organization: bool,
 }
 
 /// SHA-256 of `bytes` (API-key digests and checksums, the identity cache's key).

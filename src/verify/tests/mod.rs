@@ -142,6 +142,7 @@ pub fn trust_for(signer: &Signer, audience: Option<&str>) -> Vec<TrustedIssuer> 
         audience: audience.map(Into::into),
         algorithms,
         keys,
+        allows_no_organization: false,
     }]
 }
 

@@ -14,6 +14,7 @@ fn real() -> (String, Vec<TrustedIssuer>) {
         audience: None,
         algorithms: vec![Algorithm::Rs256],
         keys,
+        allows_no_organization: false,
     }];
     (token.trim().to_owned(), trust)
 }
