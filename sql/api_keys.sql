@@ -51,6 +51,7 @@ GRANT SELECT ON tenancy.api_keys TO tenancy_admin, tenancy_auditor;
 GRANT SELECT ON tenancy._api_key_store TO tenancy_lookup;
 GRANT SELECT, INSERT, UPDATE ON tenancy.api_key_usage TO tenancy_lookup;
 REVOKE ALL ON FUNCTION tenancy._mint_api_key() FROM PUBLIC;
+REVOKE ALL ON FUNCTION tenancy._deny_admin(text, text) FROM PUBLIC;
 
 -- Who manages the keys of `workspace` in this call: 'admin' for members of tenancy_admin (and
 -- superusers), who control every key; 'identity' for an identity of that workspace that holds
@@ -67,9 +68,9 @@ BEGIN
             RETURN 'identity';
         END IF;
     END IF;
-    RAISE EXCEPTION 'permission denied to % for workspace "%"', action, workspace
-        USING ERRCODE = '42501',
-              HINT = 'Members of tenancy_admin, or an identity of that workspace with the api_keys:manage permission, manage its keys.';
+    PERFORM tenancy._deny_admin(pg_catalog.format('permission denied to %s for workspace "%s"', action, workspace),
+              'Members of tenancy_admin, or an identity of that workspace with the api_keys:manage permission, manage its keys.');
+    RETURN NULL;
 END
 $$;
 
@@ -163,9 +164,8 @@ BEGIN
     IF manager = 'identity' THEN
         excess := tenancy._beyond_identity(role, permissions, user_id);
         IF excess IS NOT NULL THEN
-            RAISE EXCEPTION 'permission denied to create an api key beyond its creator''s rights: %', excess
-                USING ERRCODE = '42501',
-                      HINT = 'An identity creates keys with at most its own permissions, its own role or none, and its own user or none; members of tenancy_admin create any key.';
+            PERFORM tenancy._deny_admin(pg_catalog.format('permission denied to create an api key beyond its creator''s rights: %s', excess),
+                      'An identity creates keys with at most its own permissions, its own role or none, and its own user or none; members of tenancy_admin create any key.');
         END IF;
         -- A key made by a key inherits that key's member and session (none, for an
         -- administrator's key).
@@ -214,9 +214,8 @@ BEGIN
     IF manager = 'identity' AND key.created_by_identity IS DISTINCT FROM tenancy.user_id() THEN
         excess := tenancy._beyond_identity(key.role, key.permissions, key.user_id);
         IF excess IS NOT NULL THEN
-            RAISE EXCEPTION 'permission denied to revoke api key %: it carries more than the identity (%) and was not created by it', id, excess
-                USING ERRCODE = '42501',
-                      HINT = 'An identity revokes keys within its own rights or that it created; members of tenancy_admin revoke any key.';
+            PERFORM tenancy._deny_admin(pg_catalog.format('permission denied to revoke api key %s: it carries more than the identity (%s) and was not created by it', id, excess),
+                      'An identity revokes keys within its own rights or that it created; members of tenancy_admin revoke any key.');
         END IF;
     END IF;
     UPDATE tenancy._api_key_store k
@@ -253,9 +252,8 @@ BEGIN
     IF manager = 'identity' THEN
         excess := tenancy._beyond_identity(key.role, key.permissions, key.user_id);
         IF excess IS NOT NULL THEN
-            RAISE EXCEPTION 'permission denied to rotate api key %: it carries more than the identity (%)', id, excess
-                USING ERRCODE = '42501',
-                      HINT = 'An identity rotates only keys within its own rights; members of tenancy_admin rotate any key.';
+            PERFORM tenancy._deny_admin(pg_catalog.format('permission denied to rotate api key %s: it carries more than the identity (%s)', id, excess),
+                      'An identity rotates only keys within its own rights; members of tenancy_admin rotate any key.');
         END IF;
         creator := tenancy._key_creator();
         bound := tenancy._key_expiry_bound();

@@ -334,3 +334,166 @@ END
 $$;
 
 REVOKE ALL ON FUNCTION tenancy._key_creator(), tenancy._key_expiry_bound() FROM PUBLIC;
+
+-- Classification by origin (issue 31): the API-key functions record their refusals themselves,
+-- through tenancy._deny_admin, instead of the audit recognising their words.
+CREATE FUNCTION tenancy."_deny_admin"(
+	"message" TEXT, /* & str */
+	"hint" TEXT /* Option < & str > */
+) RETURNS void
+VOLATILE PARALLEL RESTRICTED
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_deny_admin_wrapper';
+REVOKE ALL ON FUNCTION tenancy._deny_admin(text, text) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION tenancy._key_manager(workspace text, action text) RETURNS text
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF pg_catalog.pg_has_role(session_user, 'tenancy_admin', 'MEMBER') THEN
+        RETURN 'admin';
+    END IF;
+    IF pg_catalog.current_setting('tenancy.token', true) OPERATOR(pg_catalog.<>) ''
+       OR pg_catalog.current_setting('tenancy.api_key', true) OPERATOR(pg_catalog.<>) '' THEN
+        IF tenancy.workspace_id() OPERATOR(pg_catalog.=) workspace AND tenancy.has_permission('api_keys:manage') THEN
+            RETURN 'identity';
+        END IF;
+    END IF;
+    PERFORM tenancy._deny_admin(pg_catalog.format('permission denied to %s for workspace "%s"', action, workspace),
+              'Members of tenancy_admin, or an identity of that workspace with the api_keys:manage permission, manage its keys.');
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION tenancy.create_api_key(workspace_id text, name text, role text DEFAULT NULL,
+                                       permissions text[] DEFAULT '{}',
+                                       expires_at timestamptz DEFAULT NULL, user_id text DEFAULT NULL)
+RETURNS text LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_variable
+DECLARE
+    manager text;
+    excess text;
+    creator_user text;
+    creator_session text;
+    bound timestamptz;
+    minted record;
+BEGIN
+    manager := tenancy._key_manager(workspace_id, 'create an api key');
+    IF name IS NULL OR name = '' THEN
+        RAISE EXCEPTION 'api key name must not be empty' USING ERRCODE = '22023';
+    END IF;
+    IF NOT EXISTS (SELECT FROM tenancy.workspaces w WHERE w.workspace_id = workspace_id) THEN
+        RAISE EXCEPTION 'workspace "%" does not exist', workspace_id USING ERRCODE = '22023',
+            HINT = 'Add it to tenancy.workspaces first.';
+    END IF;
+    IF expires_at IS NOT NULL AND expires_at <= now() THEN
+        RAISE EXCEPTION 'expires_at must be in the future' USING ERRCODE = '22023';
+    END IF;
+    IF manager = 'identity' THEN
+        excess := tenancy._beyond_identity(role, permissions, user_id);
+        IF excess IS NOT NULL THEN
+            PERFORM tenancy._deny_admin(pg_catalog.format('permission denied to create an api key beyond its creator''s rights: %s', excess),
+                      'An identity creates keys with at most its own permissions, its own role or none, and its own user or none; members of tenancy_admin create any key.');
+        END IF;
+        -- A key made by a key inherits that key's member and session (none, for an
+        -- administrator's key).
+        SELECT c.user_id, c.session_id INTO creator_user, creator_session FROM tenancy._key_creator() c;
+        bound := tenancy._key_expiry_bound();
+        IF bound IS NOT NULL AND expires_at IS NULL THEN
+            expires_at := bound;
+        ELSIF bound IS NOT NULL AND expires_at > bound THEN
+            RAISE EXCEPTION 'expires_at is beyond the longest lifetime of a key made by an identity (tenancy.api_key_max_lifetime = % days)',
+                            pg_catalog.current_setting('tenancy.api_key_max_lifetime', true)
+                USING ERRCODE = '22023',
+                      HINT = 'Choose an earlier expires_at, or leave it out to get the longest; members of tenancy_admin make keys without this bound.';
+        END IF;
+    END IF;
+    IF user_id IS NOT NULL AND NOT EXISTS (SELECT FROM tenancy.members m
+                                            WHERE m.workspace_id = workspace_id AND m.user_id = user_id) THEN
+        RAISE EXCEPTION 'user "%" is not a member of workspace "%"', user_id, workspace_id
+            USING ERRCODE = '22023';
+    END IF;
+    SELECT * INTO minted FROM tenancy._mint_api_key();
+    INSERT INTO tenancy._api_key_store (workspace_id, name, key_prefix, digest, role, permissions,
+                                        user_id, expires_at, created_by_identity, creator_user_id,
+                                        creator_session_id)
+    VALUES (workspace_id, name, minted.display, minted.digest, role, coalesce(permissions, '{}'),
+            user_id, expires_at, tenancy._key_actor(manager), creator_user, creator_session);
+    RETURN minted.secret;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION tenancy.revoke_api_key(id uuid)
+RETURNS void LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_variable
+DECLARE
+    key record;
+    manager text;
+    excess text;
+BEGIN
+    SELECT k.workspace_id, k.role, k.permissions, k.user_id, k.created_by_identity INTO key
+      FROM tenancy._api_key_store k WHERE k.id = id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'api key % does not exist', id USING ERRCODE = '22023';
+    END IF;
+    manager := tenancy._key_manager(key.workspace_id, 'revoke an api key');
+    IF manager = 'identity' AND key.created_by_identity IS DISTINCT FROM tenancy.user_id() THEN
+        excess := tenancy._beyond_identity(key.role, key.permissions, key.user_id);
+        IF excess IS NOT NULL THEN
+            PERFORM tenancy._deny_admin(pg_catalog.format('permission denied to revoke api key %s: it carries more than the identity (%s) and was not created by it', id, excess),
+                      'An identity revokes keys within its own rights or that it created; members of tenancy_admin revoke any key.');
+        END IF;
+    END IF;
+    UPDATE tenancy._api_key_store k
+       SET revoked_at = coalesce(k.revoked_at, now()),
+           revoked_by = CASE WHEN k.revoked_at IS NULL THEN tenancy._key_actor(manager) ELSE k.revoked_by END
+     WHERE k.id = id;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION tenancy.rotate_api_key(id uuid, grace interval DEFAULT '0 seconds')
+RETURNS text LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_variable
+DECLARE
+    key record;
+    manager text;
+    excess text;
+    creator record;
+    bound timestamptz;
+    minted record;
+BEGIN
+    SELECT k.workspace_id, k.role, k.permissions, k.user_id, k.expires_at, k.creator_user_id, k.creator_session_id INTO key
+      FROM tenancy._api_key_store k WHERE k.id = id AND k.revoked_at IS NULL;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'api key % does not exist or is revoked', id USING ERRCODE = '22023';
+    END IF;
+    manager := tenancy._key_manager(key.workspace_id, 'rotate an api key');
+    IF grace IS NULL OR grace < '0 seconds' OR grace > '30 days' THEN
+        RAISE EXCEPTION 'grace must be between 0 seconds and 30 days' USING ERRCODE = '22023';
+    END IF;
+    IF manager = 'identity' THEN
+        excess := tenancy._beyond_identity(key.role, key.permissions, key.user_id);
+        IF excess IS NOT NULL THEN
+            PERFORM tenancy._deny_admin(pg_catalog.format('permission denied to rotate api key %s: it carries more than the identity (%s)', id, excess),
+                      'An identity rotates only keys within its own rights; members of tenancy_admin rotate any key.');
+        END IF;
+        creator := tenancy._key_creator();
+        bound := tenancy._key_expiry_bound();
+        key.creator_user_id := creator.user_id;
+        key.creator_session_id := creator.session_id;
+        IF bound IS NOT NULL AND (key.expires_at IS NULL OR key.expires_at > bound) THEN
+            key.expires_at := bound;
+        END IF;
+    END IF;
+    SELECT * INTO minted FROM tenancy._mint_api_key();
+    UPDATE tenancy._api_key_store k
+       SET previous_digest = CASE WHEN grace > '0 seconds' THEN k.digest END,
+           previous_valid_until = CASE WHEN grace > '0 seconds' THEN now() + grace END,
+           digest = minted.digest, key_prefix = minted.display,
+           rotated_at = now(), rotated_by = tenancy._key_actor(manager),
+           creator_user_id = key.creator_user_id, creator_session_id = key.creator_session_id,
+           expires_at = key.expires_at
+     WHERE k.id = id;
+    RETURN minted.secret;
+END
+$$;
+

@@ -45,6 +45,7 @@ pgrx::extension_sql_file!(
     requires = [
         "sync",
         surface::api_key_functions::_mint_api_key,
+        surface::admin::_deny_admin,
         surface::functions::workspace_id,
         surface::functions::has_permission
     ]

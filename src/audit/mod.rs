@@ -16,7 +16,7 @@ pub(crate) mod views;
 mod worker;
 
 use crate::verify::Denial;
-pub use observe::observe_error;
+pub use observe::{forget_write_targets, note_write_target, observe_error};
 use pgrx::prelude::*;
 pub use ring::Counter;
 use settings as gucs;

@@ -5,8 +5,8 @@
 //!   invalidations, refuse a held cursor under a per-transaction credential (`cursors`), note
 //!   writes to identity tables (`invalidation`), then the statement;
 //! - `ExecutorStart`: mask (a literal in `set_config`), take in pending invalidations, note writes
-//!   to identity tables, refuse a plan folded for another identity (`folding`), then the
-//!   statement;
+//!   to identity tables and to protected tables (`write_targets`), refuse a plan folded for another
+//!   identity (`folding`), then the statement;
 //! - `emit_log_hook`: mask the message and the statement first, then observe denials (so the
 //!   audit's copy is masked too), then the previous hook;
 //! - `get_relation_info_hook`: the previous hook, then which vector indexes the planner may use
@@ -139,6 +139,7 @@ unsafe extern "C-unwind" fn before_executor_start(query_desc: *mut pg_sys::Query
     crate::audit::learn_connection_names();
     super::cursors::note_statement();
     unsafe { crate::state::invalidation::note_planned_writes((*query_desc).plannedstmt) };
+    unsafe { super::write_targets::note(query_desc) };
     unsafe { super::folding::check_plan(query_desc) };
 }
 
@@ -201,9 +202,13 @@ unsafe extern "C-unwind" fn on_xact_event(event: pg_sys::XactEvent::Type, _arg: 
     use pg_sys::XactEvent::*;
     match event {
         XACT_EVENT_PRE_COMMIT => super::cursors::at_pre_commit(),
-        XACT_EVENT_COMMIT | XACT_EVENT_PREPARE => super::cursors::at_transaction_end(),
+        XACT_EVENT_COMMIT | XACT_EVENT_PREPARE => {
+            super::cursors::at_transaction_end();
+            crate::audit::forget_write_targets();
+        }
         XACT_EVENT_ABORT => {
             super::cursors::at_transaction_end();
+            crate::audit::forget_write_targets();
             crate::plumbing::redaction::scrub_reported_activity();
         }
         _ => {}

@@ -13,6 +13,7 @@ pub mod nearest;
 pub mod nearest_cache;
 pub mod vector_plans;
 pub mod workspace_sizes;
+pub mod write_targets;
 
 /// Defines the derived settings, installs the hooks, and lets folded plans hear of identity
 /// changes.

@@ -110,7 +110,7 @@ unsafe fn spans_every_workspace(index: *mut pg_sys::IndexOptInfo) -> bool {
 
 /// Whether `relid` carries `tenancy.protect`'s workspace policy and its row-level security
 /// applies to the current user.
-unsafe fn protected_and_in_force(relid: pg_sys::Oid) -> bool {
+pub(crate) unsafe fn protected_and_in_force(relid: pg_sys::Oid) -> bool {
     unsafe {
         if pg_sys::check_enable_rls(relid, pg_sys::InvalidOid, true) != pg_sys::CheckEnableRlsResult::RLS_ENABLED as i32
         {

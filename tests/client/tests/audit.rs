@@ -329,3 +329,138 @@ fn the_audit_writer_resolves_nothing_through_the_audit_databases_settings() {
     assert!(ran.is_empty(), "attacker code ran with raised rights: {ran:?}");
     assert!(!superuser, "the attacker became a superuser");
 }
+
+/// An unsigned token: a header naming `kid`, the given payload, a signature of four bytes.
+fn unsigned_token(kid: &serde_json::Value, payload: &serde_json::Value) -> String {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    let header = serde_json::json!({"alg": "RS256", "kid": kid});
+    format!(
+        "{}.{}.AAAA",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(payload.to_string())
+    )
+}
+
+/// A small deterministic generator (xorshift64*), so that a failure names its seed.
+struct Values(u64);
+
+impl Values {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// A JSON value of any kind a claim could hold: numbers of every magnitude and sign, strings
+    /// with NUL, control characters, non-ASCII and token-shaped text, nesting, null, booleans.
+    fn claim(&mut self, depth: u32) -> serde_json::Value {
+        use serde_json::json;
+        let magnitude = 10f64.powi((self.next() % 610) as i32 - 305);
+        let sign = if self.next() % 2 == 0 { 1.0 } else { -1.0 };
+        match self.next() % (if depth > 2 { 8 } else { 10 }) {
+            0 => json!(sign * magnitude * (self.next() % 1000) as f64),
+            1 => json!((self.next() as i64)),
+            2 => json!(self.next()),
+            3 => json!([1e300, -1e12, 1e13, 9_224_318_016_000_i64, -210_866_803_201_i64, 0, 4_102_444_800_u64]
+                [(self.next() % 7) as usize]),
+            4 => json!(format!("user_\u{0}{}\u{7}é\u{202e}", self.next())),
+            5 => json!("x".repeat((self.next() % 5000) as usize)),
+            6 => json!(format!("eyJ{}.eyJ{}.sig", "A".repeat(20), "B".repeat(20))),
+            7 => [json!(null), json!(true), json!(false)][(self.next() % 3) as usize].clone(),
+            8 => json!([self.claim(depth + 1), self.claim(depth + 1)]),
+            _ => json!({"nested": self.claim(depth + 1), "exp": self.claim(depth + 1)}),
+        }
+    }
+}
+
+#[test]
+fn no_claim_value_stops_the_audit_trail() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let tag = &unique("audit_claims");
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    let mut values = Values(seed);
+    let mut admin = admin();
+    let alerts_before = stat(&mut admin, "alerts");
+    let mut audit = audit_db();
+    let mut app = tagged_app(tag);
+
+    // The token of the report first (`exp` 1e300 from an unknown issuer), then arbitrary values in
+    // every claim the audit trail records, unsigned and signed.
+    let mut tokens = vec![unsigned_token(
+        &serde_json::json!("x"),
+        &serde_json::json!({"iss": "https://nobody.example", "exp": 1e300}),
+    )];
+    for i in 0..150 {
+        let mut payload = serde_json::json!({
+            "iss": if i % 3 == 0 { values.claim(0) } else { serde_json::json!("https://nobody.example") },
+            "sub": values.claim(0),
+            "org_id": values.claim(0),
+            "sid": values.claim(0),
+            "exp": values.claim(0),
+        });
+        if i % 5 == 0 {
+            // Signed by the trusted key: the claim rules see these values too.
+            payload["iss"] = serde_json::json!("https://auth.test/user_management/client_TEST");
+            tokens.push(mint(&payload));
+        } else {
+            tokens.push(unsigned_token(&values.claim(0), &payload));
+        }
+    }
+    for token in &tokens {
+        let mut tx = app.transaction().unwrap();
+        let refused = tx.execute("SELECT set_config('tenancy.token', $1, true)", &[token]);
+        assert!(refused.is_err(), "seed {seed}: a token was accepted");
+        drop(tx);
+    }
+    // A marker after them: it is persisted only once the writer got past everything before it.
+    let mut tx = app.transaction().unwrap();
+    assert!(tx
+        .execute("SELECT set_config('tenancy.token', $1, true)", &[&forged_token()])
+        .is_err());
+    drop(tx);
+    let denied = tokens.len() as i64 + 1;
+
+    let recent: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM tenancy.denials WHERE application_name = $1",
+            &[&tag],
+        )
+        .unwrap_or_else(|e| panic!("seed {seed}: tenancy.denials failed: {e}"))
+        .get(0);
+    assert_eq!(recent, denied, "seed {seed}: every denial is in the ring and the view reads it");
+
+    let sql = "SELECT count(*) FROM tenancy.audit_log WHERE application_name = $1";
+    let persisted = wait_for(&mut audit, sql, tag, denied);
+    assert_eq!(persisted, denied, "seed {seed}: every denial reached tenancy.audit_log");
+    let (unrecorded, critical, alerted): (i64, i64, i64) = audit
+        .query_one(
+            "SELECT count(*) FILTER (WHERE exp IS NULL AND detail LIKE '%not a time PostgreSQL can hold%'),
+                    count(*) FILTER (WHERE critical), count(*) FILTER (WHERE alert IS NOT NULL)
+               FROM tenancy.audit_log WHERE application_name = $1",
+            &[&tag],
+        )
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .unwrap();
+    assert!(unrecorded >= 1, "seed {seed}: exp 1e300 is recorded as not recordable");
+    assert!(critical >= 1 && alerted >= critical, "seed {seed}: critical denials raise alerts");
+    let alerts = stat(&mut admin, "alerts") - alerts_before;
+    assert_eq!(
+        alerts, alerted,
+        "seed {seed}: the alert counter counts each alert once (it counted every retry of a blocked batch)"
+    );
+    let nul: i64 = audit
+        .query_one(
+            "SELECT count(*) FROM tenancy.audit_log WHERE application_name = $1
+                AND (sub LIKE '%' || chr(1) || '%' OR statement LIKE '%eyJ%')",
+            &[&tag],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(nul, 0, "seed {seed}: control characters are escaped and tokens masked");
+}
