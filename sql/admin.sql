@@ -36,16 +36,25 @@ CREATE FUNCTION tenancy.set_jwks(issuer text, jwks jsonb)
 RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     allowed text[];
+    old_ids text[];
+    new_ids text[];
 BEGIN
     PERFORM tenancy._require_admin('replace an issuer''s keys');
-    SELECT i.algorithms INTO allowed FROM tenancy.issuers i WHERE i.issuer = set_jwks.issuer FOR UPDATE;
+    SELECT i.algorithms, i.key_ids INTO allowed, old_ids FROM tenancy.issuers i WHERE i.issuer = set_jwks.issuer FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'issuer "%" is not trusted', issuer
             USING ERRCODE = '22023', HINT = 'Add it with tenancy.add_issuer().';
     END IF;
+    new_ids := tenancy._vet_jwks(set_jwks.jwks, allowed);
     UPDATE tenancy.issuers i
-       SET jwks = set_jwks.jwks, key_ids = tenancy._vet_jwks(set_jwks.jwks, allowed), updated_at = now()
+       SET jwks = set_jwks.jwks, key_ids = new_ids, updated_at = now()
      WHERE i.issuer = set_jwks.issuer;
+    IF NOT (old_ids @> new_ids AND new_ids @> old_ids) THEN
+        PERFORM tenancy._note_issuer_keys_changed(issuer,
+            ARRAY(SELECT k FROM unnest(new_ids) k EXCEPT SELECT k FROM unnest(old_ids) k ORDER BY 1),
+            ARRAY(SELECT k FROM unnest(old_ids) k EXCEPT SELECT k FROM unnest(new_ids) k ORDER BY 1),
+            'tenancy.set_jwks');
+    END IF;
 END
 $$;
 
@@ -84,3 +93,4 @@ GRANT EXECUTE ON FUNCTION tenancy.add_issuer(text, jsonb, text, text[]), tenancy
 SELECT tenancy._create_invalidation_trigger(t)
   FROM unnest(ARRAY['issuers', 'workspaces', 'members', 'revoked_sessions']) t;
 REVOKE ALL ON FUNCTION tenancy._create_invalidation_trigger(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION tenancy._note_issuer_keys_changed(text, text[], text[], text) FROM PUBLIC;

@@ -497,3 +497,132 @@ BEGIN
 END
 $$;
 
+
+-- The companion cannot add keys silently or hide alerts (issue 31): it replaces the keys only of
+-- issuers an administrator marked (sync_jwks_url); every change of an issuer's key ids is
+-- recorded with the ids added and removed and alerts as critical; alert cursors move only forward
+-- and never past the newest audit row. Issuers trusted before 0.3.0 are not marked: an
+-- administrator marks those the companion keeps.
+ALTER TABLE tenancy.issuers ADD COLUMN sync_jwks_url text CHECK (sync_jwks_url ~ '^https?://');
+COMMENT ON COLUMN tenancy.issuers.sync_jwks_url IS 'where pg-tenancy-sync fetches this issuer''s keys; NULL: the companion may not change them (tenancy.sync_set_jwks refuses)';
+GRANT SELECT (sync_jwks_url) ON tenancy.issuers TO tenancy_sync;
+CREATE FUNCTION tenancy."_note_issuer_keys_changed"(
+	"issuer" TEXT, /* & str */
+	"added" TEXT[], /* Vec < String > */
+	"removed" TEXT[], /* Vec < String > */
+	"via" TEXT /* & str */
+) RETURNS void
+STRICT VOLATILE PARALLEL RESTRICTED
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_note_issuer_keys_changed_wrapper';
+REVOKE ALL ON FUNCTION tenancy._note_issuer_keys_changed(text, text[], text[], text) FROM PUBLIC;
+CREATE OR REPLACE FUNCTION tenancy.set_jwks(issuer text, jwks jsonb)
+RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    allowed text[];
+    old_ids text[];
+    new_ids text[];
+BEGIN
+    PERFORM tenancy._require_admin('replace an issuer''s keys');
+    SELECT i.algorithms, i.key_ids INTO allowed, old_ids FROM tenancy.issuers i WHERE i.issuer = set_jwks.issuer FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'issuer "%" is not trusted', issuer
+            USING ERRCODE = '22023', HINT = 'Add it with tenancy.add_issuer().';
+    END IF;
+    new_ids := tenancy._vet_jwks(set_jwks.jwks, allowed);
+    UPDATE tenancy.issuers i
+       SET jwks = set_jwks.jwks, key_ids = new_ids, updated_at = now()
+     WHERE i.issuer = set_jwks.issuer;
+    IF NOT (old_ids @> new_ids AND new_ids @> old_ids) THEN
+        PERFORM tenancy._note_issuer_keys_changed(issuer,
+            ARRAY(SELECT k FROM unnest(new_ids) k EXCEPT SELECT k FROM unnest(old_ids) k ORDER BY 1),
+            ARRAY(SELECT k FROM unnest(old_ids) k EXCEPT SELECT k FROM unnest(new_ids) k ORDER BY 1),
+            'tenancy.set_jwks');
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION tenancy.sync_set_jwks(issuer text, jwks jsonb)
+RETURNS boolean LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    allowed text[];
+    current_keys jsonb;
+    managed_url text;
+    old_ids text[];
+    new_ids text[];
+BEGIN
+    IF NOT pg_catalog.pg_has_role(session_user, 'tenancy_sync', 'MEMBER')
+       AND NOT pg_catalog.pg_has_role(session_user, 'tenancy_admin', 'MEMBER') THEN
+        RAISE EXCEPTION 'permission denied to replace an issuer''s keys'
+            USING ERRCODE = '42501',
+                  HINT = 'Only members of tenancy_sync or tenancy_admin replace keys.';
+    END IF;
+    SELECT i.algorithms, i.jwks, i.sync_jwks_url, i.key_ids INTO allowed, current_keys, managed_url, old_ids
+      FROM tenancy.issuers i WHERE i.issuer OPERATOR(pg_catalog.=) sync_set_jwks.issuer FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'issuer "%" is not trusted', issuer
+            USING ERRCODE = '22023', HINT = 'An administrator trusts an issuer with tenancy.add_issuer().';
+    END IF;
+    IF managed_url IS NULL THEN
+        RAISE EXCEPTION 'issuer "%" is not managed by pg-tenancy-sync', issuer
+            USING ERRCODE = '42501',
+                  HINT = 'An administrator lets the companion keep its keys: UPDATE tenancy.issuers SET sync_jwks_url = ''<the JWKS URL>'' WHERE issuer = ….';
+    END IF;
+    IF current_keys OPERATOR(pg_catalog.=) jwks THEN
+        RETURN false;
+    END IF;
+    new_ids := tenancy._vet_jwks(sync_set_jwks.jwks, allowed);
+    UPDATE tenancy.issuers i
+       SET jwks = sync_set_jwks.jwks, key_ids = new_ids, updated_at = pg_catalog.now()
+     WHERE i.issuer OPERATOR(pg_catalog.=) sync_set_jwks.issuer;
+    IF NOT (old_ids OPERATOR(pg_catalog.@>) new_ids AND new_ids OPERATOR(pg_catalog.@>) old_ids) THEN
+        PERFORM tenancy._note_issuer_keys_changed(issuer,
+            ARRAY(SELECT k FROM pg_catalog.unnest(new_ids) k EXCEPT SELECT k FROM pg_catalog.unnest(old_ids) k ORDER BY 1),
+            ARRAY(SELECT k FROM pg_catalog.unnest(old_ids) k EXCEPT SELECT k FROM pg_catalog.unnest(new_ids) k ORDER BY 1),
+            'tenancy.sync_set_jwks');
+    END IF;
+    RETURN true;
+END
+$$;
+
+CREATE FUNCTION tenancy._check_alert_cursor() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    wanted bigint;
+    previous bigint;
+BEGIN
+    IF NOT pg_catalog.starts_with(NEW.name, 'alerts:') OR pg_catalog.pg_has_role(session_user, 'tenancy_admin', 'MEMBER') THEN
+        RETURN NEW;
+    END IF;
+    BEGIN
+        wanted := CAST(CAST(NEW.value AS pg_catalog.jsonb) OPERATOR(pg_catalog.->>) 'id' AS bigint);
+    EXCEPTION WHEN OTHERS THEN
+        wanted := NULL;
+    END;
+    IF wanted IS NULL OR wanted OPERATOR(pg_catalog.<) 0 THEN
+        RAISE EXCEPTION 'alert cursor % must be {"id": <audit row id>}', NEW.name USING ERRCODE = '22023';
+    END IF;
+    IF TG_OP OPERATOR(pg_catalog.=) 'UPDATE' THEN
+        BEGIN
+            previous := CAST(CAST(OLD.value AS pg_catalog.jsonb) OPERATOR(pg_catalog.->>) 'id' AS bigint);
+        EXCEPTION WHEN OTHERS THEN
+            previous := NULL;
+        END;
+        IF wanted OPERATOR(pg_catalog.<) previous THEN
+            RAISE EXCEPTION 'alert cursor % may only move forward (from % to %)', NEW.name, previous, wanted
+                USING ERRCODE = '42501', HINT = 'A member of tenancy_admin may move it back.';
+        END IF;
+    END IF;
+    IF wanted OPERATOR(pg_catalog.>) 0 AND to_regclass('tenancy.audit_log') IS NOT NULL
+       AND NOT EXISTS (SELECT FROM tenancy.audit_log l WHERE l.id OPERATOR(pg_catalog.=) wanted)
+       AND wanted OPERATOR(pg_catalog.>) coalesce((SELECT pg_catalog.max(l.id) FROM tenancy.audit_log l), 0) THEN
+        RAISE EXCEPTION 'alert cursor % may not move past the newest audit row', NEW.name
+            USING ERRCODE = '42501', HINT = 'A member of tenancy_admin may move it anywhere.';
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+CREATE TRIGGER check_alert_cursor BEFORE INSERT OR UPDATE ON tenancy.sync_state
+    FOR EACH ROW EXECUTE FUNCTION tenancy._check_alert_cursor();
+REVOKE ALL ON FUNCTION tenancy._check_alert_cursor() FROM PUBLIC;

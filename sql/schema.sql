@@ -45,8 +45,10 @@ CREATE TABLE tenancy.issuers (
     key_ids     text[] NOT NULL,
     created_at  timestamptz NOT NULL DEFAULT now(),
     updated_at  timestamptz NOT NULL DEFAULT now(),
-    allow_no_organization boolean NOT NULL DEFAULT false
+    allow_no_organization boolean NOT NULL DEFAULT false,
+    sync_jwks_url text CHECK (sync_jwks_url ~ '^https?://')
 );
+COMMENT ON COLUMN tenancy.issuers.sync_jwks_url IS 'where pg-tenancy-sync fetches this issuer''s keys; NULL: the companion may not change them (tenancy.sync_set_jwks refuses)';
 COMMENT ON COLUMN tenancy.issuers.allow_no_organization IS 'whether a token without org_id identifies a user (no workspace, no membership row); when false every identity function refuses it';
 COMMENT ON TABLE tenancy.issuers IS 'trusted token issuers and their public keys (JWKS); private key members are refused at load';
 

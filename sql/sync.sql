@@ -58,13 +58,19 @@ SELECT pg_catalog.pg_extension_config_dump('tenancy.sync_objects', '');
 SELECT pg_catalog.pg_extension_config_dump('tenancy.sync_log', '');
 
 -- Replaces the keys of an issuer already trusted, when they differ; returns whether they changed.
--- The keys pass the same policy as tenancy.set_jwks (tenancy._vet_jwks): a set that fails it
--- raises and changes nothing.
+-- Only for issuers an administrator marked as managed by the companion (tenancy.issuers.
+-- sync_jwks_url): a stolen companion login could otherwise add a key of its own to any trusted
+-- issuer and sign tokens for every user. Every change of the key ids is recorded in the audit
+-- trail with the ids added and removed and raises a critical alert. The keys pass the same policy
+-- as tenancy.set_jwks (tenancy._vet_jwks): a set that fails it raises and changes nothing.
 CREATE FUNCTION tenancy.sync_set_jwks(issuer text, jwks jsonb)
 RETURNS boolean LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     allowed text[];
     current_keys jsonb;
+    managed_url text;
+    old_ids text[];
+    new_ids text[];
 BEGIN
     IF NOT pg_catalog.pg_has_role(session_user, 'tenancy_sync', 'MEMBER')
        AND NOT pg_catalog.pg_has_role(session_user, 'tenancy_admin', 'MEMBER') THEN
@@ -72,27 +78,82 @@ BEGIN
             USING ERRCODE = '42501',
                   HINT = 'Only members of tenancy_sync or tenancy_admin replace keys.';
     END IF;
-    SELECT i.algorithms, i.jwks INTO allowed, current_keys
+    SELECT i.algorithms, i.jwks, i.sync_jwks_url, i.key_ids INTO allowed, current_keys, managed_url, old_ids
       FROM tenancy.issuers i WHERE i.issuer OPERATOR(pg_catalog.=) sync_set_jwks.issuer FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'issuer "%" is not trusted', issuer
             USING ERRCODE = '22023', HINT = 'An administrator trusts an issuer with tenancy.add_issuer().';
     END IF;
+    IF managed_url IS NULL THEN
+        RAISE EXCEPTION 'issuer "%" is not managed by pg-tenancy-sync', issuer
+            USING ERRCODE = '42501',
+                  HINT = 'An administrator lets the companion keep its keys: UPDATE tenancy.issuers SET sync_jwks_url = ''<the JWKS URL>'' WHERE issuer = ….';
+    END IF;
     IF current_keys OPERATOR(pg_catalog.=) jwks THEN
         RETURN false;
     END IF;
+    new_ids := tenancy._vet_jwks(sync_set_jwks.jwks, allowed);
     UPDATE tenancy.issuers i
-       SET jwks = sync_set_jwks.jwks, key_ids = tenancy._vet_jwks(sync_set_jwks.jwks, allowed),
-           updated_at = pg_catalog.now()
+       SET jwks = sync_set_jwks.jwks, key_ids = new_ids, updated_at = pg_catalog.now()
      WHERE i.issuer OPERATOR(pg_catalog.=) sync_set_jwks.issuer;
+    IF NOT (old_ids OPERATOR(pg_catalog.@>) new_ids AND new_ids OPERATOR(pg_catalog.@>) old_ids) THEN
+        PERFORM tenancy._note_issuer_keys_changed(issuer,
+            ARRAY(SELECT k FROM pg_catalog.unnest(new_ids) k EXCEPT SELECT k FROM pg_catalog.unnest(old_ids) k ORDER BY 1),
+            ARRAY(SELECT k FROM pg_catalog.unnest(old_ids) k EXCEPT SELECT k FROM pg_catalog.unnest(new_ids) k ORDER BY 1),
+            'tenancy.sync_set_jwks');
+    END IF;
     RETURN true;
 END
 $$;
 
+-- Alert cursors ('alerts:<sink>', value {"id": N}) move only forward and only to a row of
+-- tenancy.audit_log (or 0, before every row), unless an administrator moves them: a stolen
+-- companion login cannot skip alerts by moving its cursors past them.
+CREATE FUNCTION tenancy._check_alert_cursor() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    wanted bigint;
+    previous bigint;
+BEGIN
+    IF NOT pg_catalog.starts_with(NEW.name, 'alerts:') OR pg_catalog.pg_has_role(session_user, 'tenancy_admin', 'MEMBER') THEN
+        RETURN NEW;
+    END IF;
+    BEGIN
+        wanted := CAST(CAST(NEW.value AS pg_catalog.jsonb) OPERATOR(pg_catalog.->>) 'id' AS bigint);
+    EXCEPTION WHEN OTHERS THEN
+        wanted := NULL;
+    END;
+    IF wanted IS NULL OR wanted OPERATOR(pg_catalog.<) 0 THEN
+        RAISE EXCEPTION 'alert cursor % must be {"id": <audit row id>}', NEW.name USING ERRCODE = '22023';
+    END IF;
+    IF TG_OP OPERATOR(pg_catalog.=) 'UPDATE' THEN
+        BEGIN
+            previous := CAST(CAST(OLD.value AS pg_catalog.jsonb) OPERATOR(pg_catalog.->>) 'id' AS bigint);
+        EXCEPTION WHEN OTHERS THEN
+            previous := NULL;
+        END;
+        IF wanted OPERATOR(pg_catalog.<) previous THEN
+            RAISE EXCEPTION 'alert cursor % may only move forward (from % to %)', NEW.name, previous, wanted
+                USING ERRCODE = '42501', HINT = 'A member of tenancy_admin may move it back.';
+        END IF;
+    END IF;
+    IF wanted OPERATOR(pg_catalog.>) 0 AND to_regclass('tenancy.audit_log') IS NOT NULL
+       AND NOT EXISTS (SELECT FROM tenancy.audit_log l WHERE l.id OPERATOR(pg_catalog.=) wanted)
+       AND wanted OPERATOR(pg_catalog.>) coalesce((SELECT pg_catalog.max(l.id) FROM tenancy.audit_log l), 0) THEN
+        RAISE EXCEPTION 'alert cursor % may not move past the newest audit row', NEW.name
+            USING ERRCODE = '42501', HINT = 'A member of tenancy_admin may move it anywhere.';
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER check_alert_cursor BEFORE INSERT OR UPDATE ON tenancy.sync_state
+    FOR EACH ROW EXECUTE FUNCTION tenancy._check_alert_cursor();
+REVOKE ALL ON FUNCTION tenancy._check_alert_cursor() FROM PUBLIC;
+
 REVOKE ALL ON tenancy.sync_state, tenancy.sync_objects, tenancy.sync_log FROM PUBLIC;
 REVOKE ALL ON FUNCTION tenancy.sync_set_jwks(text, jsonb) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION tenancy.sync_set_jwks(text, jsonb) TO tenancy_sync, tenancy_admin;
-GRANT SELECT (issuer, jwks, updated_at) ON tenancy.issuers TO tenancy_sync;
+GRANT SELECT (issuer, jwks, updated_at, sync_jwks_url) ON tenancy.issuers TO tenancy_sync;
 GRANT SELECT, INSERT, UPDATE ON tenancy.workspaces, tenancy.members TO tenancy_sync;
 GRANT SELECT, INSERT ON tenancy.revoked_sessions TO tenancy_sync;
 GRANT SELECT, INSERT, UPDATE ON tenancy.sync_state, tenancy.sync_objects TO tenancy_sync;

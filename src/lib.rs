@@ -29,6 +29,7 @@ pgrx::extension_sql_file!(
     name = "admin",
     requires = [
         surface::admin::_vet_jwks,
+        surface::admin::_note_issuer_keys_changed,
         state::invalidation::invalidate_identities,
         state::invalidation::_create_invalidation_trigger
     ]

@@ -34,3 +34,31 @@ fn _deny_admin(message: &str, hint: Option<&str>) {
         hint,
     )
 }
+
+/// Records that the key set of trusted issuer `issuer` changed through `via`: the key ids added
+/// and removed (`+k2,-k1`, in the record's `kid`, which alert delivery reads), by the session user.
+/// A critical record: whoever can add a key to a trusted issuer can sign a token for any user of
+/// any workspace, so a stolen companion login adding its own key must not go unseen. Recorded when
+/// called (the ring is not transactional): a change rolled back afterwards is still reported as
+/// attempted. Only the extension's SECURITY DEFINER functions may call it.
+#[pg_extern(volatile, parallel_restricted)]
+fn _note_issuer_keys_changed(issuer: &str, added: Vec<String>, removed: Vec<String>, via: &str) {
+    let kids: Vec<String> = added
+        .iter()
+        .map(|k| format!("+{k}"))
+        .chain(removed.iter().map(|k| format!("-{k}")))
+        .collect();
+    let seen = crate::verify::SeenClaims {
+        iss: Some(crate::verify::json::printable(issuer)),
+        kid: Some(crate::verify::json::printable(&kids.join(","))),
+        ..Default::default()
+    };
+    let detail = format!(
+        "key set replaced through {via}: key ids added [{}], removed [{}]",
+        added.join(", "),
+        removed.join(", ")
+    );
+    crate::audit::record(
+        &crate::verify::Denial::new(crate::verify::Reason::IssuerKeysChanged, detail).with_seen(&seen),
+    );
+}

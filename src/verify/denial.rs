@@ -55,6 +55,9 @@ pub enum Reason {
     /// A credential written as a literal in the statement text where
     /// `tenancy.credentials_in_text = refuse`: that text is readable by others before parsing.
     CredentialInText,
+    /// Not a refusal: the key set of a trusted issuer changed (who can add a key can mint every
+    /// identity, so each change is recorded and alerts like a forgery would).
+    IssuerKeysChanged,
 }
 
 impl Reason {
@@ -94,6 +97,7 @@ impl Reason {
             Reason::BothCredentials => "both_credentials",
             Reason::HeldCursor => "held_cursor",
             Reason::CredentialInText => "credential_in_text",
+            Reason::IssuerKeysChanged => "issuer_keys_changed",
         }
     }
 
@@ -133,6 +137,7 @@ impl Reason {
             Reason::BothCredentials => "both tenancy.token and tenancy.api_key are set",
             Reason::HeldCursor => "a cursor with hold cannot outlive the transaction's identity",
             Reason::CredentialInText => "credential written in the statement text",
+            Reason::IssuerKeysChanged => "the keys of a trusted issuer changed",
         }
     }
 
@@ -181,11 +186,12 @@ impl Reason {
                 | Reason::SpoofAttempt
                 | Reason::ApiKeyUnknown
                 | Reason::ApiKeyRevoked
+                | Reason::IssuerKeysChanged
         )
     }
 
     /// Every reason, in `index()` order (the audit counters are an array).
-    pub const ALL: [Reason; 33] = [
+    pub const ALL: [Reason; 34] = [
         Reason::NoToken,
         Reason::TooLarge,
         Reason::Malformed,
@@ -219,6 +225,7 @@ impl Reason {
         Reason::BothCredentials,
         Reason::HeldCursor,
         Reason::CredentialInText,
+        Reason::IssuerKeysChanged,
     ];
 
     /// Position of the reason in `ALL`.

@@ -349,12 +349,21 @@ pub async fn check(ctx: Ctx) -> i32 {
                             Err("not a member of tenancy_sync: GRANT tenancy_sync TO <this role>".into())
                         },
                     );
+                    // Since 0.3.0 the companion replaces the keys only of issuers an administrator
+                    // handed to it (tenancy.issuers.sync_jwks_url); earlier versions lack the column.
+                    let managed = db
+                        .query_one(
+                            "SELECT i.sync_jwks_url IS NOT NULL FROM tenancy.issuers i WHERE i.issuer = $1",
+                            &[&ctx.config.issuer],
+                        )
+                        .await
+                        .map_or(true, |r| r.get::<_, bool>(0));
                     report(
                         "issuer",
-                        if trusted {
-                            Ok("trusted".into())
-                        } else {
-                            Err("not trusted: an administrator runs tenancy.add_issuer() once".into())
+                        match (trusted, managed) {
+                            (true, true) => Ok("trusted".into()),
+                            (true, false) => Err("trusted, but its keys are not handed to pg-tenancy-sync: an administrator sets tenancy.issuers.sync_jwks_url to the JWKS URL".into()),
+                            (false, _) => Err("not trusted: an administrator runs tenancy.add_issuer() once".into()),
                         },
                     );
                 }

@@ -69,7 +69,7 @@ fn check_reports_each_part_without_secrets() {
     let text = no_secrets(&output);
     assert_eq!(output.status.code(), Some(0), "{text}");
     for line in [
-        "ok    pg_tenancy: version 0.2.0",
+        "ok    pg_tenancy: version 0.3.0",
         "ok    role: member of tenancy_sync",
         "ok    issuer: trusted",
         "ok    WorkOS JWKS: 1 keys",

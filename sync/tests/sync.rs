@@ -542,9 +542,35 @@ fn signed_webhooks_trigger_a_poll_and_health_and_metrics_answer() {
 #[test]
 fn the_companions_role_cannot_widen_beyond_its_rights() {
     let _serial = serial();
-    let (f, _admin) = acme();
+    let (f, mut admin) = acme();
+    // An issuer the administrator trusts but did not hand to the companion.
+    admin
+        .batch_execute(&format!(
+            "SELECT tenancy.add_issuer('https://other.example', '{}'::jsonb)",
+            common::jwks("test-issuer-jwks.json")
+        ))
+        .unwrap();
     let mut bot = postgres::Client::connect(&sync_url(), postgres::NoTls).unwrap();
     let attacks = [
+        // A stolen companion login adding its own key to an issuer it does not manage (residual
+        // risk 15a): refused.
+        (
+            "SELECT tenancy.sync_set_jwks('https://other.example', '{\"keys\":[]}'::jsonb)",
+            "42501",
+        ),
+        (
+            "UPDATE tenancy.issuers SET sync_jwks_url = 'https://evil.example/jwks'",
+            "42501",
+        ),
+        // Alert cursors never move past the newest audit row, nor backwards.
+        (
+            "INSERT INTO tenancy.sync_state (name, value) VALUES ('alerts:hidden', '{\"id\": 9000000000000}')",
+            "42501",
+        ),
+        (
+            "INSERT INTO tenancy.sync_state (name, value) VALUES ('alerts:garbled', 'not json')",
+            "22023",
+        ),
         ("DELETE FROM tenancy.members", "42501"),
         ("TRUNCATE tenancy.members", "42501"),
         ("DELETE FROM tenancy.revoked_sessions", "42501"),

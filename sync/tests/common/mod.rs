@@ -79,7 +79,8 @@ pub fn fresh_database(fixture: &Fixture, jwks: &str) -> Client {
         .batch_execute(&format!(
             "CREATE EXTENSION pg_tenancy;
              GRANT tenancy_sync TO {SYNC_ROLE};
-             SELECT tenancy.add_issuer('{}', '{jwks}'::jsonb);
+             SELECT tenancy.add_issuer('{0}', '{jwks}'::jsonb);
+             UPDATE tenancy.issuers SET sync_jwks_url = 'https://api.workos.test/sso/jwks' WHERE issuer = '{0}';
              INSERT INTO tenancy.workspaces VALUES ('ws_acme', 'org_acme', 'Acme', NULL),
                                                    ('ws_globex', 'org_globex', 'Globex', NULL);",
             fixture.issuer()

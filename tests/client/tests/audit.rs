@@ -363,8 +363,16 @@ impl Values {
             0 => json!(sign * magnitude * (self.next() % 1000) as f64),
             1 => json!((self.next() as i64)),
             2 => json!(self.next()),
-            3 => json!([1e300, -1e12, 1e13, 9_224_318_016_000_i64, -210_866_803_201_i64, 0, 4_102_444_800_u64]
-                [(self.next() % 7) as usize]),
+            3 => [
+                json!(1e300),
+                json!(-1e12),
+                json!(1e13),
+                json!(9_224_318_016_000_i64),
+                json!(-210_866_803_201_i64),
+                json!(0),
+                json!(4_102_444_800_u64),
+            ][(self.next() % 7) as usize]
+                .clone(),
             4 => json!(format!("user_\u{0}{}\u{7}é\u{202e}", self.next())),
             5 => json!("x".repeat((self.next() % 5000) as usize)),
             6 => json!(format!("eyJ{}.eyJ{}.sig", "A".repeat(20), "B".repeat(20))),
@@ -433,7 +441,10 @@ fn no_claim_value_stops_the_audit_trail() {
         )
         .unwrap_or_else(|e| panic!("seed {seed}: tenancy.denials failed: {e}"))
         .get(0);
-    assert_eq!(recent, denied, "seed {seed}: every denial is in the ring and the view reads it");
+    assert_eq!(
+        recent, denied,
+        "seed {seed}: every denial is in the ring and the view reads it"
+    );
 
     let sql = "SELECT count(*) FROM tenancy.audit_log WHERE application_name = $1";
     let persisted = wait_for(&mut audit, sql, tag, denied);
@@ -448,7 +459,10 @@ fn no_claim_value_stops_the_audit_trail() {
         .map(|r| (r.get(0), r.get(1), r.get(2)))
         .unwrap();
     assert!(unrecorded >= 1, "seed {seed}: exp 1e300 is recorded as not recordable");
-    assert!(critical >= 1 && alerted >= critical, "seed {seed}: critical denials raise alerts");
+    assert!(
+        critical >= 1 && alerted >= critical,
+        "seed {seed}: critical denials raise alerts"
+    );
     let alerts = stat(&mut admin, "alerts") - alerts_before;
     assert_eq!(
         alerts, alerted,
