@@ -169,8 +169,10 @@ INSERT INTO regress_restricted VALUES (1);
 CREATE INDEX ON regress_restricted (regress_sets_token(i));
 
 
--- tenancy.credentials_in_text = refuse: a credential written as a literal in the statement text
--- is refused (28000, with the hint to bind it); one that arrives otherwise is accepted.
+-- tenancy.credentials_in_text = refuse: only a parameter bound to the statement (extended
+-- protocol; tests/client/tests/pooler.rs) or a startup option carries a credential. A literal is
+-- refused (28000, with the hint to bind it), and so is every other spelling or source: escapes,
+-- expressions, a PREPAREd literal, a function's body, a value read from a table.
 CREATE TABLE regress_tokens (token pg_catalog.text);
 INSERT INTO regress_tokens VALUES (:'alice');
 SET tenancy.credentials_in_text = refuse;
@@ -183,8 +185,30 @@ SELECT set_config('tenancy.token', 'eyJhbGciOiJSUzI1NiIsImtpZCI6ImsxIiwidHlwIjoi
 ROLLBACK;
 \set VERBOSITY terse
 BEGIN;
-SELECT regress_who((SELECT t.token FROM regress_tokens t)) AS "not a literal of this statement";
-COMMIT;
+SELECT regress_who((SELECT t.token FROM regress_tokens t)) AS "read from a table";
+ROLLBACK;
+BEGIN;
+SELECT set_config('tenancy.token', E'\x65' || substr((SELECT t.token FROM regress_tokens t), 2), true) IS NOT NULL AS "an escape and a concatenation";
+ROLLBACK;
+BEGIN;
+SELECT set_config('tenancy.token', pg_catalog.convert_from(pg_catalog.decode(pg_catalog.encode(pg_catalog.convert_to((SELECT t.token FROM regress_tokens t), 'UTF8'), 'base64'), 'base64'), 'UTF8'), true) IS NOT NULL AS "decoded";
+ROLLBACK;
+BEGIN;
+SELECT set_config('tenancy.token', reverse(reverse((SELECT t.token FROM regress_tokens t))), true) IS NOT NULL AS "reversed twice";
+ROLLBACK;
+SELECT format('PREPARE regress_set_token AS SELECT set_config(%L, %L, true) IS NOT NULL', 'tenancy.token', t.token) AS prepare
+  FROM regress_tokens t \gset
+:prepare;
+BEGIN;
+EXECUTE regress_set_token;
+ROLLBACK;
+DEALLOCATE regress_set_token;
+PREPARE regress_set_param(pg_catalog.text) AS SELECT set_config('tenancy.token', $1, true) IS NOT NULL;
+SELECT t.token AS regress_token FROM regress_tokens t \gset
+BEGIN;
+EXECUTE regress_set_param(:'regress_token');
+ROLLBACK;
+DEALLOCATE regress_set_param;
 RESET tenancy.credentials_in_text;
 
 DROP TABLE regress_restricted, regress_tokens;

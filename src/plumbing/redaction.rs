@@ -17,11 +17,14 @@
 //! connection polling it catches the token often (measured: 2,136 times in 10 s against a client
 //! running ~3,100 `SET LOCAL` transactions per second). A bound parameter
 //! (`SELECT set_config('tenancy.token', $1, true)`) never puts the token in the text, and
-//! `tenancy.credentials_in_text = refuse` makes that the only form a role may use.
+//! `tenancy.credentials_in_text = refuse` makes that the only form a role may use (decided by
+//! where the value came from, `state/credentials.rs`, not by this module).
+//!
+//! Masking is best effort: it recognises tokens and keys as written, not every spelling of them
+//! (`E'\x65yJ…'`, `U&'…'`, concatenations, `decode(…)` hide them from any scan of the text).
 
 use crate::verify::masking::{mask_in_place, mask_ranges, secret_ranges};
 use pgrx::pg_sys;
-use std::cell::RefCell;
 use std::ffi::{c_char, CStr};
 
 /// Masks credentials in a NUL-terminated string owned by the backend, in place.
@@ -37,39 +40,8 @@ unsafe fn mask_c_string(text: *mut c_char) -> bool {
     mask_in_place(bytes)
 }
 
-thread_local! {
-    /// The statement text masked last (its address and the statement's start time: an address
-    /// alone is reused by the next message) and a hash of each credential masked in it:
-    /// `tenancy.credentials_in_text = refuse` refuses a credential that arrived that way.
-    static MASKED_LITERALS: RefCell<(Statement, Vec<u64>)> = const { RefCell::new(((0, 0), Vec::new())) };
-}
-
-/// What tells one top-level statement from the next: its text's address and start time.
-type Statement = (usize, i64);
-
-/// The current top-level statement.
-fn current_statement() -> Statement {
-    unsafe {
-        (
-            pg_sys::debug_query_string as usize,
-            pg_sys::GetCurrentStatementStartTimestamp(),
-        )
-    }
-}
-
-/// A 64-bit FNV-1a hash of a credential's text: what the statement remembers of each literal it
-/// masked. A collision can only make `tenancy.credentials_in_text = refuse` refuse a bound
-/// value that equals no literal (never accept one), so a cryptographic digest is not needed
-/// (SHA-256 of an 830-byte token cost ~10,000 instructions on every `SET LOCAL`).
-fn literal_hash(text: &[u8]) -> u64 {
-    text.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
-}
-
 /// Masks the top-level statement text (always a buffer the backend allocated: the protocol
-/// message or a prepared statement's copy), remembers what it masked, and shows the masked text
-/// in `pg_stat_activity`.
+/// message or a prepared statement's copy) and shows the masked text in `pg_stat_activity`.
 pub(crate) fn scrub_current_statement() {
     unsafe {
         let text = pg_sys::debug_query_string.cast_mut();
@@ -82,28 +54,11 @@ pub(crate) fn scrub_current_statement() {
         if ranges.is_empty() {
             return;
         }
-        let hashes = ranges.iter().map(|r| literal_hash(&bytes[r.clone()])).collect();
-        MASKED_LITERALS.with_borrow_mut(|masked| *masked = (current_statement(), hashes));
         mask_ranges(bytes, &ranges);
         if pg_sys::pgstat_track_activities {
             pg_sys::pgstat_report_activity(pg_sys::BackendState::STATE_RUNNING, text);
         }
     }
-}
-
-/// Whether `credential` is written as a literal in the current top-level statement text (masked
-/// there already, or not yet).
-pub fn in_statement_text(credential: &str) -> bool {
-    let text = unsafe { pg_sys::debug_query_string };
-    if text.is_null() || credential.is_empty() {
-        return false;
-    }
-    let bytes = unsafe { CStr::from_ptr(text) }.to_bytes();
-    if bytes.windows(credential.len()).any(|w| w == credential.as_bytes()) {
-        return true;
-    }
-    let wanted = literal_hash(credential.as_bytes());
-    MASKED_LITERALS.with_borrow(|(statement, hashes)| *statement == current_statement() && hashes.contains(&wanted))
 }
 
 /// After an error: masks the statement text this backend shows in `pg_stat_activity`. A

@@ -139,6 +139,7 @@ unsafe extern "C-unwind" fn before_executor_start(query_desc: *mut pg_sys::Query
     crate::audit::learn_connection_names();
     super::cursors::note_statement();
     unsafe { crate::state::invalidation::note_planned_writes((*query_desc).plannedstmt) };
+    unsafe { crate::state::credentials::note_bound_values(query_desc) };
     unsafe { super::write_targets::note(query_desc) };
     unsafe { super::folding::check_plan(query_desc) };
 }

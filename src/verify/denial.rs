@@ -52,8 +52,8 @@ pub enum Reason {
     /// A cursor `WITH HOLD` declared under a per-transaction credential: it would keep that
     /// identity's rows for the next client of a pooled server connection.
     HeldCursor,
-    /// A credential written as a literal in the statement text where
-    /// `tenancy.credentials_in_text = refuse`: that text is readable by others before parsing.
+    /// A credential that was not a bound parameter of the statement where
+    /// `tenancy.credentials_in_text = refuse`: statement text is readable by others before parsing.
     CredentialInText,
     /// Not a refusal: the key set of a trusted issuer changed (who can add a key can mint every
     /// identity, so each change is recorded and alerts like a forgery would).
@@ -136,7 +136,7 @@ impl Reason {
             Reason::ApiKeyExpired => "api key has expired",
             Reason::BothCredentials => "both tenancy.token and tenancy.api_key are set",
             Reason::HeldCursor => "a cursor with hold cannot outlive the transaction's identity",
-            Reason::CredentialInText => "credential written in the statement text",
+            Reason::CredentialInText => "tenancy credential was not a bound parameter",
             Reason::IssuerKeysChanged => "the keys of a trusted issuer changed",
         }
     }
@@ -160,7 +160,7 @@ impl Reason {
             ),
             Reason::ApiKeyMalformed => Some("An api key is 53 characters starting with tnk_; copy it again."),
             Reason::CredentialInText => Some(
-                "Bind it as a parameter: SELECT set_config('tenancy.token', $1, true). Statement text is visible in pg_stat_activity before it is parsed (tenancy.credentials_in_text = refuse for this role).",
+                "Bind it as a parameter of the extended protocol: SELECT set_config('tenancy.token', $1, true). Statement text is visible in pg_stat_activity before it is parsed, so this role (tenancy.credentials_in_text = refuse) accepts no other form.",
             ),
             Reason::SessionToken => Some(
                 "Behind a transaction pooler, set the token per transaction: SET LOCAL tenancy.token, or set_config('tenancy.token', $1, true).",
