@@ -68,6 +68,7 @@ pgrx::extension_sql_file!("../sql/search.sql", name = "search", finalize);
 /// Registers settings and callbacks when the library is loaded (preloaded or on first use).
 #[pgrx::pg_guard]
 pub extern "C-unwind" fn _PG_init() {
+    plumbing::errors::never_attach_backtraces();
     audit::init();
     state::init();
     identity::init();
