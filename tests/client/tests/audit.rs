@@ -478,3 +478,95 @@ fn no_claim_value_stops_the_audit_trail() {
         .get(0);
     assert_eq!(nul, 0, "seed {seed}: control characters are escaped and tokens masked");
 }
+
+#[test]
+fn a_denial_names_its_caller_and_only_pg_tenancy_classifies_denials() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let tag = &unique("audit_origin");
+    // A forged token given as a startup option is checked only when first used: here inside
+    // tenancy.create_api_key, a SECURITY DEFINER function owned by the bootstrap superuser.
+    let options = format!("-c application_name={tag} -c tenancy.token={}", forged_token());
+    let mut forger = connect_with(APP_ROLE, DATABASE, &options).unwrap();
+    let err = forger
+        .query_one("SELECT tenancy.create_api_key('ws_acme', 'stolen')", &[])
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), "28000", "{err}");
+    drop(forger);
+
+    // Errors that only read like denials: a RAISE with an administration refusal's words and
+    // SQLSTATE, and a row-level security refusal on a table that pg_tenancy does not protect.
+    let mut app = tagged_app(tag);
+    let raised = app
+        .batch_execute(
+            r#"DO $$BEGIN RAISE EXCEPTION 'permission denied to rotate api key 1: it carries more than the identity (x)' USING ERRCODE = '42501'; END$$"#,
+        )
+        .unwrap_err();
+    assert_eq!(sqlstate(&raised), "42501");
+    let refused = app
+        .batch_execute(
+            "CREATE TEMP TABLE documents (id int);
+             ALTER TABLE documents ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;
+             CREATE POLICY nothing ON documents USING (true) WITH CHECK (false);
+             INSERT INTO documents VALUES (1);",
+        )
+        .unwrap_err();
+    assert_eq!(sqlstate(&refused), "42501", "{refused}");
+    app.batch_execute("DISCARD TEMP").unwrap();
+    // A real refusal by pg_tenancy's policy, for comparison.
+    let real = refusal_as(
+        &mut app,
+        "user_alice",
+        "org_acme",
+        "INSERT INTO documents (workspace_id, title) VALUES ('ws_globex', 'planted')",
+    );
+    assert_eq!(sqlstate(&real), "42501", "{real}");
+
+    let rows: Vec<(String, String)> = admin()
+        .query(
+            "SELECT reason, role FROM tenancy.denials WHERE application_name = $1 ORDER BY seq",
+            &[&tag],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("bad_signature".to_string(), APP_ROLE.to_string()),
+            ("write_refused".to_string(), APP_ROLE.to_string())
+        ],
+        "the forged token is the caller's (not the function owner's); the look-alike errors are no denials"
+    );
+    let mut audit = audit_db();
+    wait_for(
+        &mut audit,
+        "SELECT count(*) FROM tenancy.audit_log WHERE application_name = $1",
+        tag,
+        2,
+    );
+    let (role, acting, database): (String, Option<String>, String) = audit
+        .query_one(
+            "SELECT role, acting_role, database FROM tenancy.audit_log
+              WHERE application_name = $1 AND reason = 'bad_signature'",
+            &[&tag],
+        )
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .unwrap();
+    assert_eq!(
+        (role.as_str(), acting.as_deref(), database.as_str()),
+        (APP_ROLE, Some("postgres"), DATABASE)
+    );
+    if let Ok(path) = std::env::var("PG_TENANCY_SERVER_LOG") {
+        let log = std::fs::read_to_string(path).unwrap();
+        let line = log
+            .lines()
+            .find(|l| l.contains("pg_tenancy denial:") && l.contains(tag.as_str()) && l.contains("write_refused"))
+            .expect("the write_refused log line");
+        assert!(
+            line.contains(&format!("\"database\":\"{DATABASE}\""))
+                && line.contains(&format!("\"role\":\"{APP_ROLE}\"")),
+            "the line observed inside error reporting names the database and role: {line}"
+        );
+    }
+}
