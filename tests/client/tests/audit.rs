@@ -358,7 +358,7 @@ impl Values {
     fn claim(&mut self, depth: u32) -> serde_json::Value {
         use serde_json::json;
         let magnitude = 10f64.powi((self.next() % 610) as i32 - 305);
-        let sign = if self.next() % 2 == 0 { 1.0 } else { -1.0 };
+        let sign = if self.next().is_multiple_of(2) { 1.0 } else { -1.0 };
         match self.next() % (if depth > 2 { 8 } else { 10 }) {
             0 => json!(sign * magnitude * (self.next() % 1000) as f64),
             1 => json!((self.next() as i64)),
