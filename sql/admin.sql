@@ -31,30 +31,49 @@ BEGIN
 END
 $$;
 
+-- What changed between two key sets, by key id: ids added, ids removed, and ids kept whose key
+-- material changed (a new key under an old id signs as well as a new id would).
+CREATE FUNCTION tenancy._key_changes(old_jwks jsonb, new_jwks jsonb,
+                                     OUT added text[], OUT removed text[], OUT replaced text[])
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+    WITH o AS (SELECT k OPERATOR(pg_catalog.->>) 'kid' AS kid, k FROM pg_catalog.jsonb_array_elements(coalesce(old_jwks OPERATOR(pg_catalog.->) 'keys', '[]')) k),
+         n AS (SELECT k OPERATOR(pg_catalog.->>) 'kid' AS kid, k FROM pg_catalog.jsonb_array_elements(coalesce(new_jwks OPERATOR(pg_catalog.->) 'keys', '[]')) k)
+    SELECT ARRAY(SELECT n.kid FROM n WHERE NOT EXISTS (SELECT FROM o WHERE o.kid OPERATOR(pg_catalog.=) n.kid) ORDER BY 1),
+           ARRAY(SELECT o.kid FROM o WHERE NOT EXISTS (SELECT FROM n WHERE n.kid OPERATOR(pg_catalog.=) o.kid) ORDER BY 1),
+           ARRAY(SELECT n.kid FROM n JOIN o ON o.kid OPERATOR(pg_catalog.=) n.kid WHERE n.k OPERATOR(pg_catalog.<>) o.k ORDER BY 1)
+$$;
+
+-- Records a change of an issuer's keys (nothing when nothing changed): a critical audit record
+-- naming the key ids added (+), removed (-) and replaced (~).
+CREATE FUNCTION tenancy._record_key_changes(issuer text, old_jwks jsonb, new_jwks jsonb, via text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    c record;
+BEGIN
+    SELECT * INTO c FROM tenancy._key_changes(old_jwks, new_jwks);
+    IF c.added OPERATOR(pg_catalog.<>) '{}' OR c.removed OPERATOR(pg_catalog.<>) '{}' OR c.replaced OPERATOR(pg_catalog.<>) '{}' THEN
+        PERFORM tenancy._note_issuer_keys_changed(issuer, c.added, c.removed, c.replaced, via);
+    END IF;
+END
+$$;
+
 -- Replaces an issuer's keys (rotation: publish old and new keys together, then drop the old).
 CREATE FUNCTION tenancy.set_jwks(issuer text, jwks jsonb)
 RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     allowed text[];
-    old_ids text[];
-    new_ids text[];
+    old_jwks jsonb;
 BEGIN
     PERFORM tenancy._require_admin('replace an issuer''s keys');
-    SELECT i.algorithms, i.key_ids INTO allowed, old_ids FROM tenancy.issuers i WHERE i.issuer = set_jwks.issuer FOR UPDATE;
+    SELECT i.algorithms, i.jwks INTO allowed, old_jwks FROM tenancy.issuers i WHERE i.issuer = set_jwks.issuer FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'issuer "%" is not trusted', issuer
             USING ERRCODE = '22023', HINT = 'Add it with tenancy.add_issuer().';
     END IF;
-    new_ids := tenancy._vet_jwks(set_jwks.jwks, allowed);
     UPDATE tenancy.issuers i
-       SET jwks = set_jwks.jwks, key_ids = new_ids, updated_at = now()
+       SET jwks = set_jwks.jwks, key_ids = tenancy._vet_jwks(set_jwks.jwks, allowed), updated_at = now()
      WHERE i.issuer = set_jwks.issuer;
-    IF NOT (old_ids @> new_ids AND new_ids @> old_ids) THEN
-        PERFORM tenancy._note_issuer_keys_changed(issuer,
-            ARRAY(SELECT k FROM unnest(new_ids) k EXCEPT SELECT k FROM unnest(old_ids) k ORDER BY 1),
-            ARRAY(SELECT k FROM unnest(old_ids) k EXCEPT SELECT k FROM unnest(new_ids) k ORDER BY 1),
-            'tenancy.set_jwks');
-    END IF;
+    PERFORM tenancy._record_key_changes(issuer, old_jwks, set_jwks.jwks, 'tenancy.set_jwks');
 END
 $$;
 
@@ -93,4 +112,5 @@ GRANT EXECUTE ON FUNCTION tenancy.add_issuer(text, jsonb, text, text[]), tenancy
 SELECT tenancy._create_invalidation_trigger(t)
   FROM unnest(ARRAY['issuers', 'workspaces', 'members', 'revoked_sessions']) t;
 REVOKE ALL ON FUNCTION tenancy._create_invalidation_trigger(text) FROM PUBLIC;
-REVOKE ALL ON FUNCTION tenancy._note_issuer_keys_changed(text, text[], text[], text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION tenancy._note_issuer_keys_changed(text, text[], text[], text[], text),
+    tenancy._record_key_changes(text, jsonb, jsonb, text) FROM PUBLIC;

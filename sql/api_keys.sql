@@ -100,11 +100,15 @@ BEGIN
 END
 $$;
 
--- The latest expiry a key made by an identity may have now (tenancy.api_key_max_lifetime days),
--- NULL when unbounded.
+-- The latest expiry a key made by an identity may have now, NULL when unbounded:
+-- tenancy.api_key_max_lifetime days, and for a key made by a key no later than that key's own end
+-- (a one-hour key must not mint a 90-day one, again and again).
 CREATE FUNCTION tenancy._key_expiry_bound() RETURNS timestamptz
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT CASE WHEN d OPERATOR(pg_catalog.>) 0 THEN pg_catalog.now() OPERATOR(pg_catalog.+) pg_catalog.make_interval(days => d) END
+    SELECT LEAST(
+               CASE WHEN d OPERATOR(pg_catalog.>) 0 THEN pg_catalog.now() OPERATOR(pg_catalog.+) pg_catalog.make_interval(days => d) END,
+               CASE WHEN pg_catalog.current_setting('tenancy.api_key', true) OPERATOR(pg_catalog.<>) ''
+                    THEN (SELECT i.expires_at FROM tenancy.identity() i) END)
       FROM (SELECT CAST(coalesce(nullif(pg_catalog.current_setting('tenancy.api_key_max_lifetime', true), ''), '90')
                         AS integer) AS d) s
 $$;
@@ -257,6 +261,12 @@ BEGIN
         END IF;
         creator := tenancy._key_creator();
         bound := tenancy._key_expiry_bound();
+        -- A grace period keeps the old secret working; for a key another member made, that old
+        -- secret (which its maker holds) would outlive the maker's tie, which moves to the rotator.
+        IF grace > '0 seconds' AND key.creator_user_id IS DISTINCT FROM creator.user_id THEN
+            RAISE EXCEPTION 'a key made by someone else is rotated without grace' USING ERRCODE = '22023',
+                HINT = 'Rotate with grace => ''0 seconds'': the old secret is held by whoever made the key; members of tenancy_admin may give grace.';
+        END IF;
         key.creator_user_id := creator.user_id;
         key.creator_session_id := creator.session_id;
         IF bound IS NOT NULL AND (key.expires_at IS NULL OR key.expires_at > bound) THEN

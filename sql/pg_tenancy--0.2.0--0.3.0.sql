@@ -1,10 +1,10 @@
--- pg_tenancy 0.2.0 → 0.3.0. Every change to an SQL object since 0.2.0 is here, in the order it
--- was made; the upgrade test (scripts/upgrade-test) proves that 0.2.0 + this script has the same
--- catalog as a fresh 0.3.0 install.
+-- pg_tenancy 0.2.0 → 0.3.0. Every change to an SQL object since 0.2.0 is here; the upgrade test
+-- (scripts/upgrade-test) proves that 0.2.0 + this script has the same catalog as a fresh 0.3.0
+-- install. All of it is the hardening of issue 31.
 \echo Use "ALTER EXTENSION pg_tenancy UPDATE TO '0.3.0'" to load this file. \quit
 
--- Hardening (issue 31). Denials name the session user in `role` and the current user, when it
--- differs, in `acting_role`.
+-- Audit: denials name the session user in `role` and the current user, when it differs, in
+-- `acting_role`.
 ALTER TABLE tenancy.audit_log ADD COLUMN acting_role text;
 COMMENT ON COLUMN tenancy.audit_log.role IS 'the session user: who connected, whatever function or SET ROLE the denial was raised under';
 COMMENT ON COLUMN tenancy.audit_log.acting_role IS 'the current user when it was not the session user (a SECURITY DEFINER function''s owner, SET ROLE); NULL otherwise';
@@ -21,10 +21,6 @@ SELECT d.seq, d.at, d.reason, d.critical, d.pid,
   FROM tenancy._denials() d
   LEFT JOIN pg_catalog.pg_database db ON db.oid OPERATOR(pg_catalog.=) d.database_oid
   LEFT JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) d.role_oid;
-
--- Tokens without org_id identify nobody unless their issuer allows it.
-ALTER TABLE tenancy.issuers ADD COLUMN allow_no_organization boolean NOT NULL DEFAULT false;
-COMMENT ON COLUMN tenancy.issuers.allow_no_organization IS 'whether a token without org_id identifies a user (no workspace, no membership row); when false every identity function refuses it';
 
 -- The standby's batches: acting_role, and exp bounded as above.
 CREATE OR REPLACE FUNCTION tenancy.record_standby_denials(origin text, ring_started_at timestamptz, entries jsonb)
@@ -80,16 +76,188 @@ BEGIN
 END
 $$;
 
--- Event triggers never wait on a lock an ordinary role can take (issue 31): PUBLIC loses
--- table-level UPDATE and DELETE on the registry (either allowed LOCK TABLE … ACCESS EXCLUSIVE),
--- keeping column-level UPDATE for protect(); unprotect() forgets its row through a function.
+
+-- Tokens without org_id identify nobody unless their issuer allows it; issuers handed to the
+-- companion (it may replace only their keys). Issuers trusted before 0.3.0 are not handed over:
+-- an administrator marks those the companion keeps.
+ALTER TABLE tenancy.issuers ADD COLUMN allow_no_organization boolean NOT NULL DEFAULT false;
+ALTER TABLE tenancy.issuers ADD COLUMN sync_jwks_url text CHECK (sync_jwks_url ~ '^https?://');
+COMMENT ON COLUMN tenancy.issuers.allow_no_organization IS 'whether a token without org_id identifies a user (no workspace, no membership row); when false every identity function refuses it';
+COMMENT ON COLUMN tenancy.issuers.sync_jwks_url IS 'where pg-tenancy-sync fetches this issuer''s keys; NULL: the companion may not change them (tenancy.sync_set_jwks refuses)';
+
+-- Every change of an issuer's keys (an id added or removed, new material under a kept id) is
+-- recorded and alerts as critical.
+CREATE FUNCTION tenancy."_note_issuer_keys_changed"(
+	"issuer" TEXT, /* & str */
+	"added" TEXT[], /* Vec < String > */
+	"removed" TEXT[], /* Vec < String > */
+	"replaced" TEXT[], /* Vec < String > */
+	"via" TEXT /* & str */
+) RETURNS void
+STRICT VOLATILE PARALLEL RESTRICTED
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_note_issuer_keys_changed_wrapper';
+CREATE FUNCTION tenancy._key_changes(old_jwks jsonb, new_jwks jsonb,
+                                     OUT added text[], OUT removed text[], OUT replaced text[])
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+    WITH o AS (SELECT k OPERATOR(pg_catalog.->>) 'kid' AS kid, k FROM pg_catalog.jsonb_array_elements(coalesce(old_jwks OPERATOR(pg_catalog.->) 'keys', '[]')) k),
+         n AS (SELECT k OPERATOR(pg_catalog.->>) 'kid' AS kid, k FROM pg_catalog.jsonb_array_elements(coalesce(new_jwks OPERATOR(pg_catalog.->) 'keys', '[]')) k)
+    SELECT ARRAY(SELECT n.kid FROM n WHERE NOT EXISTS (SELECT FROM o WHERE o.kid OPERATOR(pg_catalog.=) n.kid) ORDER BY 1),
+           ARRAY(SELECT o.kid FROM o WHERE NOT EXISTS (SELECT FROM n WHERE n.kid OPERATOR(pg_catalog.=) o.kid) ORDER BY 1),
+           ARRAY(SELECT n.kid FROM n JOIN o ON o.kid OPERATOR(pg_catalog.=) n.kid WHERE n.k OPERATOR(pg_catalog.<>) o.k ORDER BY 1)
+$$;
+
+CREATE FUNCTION tenancy._record_key_changes(issuer text, old_jwks jsonb, new_jwks jsonb, via text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    c record;
+BEGIN
+    SELECT * INTO c FROM tenancy._key_changes(old_jwks, new_jwks);
+    IF c.added OPERATOR(pg_catalog.<>) '{}' OR c.removed OPERATOR(pg_catalog.<>) '{}' OR c.replaced OPERATOR(pg_catalog.<>) '{}' THEN
+        PERFORM tenancy._note_issuer_keys_changed(issuer, c.added, c.removed, c.replaced, via);
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION tenancy.set_jwks(issuer text, jwks jsonb)
+RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    allowed text[];
+    old_jwks jsonb;
+BEGIN
+    PERFORM tenancy._require_admin('replace an issuer''s keys');
+    SELECT i.algorithms, i.jwks INTO allowed, old_jwks FROM tenancy.issuers i WHERE i.issuer = set_jwks.issuer FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'issuer "%" is not trusted', issuer
+            USING ERRCODE = '22023', HINT = 'Add it with tenancy.add_issuer().';
+    END IF;
+    UPDATE tenancy.issuers i
+       SET jwks = set_jwks.jwks, key_ids = tenancy._vet_jwks(set_jwks.jwks, allowed), updated_at = now()
+     WHERE i.issuer = set_jwks.issuer;
+    PERFORM tenancy._record_key_changes(issuer, old_jwks, set_jwks.jwks, 'tenancy.set_jwks');
+END
+$$;
+
+REVOKE ALL ON FUNCTION tenancy._note_issuer_keys_changed(text, text[], text[], text[], text),
+    tenancy._record_key_changes(text, jsonb, jsonb, text) FROM PUBLIC;
+
+-- The companion: sync_set_jwks only for issuers handed to it; alert cursors belong to alert
+-- delivery's own role, keep their names and move only forward, never past the newest row.
+DO $alerts_role$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) 'tenancy_alerts') THEN
+        CREATE ROLE tenancy_alerts NOLOGIN;
+        COMMENT ON ROLE tenancy_alerts IS 'pg_tenancy: the rights of pg-tenancy-sync''s alert delivery (reads the audit log, moves its alert cursors)';
+    END IF;
+END
+$alerts_role$;
+GRANT SELECT (sync_jwks_url) ON tenancy.issuers TO tenancy_sync;
+GRANT SELECT, INSERT, UPDATE ON tenancy.sync_state TO tenancy_alerts;
+GRANT SELECT (id, ring_started_at, seq, at, reason, critical, pid, database, role, client_addr,
+              application_name, iss, sub, org_id, sid, kid, exp, alert, origin, acting_role)
+   ON tenancy.audit_log TO tenancy_alerts;
+CREATE OR REPLACE FUNCTION tenancy.sync_set_jwks(issuer text, jwks jsonb)
+RETURNS boolean LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    allowed text[];
+    current_keys jsonb;
+    managed_url text;
+BEGIN
+    IF NOT pg_catalog.pg_has_role(session_user, 'tenancy_sync', 'MEMBER')
+       AND NOT pg_catalog.pg_has_role(session_user, 'tenancy_admin', 'MEMBER') THEN
+        RAISE EXCEPTION 'permission denied to replace an issuer''s keys'
+            USING ERRCODE = '42501',
+                  HINT = 'Only members of tenancy_sync or tenancy_admin replace keys.';
+    END IF;
+    SELECT i.algorithms, i.jwks, i.sync_jwks_url INTO allowed, current_keys, managed_url
+      FROM tenancy.issuers i WHERE i.issuer OPERATOR(pg_catalog.=) sync_set_jwks.issuer FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'issuer "%" is not trusted', issuer
+            USING ERRCODE = '22023', HINT = 'An administrator trusts an issuer with tenancy.add_issuer().';
+    END IF;
+    IF managed_url IS NULL THEN
+        RAISE EXCEPTION 'issuer "%" is not managed by pg-tenancy-sync', issuer
+            USING ERRCODE = '42501',
+                  HINT = 'An administrator lets the companion keep its keys: UPDATE tenancy.issuers SET sync_jwks_url = ''<the JWKS URL>'' WHERE issuer = ….';
+    END IF;
+    IF current_keys OPERATOR(pg_catalog.=) jwks THEN
+        RETURN false;
+    END IF;
+    UPDATE tenancy.issuers i
+       SET jwks = sync_set_jwks.jwks, key_ids = tenancy._vet_jwks(sync_set_jwks.jwks, allowed), updated_at = pg_catalog.now()
+     WHERE i.issuer OPERATOR(pg_catalog.=) sync_set_jwks.issuer;
+    PERFORM tenancy._record_key_changes(issuer, current_keys, sync_set_jwks.jwks, 'tenancy.sync_set_jwks');
+    RETURN true;
+END
+$$;
+
+CREATE FUNCTION tenancy._check_alert_cursor() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    wanted bigint;
+    previous bigint;
+BEGIN
+    IF pg_catalog.pg_has_role(session_user, 'tenancy_admin', 'MEMBER') THEN
+        RETURN NEW;
+    END IF;
+    IF (pg_catalog.starts_with(NEW.name, 'alerts:')
+        OR (TG_OP OPERATOR(pg_catalog.=) 'UPDATE' AND pg_catalog.starts_with(OLD.name, 'alerts:')))
+       AND NOT pg_catalog.pg_has_role(session_user, 'tenancy_alerts', 'MEMBER') THEN
+        RAISE EXCEPTION 'only alert delivery (tenancy_alerts) moves alert cursors' USING ERRCODE = '42501',
+            HINT = 'Give pg-tenancy-sync''s alert delivery a login of its own, granted tenancy_alerts.';
+    END IF;
+    IF TG_OP OPERATOR(pg_catalog.=) 'UPDATE' AND NEW.name OPERATOR(pg_catalog.<>) OLD.name
+       AND (pg_catalog.starts_with(NEW.name, 'alerts:') OR pg_catalog.starts_with(OLD.name, 'alerts:')) THEN
+        RAISE EXCEPTION 'alert cursor names cannot change' USING ERRCODE = '42501';
+    END IF;
+    IF NOT pg_catalog.starts_with(NEW.name, 'alerts:') THEN
+        RETURN NEW;
+    END IF;
+    BEGIN
+        IF pg_catalog.jsonb_typeof(CAST(NEW.value AS pg_catalog.jsonb) OPERATOR(pg_catalog.->) 'id') OPERATOR(pg_catalog.=) 'number' THEN
+            wanted := CAST(CAST(NEW.value AS pg_catalog.jsonb) OPERATOR(pg_catalog.->>) 'id' AS bigint);
+        END IF;
+    EXCEPTION WHEN OTHERS THEN
+        wanted := NULL;
+    END;
+    IF wanted IS NULL OR wanted OPERATOR(pg_catalog.<) 0 THEN
+        RAISE EXCEPTION 'alert cursor % must be {"id": <audit row id>}', NEW.name USING ERRCODE = '22023';
+    END IF;
+    IF TG_OP OPERATOR(pg_catalog.=) 'UPDATE' THEN
+        BEGIN
+            previous := CAST(CAST(OLD.value AS pg_catalog.jsonb) OPERATOR(pg_catalog.->>) 'id' AS bigint);
+        EXCEPTION WHEN OTHERS THEN
+            previous := NULL;
+        END;
+        IF wanted OPERATOR(pg_catalog.<) previous THEN
+            RAISE EXCEPTION 'alert cursor % may only move forward (from % to %)', NEW.name, previous, wanted
+                USING ERRCODE = '42501', HINT = 'A member of tenancy_admin may move it back.';
+        END IF;
+    END IF;
+    IF wanted OPERATOR(pg_catalog.>) 0 AND to_regclass('tenancy.audit_log') IS NOT NULL
+       AND NOT EXISTS (SELECT FROM tenancy.audit_log l WHERE l.id OPERATOR(pg_catalog.=) wanted)
+       AND wanted OPERATOR(pg_catalog.>) coalesce((SELECT pg_catalog.max(l.id) FROM tenancy.audit_log l), 0) THEN
+        RAISE EXCEPTION 'alert cursor % may not move past the newest audit row', NEW.name
+            USING ERRCODE = '42501', HINT = 'A member of tenancy_admin may move it anywhere.';
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+CREATE TRIGGER check_alert_cursor BEFORE INSERT OR UPDATE ON tenancy.sync_state
+    FOR EACH ROW EXECUTE FUNCTION tenancy._check_alert_cursor();
+REVOKE ALL ON FUNCTION tenancy._check_alert_cursor() FROM PUBLIC;
+
+-- Event triggers never wait on a lock an ordinary role can take: PUBLIC loses table-level UPDATE
+-- and DELETE on the registry (either allowed LOCK TABLE … ACCESS EXCLUSIVE), keeping
+-- column-level UPDATE for protect(); unprotect() forgets its row through a function; a stale row
+-- is never adopted by another table; a remembered default is restored as the table's owner.
 REVOKE UPDATE, DELETE ON tenancy.protections FROM PUBLIC;
 GRANT UPDATE (workspace_column, user_column, write_permission, enabled_rls, forced_rls, set_default,
               previous_default, protected_at, protected_by) ON tenancy.protections TO PUBLIC;
 GRANT DELETE ON tenancy.protections TO tenancy_admin;
-
 CREATE FUNCTION tenancy._forget_unprotected(schema_name text, table_name text) RETURNS boolean
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET lock_timeout = '5s' AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET lock_timeout = '1s' AS $$
 DECLARE
     rel oid := to_regclass(format('%I.%I', schema_name, table_name));
 BEGIN
@@ -100,6 +268,195 @@ BEGIN
      WHERE r.schema_name OPERATOR(pg_catalog.=) _forget_unprotected.schema_name
        AND r.table_name OPERATOR(pg_catalog.=) _forget_unprotected.table_name;
     RETURN FOUND;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION tenancy._restore_default(rel oid, col text, previous text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    typ oid := tenancy._column_type(rel, col);
+    current_default text;
+    owner_name text := (SELECT pg_catalog.pg_get_userbyid(k.relowner) FROM pg_class k WHERE k.oid OPERATOR(pg_catalog.=) rel);
+    saved_role text := pg_catalog.current_setting('role');
+BEGIN
+    IF typ IS NULL THEN
+        RETURN;
+    END IF;
+    SELECT pg_get_expr(d.adbin, d.adrelid) INTO current_default FROM pg_attrdef d
+      JOIN pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) d.adrelid AND a.attnum OPERATOR(pg_catalog.=) d.adnum
+     WHERE d.adrelid OPERATOR(pg_catalog.=) rel AND a.attname OPERATOR(pg_catalog.=) col;
+    IF current_default IS DISTINCT FROM tenancy._identity_expr('workspace_id', typ) THEN
+        RETURN;
+    END IF;
+    IF previous IS NULL THEN
+        EXECUTE format('ALTER TABLE %s ALTER COLUMN %I DROP DEFAULT', rel::regclass, col);
+    ELSE
+        PERFORM pg_catalog.set_config('role', owner_name, true);
+        EXECUTE format('ALTER TABLE %s ALTER COLUMN %I SET DEFAULT %s', rel::regclass, col, previous);
+        PERFORM pg_catalog.set_config('role', saved_role, true);
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION tenancy._protect_one(rel oid, ws_col text, user_col text, permission text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    c record;
+    reg tenancy.protections;
+    registered boolean;
+    p record;
+    ws_type oid;
+    ws_attnum int2;
+    ours text;
+    current_default text;
+    enabled boolean;
+    forced boolean;
+    defaulted boolean;
+    previous text;
+    refusal text;
+BEGIN
+    PERFORM tenancy._require_owner(rel);
+    PERFORM tenancy._check_column(rel, ws_col, 'workspace column');
+    IF user_col IS NOT NULL THEN
+        PERFORM tenancy._check_column(rel, user_col, 'user column');
+    END IF;
+    SELECT n.nspname, k.relname, k.relrowsecurity, k.relforcerowsecurity INTO c
+      FROM pg_class k JOIN pg_namespace n ON n.oid OPERATOR(pg_catalog.=) k.relnamespace
+     WHERE k.oid OPERATOR(pg_catalog.=) rel;
+    -- Serializes protect and unprotect of one table without blocking reads and writes, and
+    -- without writing anything (a second protect must leave no trace, not even a row lock).
+    EXECUTE format('LOCK TABLE %s IN SHARE UPDATE EXCLUSIVE MODE', rel::regclass);
+    SELECT * INTO reg FROM tenancy.protections r
+     WHERE r.schema_name OPERATOR(pg_catalog.=) c.nspname AND r.table_name OPERATOR(pg_catalog.=) c.relname;
+    registered := FOUND;
+    -- A row for this name whose table carries none of pg_tenancy's policies describes some other
+    -- table (renamed or dropped while the event triggers could not follow, or one that lost its
+    -- policies): it is forgotten, never adopted. Adopting it once ran another role's recorded
+    -- default on this table.
+    IF registered AND NOT EXISTS (SELECT FROM tenancy._live_policies(rel)) THEN
+        PERFORM tenancy._forget_unprotected(c.nspname, c.relname);
+        reg := NULL;
+        registered := false;
+    END IF;
+
+    -- Row-level security on, and forced so that the owner is filtered too.
+    enabled := coalesce(reg.enabled_rls, false);
+    forced := coalesce(reg.forced_rls, false);
+    IF NOT c.relrowsecurity THEN
+        EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', rel::regclass);
+        enabled := true;
+    END IF;
+    IF NOT c.relforcerowsecurity THEN
+        EXECUTE format('ALTER TABLE %s FORCE ROW LEVEL SECURITY', rel::regclass);
+        forced := true;
+    END IF;
+
+    -- Policies: drop ours that differ from the spec, create the missing ones.
+    FOR p IN SELECT l.policy_name FROM tenancy._live_policies(rel) l
+              WHERE NOT l.to_public
+                 OR NOT EXISTS (SELECT FROM tenancy._policy_spec(rel, ws_col, user_col, permission) s
+                                 WHERE (s.policy_name, s.permissive, s.command, s.qual, s.with_check)
+                                       IS NOT DISTINCT FROM (l.policy_name, l.permissive, l.command, l.qual, l.with_check))
+    LOOP
+        EXECUTE format('DROP POLICY %I ON %s', p.policy_name, rel::regclass);
+    END LOOP;
+    FOR p IN SELECT s.* FROM tenancy._policy_spec(rel, ws_col, user_col, permission) s
+              WHERE s.policy_name NOT IN (SELECT l.policy_name FROM tenancy._live_policies(rel) l)
+    LOOP
+        EXECUTE format('CREATE POLICY %I ON %s AS %s FOR %s TO PUBLIC%s%s', p.policy_name, rel::regclass,
+                       CASE WHEN p.permissive THEN 'PERMISSIVE' ELSE 'RESTRICTIVE' END,
+                       CASE p.command WHEN '*' THEN 'ALL' WHEN 'a' THEN 'INSERT' WHEN 'w' THEN 'UPDATE'
+                                      WHEN 'd' THEN 'DELETE' END,
+                       ' USING (' OPERATOR(pg_catalog.||) p.qual OPERATOR(pg_catalog.||) ')',
+                       ' WITH CHECK (' OPERATOR(pg_catalog.||) p.with_check OPERATOR(pg_catalog.||) ')');
+    END LOOP;
+    IF NOT EXISTS (SELECT FROM pg_policy pol JOIN pg_description d
+                     ON d.objoid OPERATOR(pg_catalog.=) pol.oid
+                    AND d.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_policy'::regclass
+                    AND d.objsubid OPERATOR(pg_catalog.=) 0
+                  WHERE pol.polrelid OPERATOR(pg_catalog.=) rel AND pol.polname OPERATOR(pg_catalog.=) 'tenancy_workspace'
+                    AND d.description OPERATOR(pg_catalog.=) tenancy._registry_mark(c.nspname, c.relname)) THEN
+        EXECUTE format('COMMENT ON POLICY tenancy_workspace ON %s IS %L', rel::regclass,
+                       tenancy._registry_mark(c.nspname, c.relname));
+    END IF;
+
+    -- Permissive policies of others are OR-ed with ours: say so now (tenancy.coverage lists them too).
+    FOR p IN SELECT pol.polname FROM pg_policy pol
+              WHERE pol.polrelid OPERATOR(pg_catalog.=) rel AND pol.polpermissive
+                AND pol.polname NOT IN ('tenancy_workspace', 'tenancy_write_insert', 'tenancy_write_update', 'tenancy_write_delete')
+              ORDER BY pol.polname
+    LOOP
+        RAISE WARNING 'table % has permissive policy "%" that pg_tenancy did not write', rel::regclass, p.polname
+            USING DETAIL = 'Permissive policies are OR-ed together: it widens what the workspace policy allows.',
+                  HINT = 'Drop it, or recreate it AS RESTRICTIVE.';
+    END LOOP;
+
+    -- The workspace column defaults to the caller's workspace; remember what it replaced.
+    defaulted := coalesce(reg.set_default, false);
+    previous := reg.previous_default;
+    IF registered AND reg.workspace_column OPERATOR(pg_catalog.<>) ws_col THEN
+        IF reg.set_default THEN
+            PERFORM tenancy._restore_default(rel, reg.workspace_column, reg.previous_default);
+        END IF;
+        defaulted := false;
+        previous := NULL;
+    END IF;
+    SELECT a.atttypid, a.attnum INTO ws_type, ws_attnum FROM pg_attribute a
+     WHERE a.attrelid OPERATOR(pg_catalog.=) rel AND a.attname OPERATOR(pg_catalog.=) ws_col;
+    ours := tenancy._identity_expr('workspace_id', ws_type);
+    SELECT pg_get_expr(d.adbin, d.adrelid) INTO current_default FROM pg_attrdef d
+     WHERE d.adrelid OPERATOR(pg_catalog.=) rel AND d.adnum OPERATOR(pg_catalog.=) ws_attnum;
+    IF current_default IS DISTINCT FROM ours THEN
+        BEGIN
+            EXECUTE format('ALTER TABLE %s ALTER COLUMN %I SET DEFAULT %s', rel::regclass, ws_col, ours);
+        EXCEPTION WHEN feature_not_supported THEN
+            -- Citus refuses ALTER TABLE on a distributed table's distribution column.
+            GET STACKED DIAGNOSTICS refusal = MESSAGE_TEXT;
+            RAISE EXCEPTION '%', refusal USING ERRCODE = 'feature_not_supported',
+                HINT = 'On Citus, protect a table before create_distributed_table(), and name its workspace column in every INSERT (docs/scale-out.md).';
+        END;
+        IF NOT defaulted OR current_default !~ '^\(?tenancy\.workspace_id\(\)' THEN
+            previous := current_default;
+        END IF;
+        defaulted := true;
+    END IF;
+
+    -- Every statement filters on the workspace column: it wants an index.
+    IF NOT EXISTS (SELECT FROM pg_index i
+                    WHERE i.indrelid OPERATOR(pg_catalog.=) rel AND i.indkey[0] OPERATOR(pg_catalog.=) ws_attnum
+                      AND i.indpred IS NULL) THEN
+        RAISE WARNING 'no index on table % leads with column "%"', rel::regclass, ws_col
+            USING DETAIL = 'Every query on a protected table filters on its workspace column.',
+                  HINT = format('CREATE INDEX ON %s (%I);', rel::regclass, ws_col);
+    END IF;
+
+    -- A subscription applying into the table as a role its row-level security now applies to
+    -- would be refused by PostgreSQL (tenancy.coverage: subscription_refused).
+    FOR p IN SELECT st.subscription, r.rolname
+               FROM tenancy._subscription_targets() st
+               JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) st.apply_role
+              WHERE st.rel OPERATOR(pg_catalog.=) _protect_one.rel AND NOT (r.rolsuper OR r.rolbypassrls)
+    LOOP
+        RAISE WARNING 'subscription "%" applies changes into % as role "%", to which its row-level security now applies: PostgreSQL will refuse them',
+                      p.subscription, rel::regclass, p.rolname
+            USING HINT = 'Let the subscription run as an owner that bypasses row-level security: see the subscription_refused finding of tenancy.coverage.';
+    END LOOP;
+
+    -- The registry row, written only when something changed (ON CONFLICT would lock the row
+    -- even when it changes nothing).
+    IF NOT registered THEN
+        INSERT INTO tenancy.protections (schema_name, table_name, workspace_column, user_column, write_permission,
+                                         enabled_rls, forced_rls, set_default, previous_default)
+        VALUES (c.nspname, c.relname, ws_col, user_col, permission, enabled, forced, defaulted, previous);
+    ELSIF (reg.workspace_column, reg.user_column, reg.write_permission, reg.enabled_rls, reg.forced_rls,
+           reg.set_default, reg.previous_default) IS DISTINCT FROM
+          (ws_col, user_col, permission, enabled, forced, defaulted, previous) THEN
+        UPDATE tenancy.protections r
+           SET workspace_column = ws_col, user_column = user_col, write_permission = permission,
+               enabled_rls = enabled, forced_rls = forced, set_default = defaulted,
+               previous_default = previous, protected_at = now(), protected_by = current_user
+         WHERE r.schema_name OPERATOR(pg_catalog.=) c.nspname AND r.table_name OPERATOR(pg_catalog.=) c.relname;
+    END IF;
 END
 $$;
 
@@ -146,7 +503,7 @@ END
 $$;
 
 CREATE OR REPLACE FUNCTION tenancy._follow_renames() RETURNS event_trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET lock_timeout = '5s' AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET lock_timeout = '1s' AS $$
 DECLARE
     m record;
 BEGIN
@@ -188,23 +545,38 @@ END
 $$;
 
 CREATE OR REPLACE FUNCTION tenancy._forget_dropped() RETURNS event_trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET lock_timeout = '5s' AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET lock_timeout = '1s' AS $$
 BEGIN
     IF to_regclass('tenancy.protections') IS NULL THEN
         RETURN;
     END IF;
-    DELETE FROM tenancy.protections r USING pg_event_trigger_dropped_objects() d
-     WHERE d.object_type OPERATOR(pg_catalog.=) 'table' AND NOT d.is_temporary
-       AND r.schema_name OPERATOR(pg_catalog.=) d.schema_name AND r.table_name OPERATOR(pg_catalog.=) d.object_name;
+    -- A registry row some role keeps locked is left (and reported stale by tenancy.coverage):
+    -- the DROP itself must not fail because of it. A stale row is never adopted by a new table.
+    BEGIN
+        DELETE FROM tenancy.protections r USING pg_event_trigger_dropped_objects() d
+         WHERE d.object_type OPERATOR(pg_catalog.=) 'table' AND NOT d.is_temporary
+           AND r.schema_name OPERATOR(pg_catalog.=) d.schema_name AND r.table_name OPERATOR(pg_catalog.=) d.object_name;
+    EXCEPTION WHEN lock_not_available THEN
+        RAISE WARNING 'pg_tenancy could not forget the registry rows of the dropped tables: a lock was not available'
+            USING HINT = 'tenancy.coverage lists them as stale_registry_row, with the statement that removes them.';
+    END;
 END
 $$;
 
 
--- Keys end with what made them (issue 31): the session of the token that made or last rotated a
--- key disables it when revoked; keys made by identities live at most tenancy.api_key_max_lifetime
--- days; rotating ties the key to the rotator.
+-- API keys end with what made them: the session of the token that made or last rotated a key
+-- disables it when revoked; keys made by identities live at most tenancy.api_key_max_lifetime days
+-- and no longer than the key that made them; rotating ties the key to the rotator (without grace
+-- for a key someone else made). The API-key functions record their refusals themselves
+-- (tenancy._deny_admin) instead of the audit recognising their words.
 ALTER TABLE tenancy._api_key_store ADD COLUMN creator_session_id text;
-
+CREATE FUNCTION tenancy."_deny_admin"(
+	"message" TEXT, /* & str */
+	"hint" TEXT /* Option < & str > */
+) RETURNS void
+VOLATILE PARALLEL RESTRICTED
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_deny_admin_wrapper';
 CREATE FUNCTION tenancy._key_creator(OUT user_id text, OUT session_id text)
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
@@ -221,130 +593,13 @@ $$;
 
 CREATE FUNCTION tenancy._key_expiry_bound() RETURNS timestamptz
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT CASE WHEN d OPERATOR(pg_catalog.>) 0 THEN pg_catalog.now() OPERATOR(pg_catalog.+) pg_catalog.make_interval(days => d) END
+    SELECT LEAST(
+               CASE WHEN d OPERATOR(pg_catalog.>) 0 THEN pg_catalog.now() OPERATOR(pg_catalog.+) pg_catalog.make_interval(days => d) END,
+               CASE WHEN pg_catalog.current_setting('tenancy.api_key', true) OPERATOR(pg_catalog.<>) ''
+                    THEN (SELECT i.expires_at FROM tenancy.identity() i) END)
       FROM (SELECT CAST(coalesce(nullif(pg_catalog.current_setting('tenancy.api_key_max_lifetime', true), ''), '90')
                         AS integer) AS d) s
 $$;
-
-CREATE OR REPLACE FUNCTION tenancy.create_api_key(workspace_id text, name text, role text DEFAULT NULL,
-                                       permissions text[] DEFAULT '{}',
-                                       expires_at timestamptz DEFAULT NULL, user_id text DEFAULT NULL)
-RETURNS text LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-#variable_conflict use_variable
-DECLARE
-    manager text;
-    excess text;
-    creator_user text;
-    creator_session text;
-    bound timestamptz;
-    minted record;
-BEGIN
-    manager := tenancy._key_manager(workspace_id, 'create an api key');
-    IF name IS NULL OR name = '' THEN
-        RAISE EXCEPTION 'api key name must not be empty' USING ERRCODE = '22023';
-    END IF;
-    IF NOT EXISTS (SELECT FROM tenancy.workspaces w WHERE w.workspace_id = workspace_id) THEN
-        RAISE EXCEPTION 'workspace "%" does not exist', workspace_id USING ERRCODE = '22023',
-            HINT = 'Add it to tenancy.workspaces first.';
-    END IF;
-    IF expires_at IS NOT NULL AND expires_at <= now() THEN
-        RAISE EXCEPTION 'expires_at must be in the future' USING ERRCODE = '22023';
-    END IF;
-    IF manager = 'identity' THEN
-        excess := tenancy._beyond_identity(role, permissions, user_id);
-        IF excess IS NOT NULL THEN
-            RAISE EXCEPTION 'permission denied to create an api key beyond its creator''s rights: %', excess
-                USING ERRCODE = '42501',
-                      HINT = 'An identity creates keys with at most its own permissions, its own role or none, and its own user or none; members of tenancy_admin create any key.';
-        END IF;
-        -- A key made by a key inherits that key's member and session (none, for an
-        -- administrator's key).
-        SELECT c.user_id, c.session_id INTO creator_user, creator_session FROM tenancy._key_creator() c;
-        bound := tenancy._key_expiry_bound();
-        IF bound IS NOT NULL AND expires_at IS NULL THEN
-            expires_at := bound;
-        ELSIF bound IS NOT NULL AND expires_at > bound THEN
-            RAISE EXCEPTION 'expires_at is beyond the longest lifetime of a key made by an identity (tenancy.api_key_max_lifetime = % days)',
-                            pg_catalog.current_setting('tenancy.api_key_max_lifetime', true)
-                USING ERRCODE = '22023',
-                      HINT = 'Choose an earlier expires_at, or leave it out to get the longest; members of tenancy_admin make keys without this bound.';
-        END IF;
-    END IF;
-    IF user_id IS NOT NULL AND NOT EXISTS (SELECT FROM tenancy.members m
-                                            WHERE m.workspace_id = workspace_id AND m.user_id = user_id) THEN
-        RAISE EXCEPTION 'user "%" is not a member of workspace "%"', user_id, workspace_id
-            USING ERRCODE = '22023';
-    END IF;
-    SELECT * INTO minted FROM tenancy._mint_api_key();
-    INSERT INTO tenancy._api_key_store (workspace_id, name, key_prefix, digest, role, permissions,
-                                        user_id, expires_at, created_by_identity, creator_user_id,
-                                        creator_session_id)
-    VALUES (workspace_id, name, minted.display, minted.digest, role, coalesce(permissions, '{}'),
-            user_id, expires_at, tenancy._key_actor(manager), creator_user, creator_session);
-    RETURN minted.secret;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION tenancy.rotate_api_key(id uuid, grace interval DEFAULT '0 seconds')
-RETURNS text LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-#variable_conflict use_variable
-DECLARE
-    key record;
-    manager text;
-    excess text;
-    creator record;
-    bound timestamptz;
-    minted record;
-BEGIN
-    SELECT k.workspace_id, k.role, k.permissions, k.user_id, k.expires_at, k.creator_user_id, k.creator_session_id INTO key
-      FROM tenancy._api_key_store k WHERE k.id = id AND k.revoked_at IS NULL;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'api key % does not exist or is revoked', id USING ERRCODE = '22023';
-    END IF;
-    manager := tenancy._key_manager(key.workspace_id, 'rotate an api key');
-    IF grace IS NULL OR grace < '0 seconds' OR grace > '30 days' THEN
-        RAISE EXCEPTION 'grace must be between 0 seconds and 30 days' USING ERRCODE = '22023';
-    END IF;
-    IF manager = 'identity' THEN
-        excess := tenancy._beyond_identity(key.role, key.permissions, key.user_id);
-        IF excess IS NOT NULL THEN
-            RAISE EXCEPTION 'permission denied to rotate api key %: it carries more than the identity (%)', id, excess
-                USING ERRCODE = '42501',
-                      HINT = 'An identity rotates only keys within its own rights; members of tenancy_admin rotate any key.';
-        END IF;
-        creator := tenancy._key_creator();
-        bound := tenancy._key_expiry_bound();
-        key.creator_user_id := creator.user_id;
-        key.creator_session_id := creator.session_id;
-        IF bound IS NOT NULL AND (key.expires_at IS NULL OR key.expires_at > bound) THEN
-            key.expires_at := bound;
-        END IF;
-    END IF;
-    SELECT * INTO minted FROM tenancy._mint_api_key();
-    UPDATE tenancy._api_key_store k
-       SET previous_digest = CASE WHEN grace > '0 seconds' THEN k.digest END,
-           previous_valid_until = CASE WHEN grace > '0 seconds' THEN now() + grace END,
-           digest = minted.digest, key_prefix = minted.display,
-           rotated_at = now(), rotated_by = tenancy._key_actor(manager),
-           creator_user_id = key.creator_user_id, creator_session_id = key.creator_session_id,
-           expires_at = key.expires_at
-     WHERE k.id = id;
-    RETURN minted.secret;
-END
-$$;
-
-REVOKE ALL ON FUNCTION tenancy._key_creator(), tenancy._key_expiry_bound() FROM PUBLIC;
-
--- Classification by origin (issue 31): the API-key functions record their refusals themselves,
--- through tenancy._deny_admin, instead of the audit recognising their words.
-CREATE FUNCTION tenancy."_deny_admin"(
-	"message" TEXT, /* & str */
-	"hint" TEXT /* Option < & str > */
-) RETURNS void
-VOLATILE PARALLEL RESTRICTED
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_deny_admin_wrapper';
-REVOKE ALL ON FUNCTION tenancy._deny_admin(text, text) FROM PUBLIC;
 
 CREATE OR REPLACE FUNCTION tenancy._key_manager(workspace text, action text) RETURNS text
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
@@ -478,6 +733,12 @@ BEGIN
         END IF;
         creator := tenancy._key_creator();
         bound := tenancy._key_expiry_bound();
+        -- A grace period keeps the old secret working; for a key another member made, that old
+        -- secret (which its maker holds) would outlive the maker's tie, which moves to the rotator.
+        IF grace > '0 seconds' AND key.creator_user_id IS DISTINCT FROM creator.user_id THEN
+            RAISE EXCEPTION 'a key made by someone else is rotated without grace' USING ERRCODE = '22023',
+                HINT = 'Rotate with grace => ''0 seconds'': the old secret is held by whoever made the key; members of tenancy_admin may give grace.';
+        END IF;
         key.creator_user_id := creator.user_id;
         key.creator_session_id := creator.session_id;
         IF bound IS NOT NULL AND (key.expires_at IS NULL OR key.expires_at > bound) THEN
@@ -497,132 +758,4 @@ BEGIN
 END
 $$;
 
-
--- The companion cannot add keys silently or hide alerts (issue 31): it replaces the keys only of
--- issuers an administrator marked (sync_jwks_url); every change of an issuer's key ids is
--- recorded with the ids added and removed and alerts as critical; alert cursors move only forward
--- and never past the newest audit row. Issuers trusted before 0.3.0 are not marked: an
--- administrator marks those the companion keeps.
-ALTER TABLE tenancy.issuers ADD COLUMN sync_jwks_url text CHECK (sync_jwks_url ~ '^https?://');
-COMMENT ON COLUMN tenancy.issuers.sync_jwks_url IS 'where pg-tenancy-sync fetches this issuer''s keys; NULL: the companion may not change them (tenancy.sync_set_jwks refuses)';
-GRANT SELECT (sync_jwks_url) ON tenancy.issuers TO tenancy_sync;
-CREATE FUNCTION tenancy."_note_issuer_keys_changed"(
-	"issuer" TEXT, /* & str */
-	"added" TEXT[], /* Vec < String > */
-	"removed" TEXT[], /* Vec < String > */
-	"via" TEXT /* & str */
-) RETURNS void
-STRICT VOLATILE PARALLEL RESTRICTED
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_note_issuer_keys_changed_wrapper';
-REVOKE ALL ON FUNCTION tenancy._note_issuer_keys_changed(text, text[], text[], text) FROM PUBLIC;
-CREATE OR REPLACE FUNCTION tenancy.set_jwks(issuer text, jwks jsonb)
-RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    allowed text[];
-    old_ids text[];
-    new_ids text[];
-BEGIN
-    PERFORM tenancy._require_admin('replace an issuer''s keys');
-    SELECT i.algorithms, i.key_ids INTO allowed, old_ids FROM tenancy.issuers i WHERE i.issuer = set_jwks.issuer FOR UPDATE;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'issuer "%" is not trusted', issuer
-            USING ERRCODE = '22023', HINT = 'Add it with tenancy.add_issuer().';
-    END IF;
-    new_ids := tenancy._vet_jwks(set_jwks.jwks, allowed);
-    UPDATE tenancy.issuers i
-       SET jwks = set_jwks.jwks, key_ids = new_ids, updated_at = now()
-     WHERE i.issuer = set_jwks.issuer;
-    IF NOT (old_ids @> new_ids AND new_ids @> old_ids) THEN
-        PERFORM tenancy._note_issuer_keys_changed(issuer,
-            ARRAY(SELECT k FROM unnest(new_ids) k EXCEPT SELECT k FROM unnest(old_ids) k ORDER BY 1),
-            ARRAY(SELECT k FROM unnest(old_ids) k EXCEPT SELECT k FROM unnest(new_ids) k ORDER BY 1),
-            'tenancy.set_jwks');
-    END IF;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION tenancy.sync_set_jwks(issuer text, jwks jsonb)
-RETURNS boolean LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    allowed text[];
-    current_keys jsonb;
-    managed_url text;
-    old_ids text[];
-    new_ids text[];
-BEGIN
-    IF NOT pg_catalog.pg_has_role(session_user, 'tenancy_sync', 'MEMBER')
-       AND NOT pg_catalog.pg_has_role(session_user, 'tenancy_admin', 'MEMBER') THEN
-        RAISE EXCEPTION 'permission denied to replace an issuer''s keys'
-            USING ERRCODE = '42501',
-                  HINT = 'Only members of tenancy_sync or tenancy_admin replace keys.';
-    END IF;
-    SELECT i.algorithms, i.jwks, i.sync_jwks_url, i.key_ids INTO allowed, current_keys, managed_url, old_ids
-      FROM tenancy.issuers i WHERE i.issuer OPERATOR(pg_catalog.=) sync_set_jwks.issuer FOR UPDATE;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'issuer "%" is not trusted', issuer
-            USING ERRCODE = '22023', HINT = 'An administrator trusts an issuer with tenancy.add_issuer().';
-    END IF;
-    IF managed_url IS NULL THEN
-        RAISE EXCEPTION 'issuer "%" is not managed by pg-tenancy-sync', issuer
-            USING ERRCODE = '42501',
-                  HINT = 'An administrator lets the companion keep its keys: UPDATE tenancy.issuers SET sync_jwks_url = ''<the JWKS URL>'' WHERE issuer = ….';
-    END IF;
-    IF current_keys OPERATOR(pg_catalog.=) jwks THEN
-        RETURN false;
-    END IF;
-    new_ids := tenancy._vet_jwks(sync_set_jwks.jwks, allowed);
-    UPDATE tenancy.issuers i
-       SET jwks = sync_set_jwks.jwks, key_ids = new_ids, updated_at = pg_catalog.now()
-     WHERE i.issuer OPERATOR(pg_catalog.=) sync_set_jwks.issuer;
-    IF NOT (old_ids OPERATOR(pg_catalog.@>) new_ids AND new_ids OPERATOR(pg_catalog.@>) old_ids) THEN
-        PERFORM tenancy._note_issuer_keys_changed(issuer,
-            ARRAY(SELECT k FROM pg_catalog.unnest(new_ids) k EXCEPT SELECT k FROM pg_catalog.unnest(old_ids) k ORDER BY 1),
-            ARRAY(SELECT k FROM pg_catalog.unnest(old_ids) k EXCEPT SELECT k FROM pg_catalog.unnest(new_ids) k ORDER BY 1),
-            'tenancy.sync_set_jwks');
-    END IF;
-    RETURN true;
-END
-$$;
-
-CREATE FUNCTION tenancy._check_alert_cursor() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    wanted bigint;
-    previous bigint;
-BEGIN
-    IF NOT pg_catalog.starts_with(NEW.name, 'alerts:') OR pg_catalog.pg_has_role(session_user, 'tenancy_admin', 'MEMBER') THEN
-        RETURN NEW;
-    END IF;
-    BEGIN
-        wanted := CAST(CAST(NEW.value AS pg_catalog.jsonb) OPERATOR(pg_catalog.->>) 'id' AS bigint);
-    EXCEPTION WHEN OTHERS THEN
-        wanted := NULL;
-    END;
-    IF wanted IS NULL OR wanted OPERATOR(pg_catalog.<) 0 THEN
-        RAISE EXCEPTION 'alert cursor % must be {"id": <audit row id>}', NEW.name USING ERRCODE = '22023';
-    END IF;
-    IF TG_OP OPERATOR(pg_catalog.=) 'UPDATE' THEN
-        BEGIN
-            previous := CAST(CAST(OLD.value AS pg_catalog.jsonb) OPERATOR(pg_catalog.->>) 'id' AS bigint);
-        EXCEPTION WHEN OTHERS THEN
-            previous := NULL;
-        END;
-        IF wanted OPERATOR(pg_catalog.<) previous THEN
-            RAISE EXCEPTION 'alert cursor % may only move forward (from % to %)', NEW.name, previous, wanted
-                USING ERRCODE = '42501', HINT = 'A member of tenancy_admin may move it back.';
-        END IF;
-    END IF;
-    IF wanted OPERATOR(pg_catalog.>) 0 AND to_regclass('tenancy.audit_log') IS NOT NULL
-       AND NOT EXISTS (SELECT FROM tenancy.audit_log l WHERE l.id OPERATOR(pg_catalog.=) wanted)
-       AND wanted OPERATOR(pg_catalog.>) coalesce((SELECT pg_catalog.max(l.id) FROM tenancy.audit_log l), 0) THEN
-        RAISE EXCEPTION 'alert cursor % may not move past the newest audit row', NEW.name
-            USING ERRCODE = '42501', HINT = 'A member of tenancy_admin may move it anywhere.';
-    END IF;
-    RETURN NEW;
-END
-$$;
-
-CREATE TRIGGER check_alert_cursor BEFORE INSERT OR UPDATE ON tenancy.sync_state
-    FOR EACH ROW EXECUTE FUNCTION tenancy._check_alert_cursor();
-REVOKE ALL ON FUNCTION tenancy._check_alert_cursor() FROM PUBLIC;
+REVOKE ALL ON FUNCTION tenancy._deny_admin(text, text), tenancy._key_creator(), tenancy._key_expiry_bound() FROM PUBLIC;

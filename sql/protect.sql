@@ -223,12 +223,17 @@ END
 $$;
 
 -- Restores the default protect replaced on column col of rel (or drops it), but only while the
--- column still carries protect's own default: a default changed since is left alone.
+-- column still carries protect's own default: a default changed since is left alone. The
+-- remembered default is text from the registry, which the table's owner can write: it runs as
+-- that owner (SET ROLE for the one statement), so whoever else calls unprotect (a superuser's
+-- maintenance) runs nothing with rights the owner does not have.
 CREATE FUNCTION tenancy._restore_default(rel oid, col text, previous text) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     typ oid := tenancy._column_type(rel, col);
     current_default text;
+    owner_name text := (SELECT pg_catalog.pg_get_userbyid(k.relowner) FROM pg_class k WHERE k.oid OPERATOR(pg_catalog.=) rel);
+    saved_role text := pg_catalog.current_setting('role');
 BEGIN
     IF typ IS NULL THEN
         RETURN;
@@ -242,7 +247,9 @@ BEGIN
     IF previous IS NULL THEN
         EXECUTE format('ALTER TABLE %s ALTER COLUMN %I DROP DEFAULT', rel::regclass, col);
     ELSE
+        PERFORM pg_catalog.set_config('role', owner_name, true);
         EXECUTE format('ALTER TABLE %s ALTER COLUMN %I SET DEFAULT %s', rel::regclass, col, previous);
+        PERFORM pg_catalog.set_config('role', saved_role, true);
     END IF;
 END
 $$;
@@ -281,6 +288,15 @@ BEGIN
     SELECT * INTO reg FROM tenancy.protections r
      WHERE r.schema_name OPERATOR(pg_catalog.=) c.nspname AND r.table_name OPERATOR(pg_catalog.=) c.relname;
     registered := FOUND;
+    -- A row for this name whose table carries none of pg_tenancy's policies describes some other
+    -- table (renamed or dropped while the event triggers could not follow, or one that lost its
+    -- policies): it is forgotten, never adopted. Adopting it once ran another role's recorded
+    -- default on this table.
+    IF registered AND NOT EXISTS (SELECT FROM tenancy._live_policies(rel)) THEN
+        PERFORM tenancy._forget_unprotected(c.nspname, c.relname);
+        reg := NULL;
+        registered := false;
+    END IF;
 
     -- Row-level security on, and forced so that the owner is filtered too.
     enabled := coalesce(reg.enabled_rls, false);
@@ -409,7 +425,7 @@ $$;
 -- call it, and it removes only a row that no longer describes a protection. Never waits on a
 -- lock a caller could hold: a registry row locked by someone else fails fast.
 CREATE FUNCTION tenancy._forget_unprotected(schema_name text, table_name text) RETURNS boolean
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET lock_timeout = '5s' AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET lock_timeout = '1s' AS $$
 DECLARE
     rel oid := to_regclass(format('%I.%I', schema_name, table_name));
 BEGIN
@@ -632,7 +648,7 @@ $$;
 -- lock it cannot take within lock_timeout is skipped with a warning (tenancy.coverage reports
 -- the stale row).
 CREATE FUNCTION tenancy._follow_renames() RETURNS event_trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET lock_timeout = '5s' AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET lock_timeout = '1s' AS $$
 DECLARE
     m record;
 BEGIN
@@ -676,14 +692,21 @@ $$;
 -- Event trigger (sql_drop): forgets the registry rows of dropped tables. Runs as the extension
 -- owner, since the row of a table that is gone no longer names an owner.
 CREATE FUNCTION tenancy._forget_dropped() RETURNS event_trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET lock_timeout = '5s' AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET lock_timeout = '1s' AS $$
 BEGIN
     IF to_regclass('tenancy.protections') IS NULL THEN
         RETURN;
     END IF;
-    DELETE FROM tenancy.protections r USING pg_event_trigger_dropped_objects() d
-     WHERE d.object_type OPERATOR(pg_catalog.=) 'table' AND NOT d.is_temporary
-       AND r.schema_name OPERATOR(pg_catalog.=) d.schema_name AND r.table_name OPERATOR(pg_catalog.=) d.object_name;
+    -- A registry row some role keeps locked is left (and reported stale by tenancy.coverage):
+    -- the DROP itself must not fail because of it. A stale row is never adopted by a new table.
+    BEGIN
+        DELETE FROM tenancy.protections r USING pg_event_trigger_dropped_objects() d
+         WHERE d.object_type OPERATOR(pg_catalog.=) 'table' AND NOT d.is_temporary
+           AND r.schema_name OPERATOR(pg_catalog.=) d.schema_name AND r.table_name OPERATOR(pg_catalog.=) d.object_name;
+    EXCEPTION WHEN lock_not_available THEN
+        RAISE WARNING 'pg_tenancy could not forget the registry rows of the dropped tables: a lock was not available'
+            USING HINT = 'tenancy.coverage lists them as stale_registry_row, with the statement that removes them.';
+    END;
 END
 $$;
 

@@ -11,6 +11,14 @@ BEGIN
         CREATE ROLE tenancy_sync NOLOGIN;
         COMMENT ON ROLE tenancy_sync IS 'pg_tenancy: the rights of pg-tenancy-sync (keeps keys, workspaces, members and revoked sessions in step with WorkOS)';
     END IF;
+    -- Alert delivery moves the cursors that say which audit rows reached the operations team. It
+    -- is a role of its own so that a stolen tenancy_sync login, which can change an issuer's keys,
+    -- cannot also acknowledge the critical alert that change raises: give alert delivery its own
+    -- login (PG_TENANCY_ALERT_DATABASE_URL).
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) 'tenancy_alerts') THEN
+        CREATE ROLE tenancy_alerts NOLOGIN;
+        COMMENT ON ROLE tenancy_alerts IS 'pg_tenancy: the rights of pg-tenancy-sync''s alert delivery (reads the audit log, moves its alert cursors)';
+    END IF;
 END
 $sync_role$;
 
@@ -60,8 +68,8 @@ SELECT pg_catalog.pg_extension_config_dump('tenancy.sync_log', '');
 -- Replaces the keys of an issuer already trusted, when they differ; returns whether they changed.
 -- Only for issuers an administrator marked as managed by the companion (tenancy.issuers.
 -- sync_jwks_url): a stolen companion login could otherwise add a key of its own to any trusted
--- issuer and sign tokens for every user. Every change of the key ids is recorded in the audit
--- trail with the ids added and removed and raises a critical alert. The keys pass the same policy
+-- issuer and sign tokens for every user. Every change of the keys (an id added or removed, or new
+-- key material under a kept id) is recorded in the audit trail and raises a critical alert. The keys pass the same policy
 -- as tenancy.set_jwks (tenancy._vet_jwks): a set that fails it raises and changes nothing.
 CREATE FUNCTION tenancy.sync_set_jwks(issuer text, jwks jsonb)
 RETURNS boolean LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -69,8 +77,6 @@ DECLARE
     allowed text[];
     current_keys jsonb;
     managed_url text;
-    old_ids text[];
-    new_ids text[];
 BEGIN
     IF NOT pg_catalog.pg_has_role(session_user, 'tenancy_sync', 'MEMBER')
        AND NOT pg_catalog.pg_has_role(session_user, 'tenancy_admin', 'MEMBER') THEN
@@ -78,7 +84,7 @@ BEGIN
             USING ERRCODE = '42501',
                   HINT = 'Only members of tenancy_sync or tenancy_admin replace keys.';
     END IF;
-    SELECT i.algorithms, i.jwks, i.sync_jwks_url, i.key_ids INTO allowed, current_keys, managed_url, old_ids
+    SELECT i.algorithms, i.jwks, i.sync_jwks_url INTO allowed, current_keys, managed_url
       FROM tenancy.issuers i WHERE i.issuer OPERATOR(pg_catalog.=) sync_set_jwks.issuer FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'issuer "%" is not trusted', issuer
@@ -92,34 +98,44 @@ BEGIN
     IF current_keys OPERATOR(pg_catalog.=) jwks THEN
         RETURN false;
     END IF;
-    new_ids := tenancy._vet_jwks(sync_set_jwks.jwks, allowed);
     UPDATE tenancy.issuers i
-       SET jwks = sync_set_jwks.jwks, key_ids = new_ids, updated_at = pg_catalog.now()
+       SET jwks = sync_set_jwks.jwks, key_ids = tenancy._vet_jwks(sync_set_jwks.jwks, allowed), updated_at = pg_catalog.now()
      WHERE i.issuer OPERATOR(pg_catalog.=) sync_set_jwks.issuer;
-    IF NOT (old_ids OPERATOR(pg_catalog.@>) new_ids AND new_ids OPERATOR(pg_catalog.@>) old_ids) THEN
-        PERFORM tenancy._note_issuer_keys_changed(issuer,
-            ARRAY(SELECT k FROM pg_catalog.unnest(new_ids) k EXCEPT SELECT k FROM pg_catalog.unnest(old_ids) k ORDER BY 1),
-            ARRAY(SELECT k FROM pg_catalog.unnest(old_ids) k EXCEPT SELECT k FROM pg_catalog.unnest(new_ids) k ORDER BY 1),
-            'tenancy.sync_set_jwks');
-    END IF;
+    PERFORM tenancy._record_key_changes(issuer, current_keys, sync_set_jwks.jwks, 'tenancy.sync_set_jwks');
     RETURN true;
 END
 $$;
 
--- Alert cursors ('alerts:<sink>', value {"id": N}) move only forward and only to a row of
--- tenancy.audit_log (or 0, before every row), unless an administrator moves them: a stolen
--- companion login cannot skip alerts by moving its cursors past them.
+-- Alert cursors ('alerts:<sink>', value {"id": N}) belong to alert delivery (tenancy_alerts), keep
+-- their names, and move only forward and never past the newest row of tenancy.audit_log (or stay
+-- at 0, before every row), unless an administrator moves them: a stolen companion login cannot
+-- skip alerts by moving a cursor past them.
 CREATE FUNCTION tenancy._check_alert_cursor() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     wanted bigint;
     previous bigint;
 BEGIN
-    IF NOT pg_catalog.starts_with(NEW.name, 'alerts:') OR pg_catalog.pg_has_role(session_user, 'tenancy_admin', 'MEMBER') THEN
+    IF pg_catalog.pg_has_role(session_user, 'tenancy_admin', 'MEMBER') THEN
+        RETURN NEW;
+    END IF;
+    IF (pg_catalog.starts_with(NEW.name, 'alerts:')
+        OR (TG_OP OPERATOR(pg_catalog.=) 'UPDATE' AND pg_catalog.starts_with(OLD.name, 'alerts:')))
+       AND NOT pg_catalog.pg_has_role(session_user, 'tenancy_alerts', 'MEMBER') THEN
+        RAISE EXCEPTION 'only alert delivery (tenancy_alerts) moves alert cursors' USING ERRCODE = '42501',
+            HINT = 'Give pg-tenancy-sync''s alert delivery a login of its own, granted tenancy_alerts.';
+    END IF;
+    IF TG_OP OPERATOR(pg_catalog.=) 'UPDATE' AND NEW.name OPERATOR(pg_catalog.<>) OLD.name
+       AND (pg_catalog.starts_with(NEW.name, 'alerts:') OR pg_catalog.starts_with(OLD.name, 'alerts:')) THEN
+        RAISE EXCEPTION 'alert cursor names cannot change' USING ERRCODE = '42501';
+    END IF;
+    IF NOT pg_catalog.starts_with(NEW.name, 'alerts:') THEN
         RETURN NEW;
     END IF;
     BEGIN
-        wanted := CAST(CAST(NEW.value AS pg_catalog.jsonb) OPERATOR(pg_catalog.->>) 'id' AS bigint);
+        IF pg_catalog.jsonb_typeof(CAST(NEW.value AS pg_catalog.jsonb) OPERATOR(pg_catalog.->) 'id') OPERATOR(pg_catalog.=) 'number' THEN
+            wanted := CAST(CAST(NEW.value AS pg_catalog.jsonb) OPERATOR(pg_catalog.->>) 'id' AS bigint);
+        END IF;
     EXCEPTION WHEN OTHERS THEN
         wanted := NULL;
     END;
@@ -159,9 +175,10 @@ GRANT SELECT, INSERT ON tenancy.revoked_sessions TO tenancy_sync;
 GRANT SELECT, INSERT, UPDATE ON tenancy.sync_state, tenancy.sync_objects TO tenancy_sync;
 GRANT SELECT, INSERT ON tenancy.sync_log TO tenancy_sync;
 GRANT SELECT ON tenancy.sync_state, tenancy.sync_objects, tenancy.sync_log TO tenancy_admin, tenancy_auditor;
+GRANT SELECT, INSERT, UPDATE ON tenancy.sync_state TO tenancy_alerts;
 
 -- Alert delivery (pg-tenancy-sync) follows tenancy.audit_log in the audit database: every column
 -- but the statement text and the free-form detail, so no payload it builds can carry either.
 GRANT SELECT (id, ring_started_at, seq, at, reason, critical, pid, database, role, client_addr,
               application_name, iss, sub, org_id, sid, kid, exp, alert, origin, acting_role)
-   ON tenancy.audit_log TO tenancy_sync;
+   ON tenancy.audit_log TO tenancy_sync, tenancy_alerts;

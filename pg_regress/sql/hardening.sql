@@ -67,6 +67,29 @@ COMMIT;
 \echo :LAST_ERROR_SQLSTATE
 FETCH 3 FROM c2;
 SELECT count(*) AS open_cursors FROM pg_cursors;
+-- The credential set and cleared again inside PL/pgSQL (no statement of its own: only the
+-- setting's assign hook sees it), the cursor fetched in between: still refused.
+RESET ROLE;
+CREATE FUNCTION hard_peek(tok text) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE r refcursor := 'c_peek'; rec record; x text;
+BEGIN
+    x := set_config('tenancy.token', tok, true);
+    FETCH r INTO rec;
+    x := set_config('tenancy.token', '', true);
+    RETURN rec.title;
+END $$;
+GRANT EXECUTE ON FUNCTION hard_peek(text) TO regress_hard_app;
+SET ROLE regress_hard_app;
+BEGIN;
+DECLARE c_peek CURSOR WITH HOLD FOR SELECT id, title FROM hard_docs ORDER BY id;
+SELECT hard_peek(:'alice') IS NOT NULL AS fetched;
+COMMIT;
+FETCH ALL FROM c_peek;
+SELECT count(*) AS held_cursors FROM pg_cursors;
+RESET ROLE;
+DROP FUNCTION hard_peek(text);
+SET ROLE regress_hard_app;
+
 -- The same with an API key for the transaction.
 BEGIN;
 DECLARE c3 CURSOR WITH HOLD FOR SELECT id, workspace_id FROM hard_docs ORDER BY id;
@@ -257,6 +280,79 @@ BEGIN;
 SELECT set_config('tenancy.token', :'nul', true) IS NOT NULL AS signed_in;
 ROLLBACK;
 RESET ROLE;
+
+-- Attack round after the hardening (docs/security.md). A registry row some role left behind is
+-- never adopted by another table, and a remembered default is restored as the table's owner: the
+-- owner wrote an injection into its own row's previous_default, which a superuser's unprotect
+-- once ran as the superuser (F1).
+SET ROLE regress_hard_owner;
+CREATE TABLE regress_hard.ledger (workspace_id text NOT NULL, amount int);
+SELECT tenancy.protect('regress_hard.ledger') IS NULL AS protected;
+UPDATE tenancy.protections SET set_default = true,
+       previous_default = $$NULL; ALTER ROLE regress_hard_owner SUPERUSER; SELECT NULL$$
+ WHERE schema_name = 'regress_hard' AND table_name = 'ledger';
+RESET ROLE;
+SELECT tenancy.unprotect('regress_hard.ledger');
+\echo :LAST_ERROR_SQLSTATE
+SELECT rolsuper FROM pg_roles WHERE rolname = 'regress_hard_owner';
+-- The owner drops the policy and renames the table away: the row stays behind, stale. A new
+-- table of that name, protected by a superuser, gets a row of its own.
+SET ROLE regress_hard_owner;
+DROP POLICY tenancy_workspace ON regress_hard.ledger;
+ALTER TABLE regress_hard.ledger RENAME TO ledger_gone;
+RESET ROLE;
+SELECT table_name, set_default, previous_default IS NOT NULL AS remembered FROM tenancy.protections
+ WHERE schema_name = 'regress_hard' AND table_name = 'ledger';
+CREATE TABLE regress_hard.ledger (workspace_id text NOT NULL, amount int);
+SELECT tenancy.protect('regress_hard.ledger') IS NULL AS protected;
+SELECT table_name, set_default, previous_default, protected_by FROM tenancy.protections
+ WHERE schema_name = 'regress_hard' AND table_name = 'ledger';
+SELECT tenancy.unprotect('regress_hard.ledger') IS NULL AS unprotected;
+SELECT rolsuper FROM pg_roles WHERE rolname = 'regress_hard_owner';
+DROP TABLE regress_hard.ledger, regress_hard.ledger_gone;
+
+-- New key material under a kept key id is a key change like a new id (F2): recorded as
+-- issuer_keys_changed with "~k1".
+SELECT tenancy.add_issuer('https://auth.test/hardening', '{"keys":[{"kty":"RSA","alg":"RS256","use":"sig","kid":"k1","n":"8Yl5yx_FOqDUwvVt7_qahxF0iwnq50-TAtYGtMcJMIYBYEDy53v3HQMmUmAx5Zj0s278KJESOF7CWszOZHKAkRHFsoAAtkG9HI9c6EuwRppqfS1UWLP-6arE465fQvrHqwFvp-PxeGbOmn4MdZdU36kxC3sk3YIxw--mi6NNJudbu5OIrQT3hUQBSf3w682Ld6y66ugVy3P_eZGIkMAgJwB-jyYK4Y0xiiFxnpVh1uWvvuHeIyAv2oQWd_4h2JiNWuGdP3UMQ1PxVYQWOJJbGDy6tNebJZ2da6b3KbFtpcaWwdnxvvW3EmNkCDgWDhLTp95P4SMb2qB19wY5BBXzTQ","e":"AQAB"}]}'::jsonb) IS NULL AS trusted;
+SELECT tenancy.set_jwks('https://auth.test/hardening', '{"keys":[{"kty":"RSA","alg":"RS256","use":"sig","kid":"k1","n":"tCopPNEHa38Gq2ITqM6Dlx1CO0S-oP04iFumhw1Wo9nuyLEmLw7rw3Pc1beBE2K4zslsgQPfeUBc9VaN4fpJXY9ya8VM8fUlNjjr6wTfNY3iq6wB8MAxmXfylq9jSKKg2bOznkmvjPtwycyLb8PaKimTy0NzOM_dSE6Sy62V4gRH5yVALcCNNDKxZbP89qXksEUMatfgvMuVywTeEOaIZePTjxOzkoThLkQRy1zgnyXXFuUL8mVCsKWaijvoEJ8JLOqzJ8GflzwiBJHcJSih_jutMscKQEb3AcuS5bFA6HCTgUhF3OVAPX_UUtVLWT2KUwksHIf63orsdZMI1yp_Mw","e":"AQAB"}]}'::jsonb) IS NULL AS replaced;
+SELECT reason, critical, iss, kid FROM tenancy.denials
+ WHERE iss = 'https://auth.test/hardening' ORDER BY seq DESC LIMIT 1;
+SELECT count(*) AS changes_before FROM tenancy.denials WHERE iss = 'https://auth.test/hardening' \gset
+SELECT tenancy.set_jwks('https://auth.test/hardening', '{"keys":[{"kty":"RSA","alg":"RS256","use":"sig","kid":"k1","n":"tCopPNEHa38Gq2ITqM6Dlx1CO0S-oP04iFumhw1Wo9nuyLEmLw7rw3Pc1beBE2K4zslsgQPfeUBc9VaN4fpJXY9ya8VM8fUlNjjr6wTfNY3iq6wB8MAxmXfylq9jSKKg2bOznkmvjPtwycyLb8PaKimTy0NzOM_dSE6Sy62V4gRH5yVALcCNNDKxZbP89qXksEUMatfgvMuVywTeEOaIZePTjxOzkoThLkQRy1zgnyXXFuUL8mVCsKWaijvoEJ8JLOqzJ8GflzwiBJHcJSih_jutMscKQEb3AcuS5bFA6HCTgUhF3OVAPX_UUtVLWT2KUwksHIf63orsdZMI1yp_Mw","e":"AQAB"}]}'::jsonb) IS NULL AS unchanged;
+SELECT count(*) - :changes_before AS recorded_again FROM tenancy.denials WHERE iss = 'https://auth.test/hardening';
+SELECT tenancy.drop_issuer('https://auth.test/hardening') IS NULL AS dropped;
+
+-- A colleague rotating a key someone else made gives no grace: the old secret, which its maker
+-- holds, would outlive the maker's tie (F6).
+SET SESSION AUTHORIZATION regress_hard_app;
+BEGIN;
+SELECT set_config('tenancy.token', :'kate', true) IS NOT NULL AS signed_in;
+SELECT length(tenancy.create_api_key('ws_acme', 'kate graced key', permissions => '{documents:read}')) > 0 AS made;
+COMMIT;
+RESET SESSION AUTHORIZATION;
+SELECT id AS grace_id FROM tenancy.api_keys WHERE name = 'kate graced key' \gset
+SET SESSION AUTHORIZATION regress_hard_app;
+BEGIN;
+SELECT set_config('tenancy.token', :'xavier', true) IS NOT NULL AS signed_in;
+SELECT tenancy.rotate_api_key(:'grace_id', grace => '1 day');
+ROLLBACK;
+RESET SESSION AUTHORIZATION;
+
+-- A key made by a key ends no later than its parent (F7): a one-hour key with api_keys:manage
+-- cannot mint a 90-day key.
+SET SESSION AUTHORIZATION regress_hard_app;
+BEGIN;
+SELECT set_config('tenancy.token', :'kate', true) IS NOT NULL AS signed_in;
+SELECT tenancy.create_api_key('ws_acme', 'kate hour key', permissions => '{documents:read,api_keys:manage}',
+                              expires_at => now() + interval '1 hour') AS hour_key \gset
+COMMIT;
+BEGIN;
+SELECT set_config('tenancy.api_key', :'hour_key', true) IS NOT NULL AS key_set;
+SELECT length(tenancy.create_api_key('ws_acme', 'kate child key', permissions => '{documents:read}')) > 0 AS made;
+COMMIT;
+RESET SESSION AUTHORIZATION;
+SELECT c.expires_at <= p.expires_at AS child_ends_first, c.expires_at < now() + interval '2 hours' AS within_the_hour
+  FROM tenancy.api_keys c, tenancy.api_keys p WHERE c.name = 'kate child key' AND p.name = 'kate hour key';
 
 -- Clean up.
 DROP TABLE hard_docs, hard_plain;

@@ -89,9 +89,12 @@ pub extern "C-unwind" fn pg_tenancy_audit_worker_main(_arg: pg_sys::Datum) {
     }
     log!("pg_tenancy audit writer started (database \"{database}\")");
     ring::register_writer(Some(unsafe { pg_sys::MyLatch }));
+    // Entries a previous writer claimed and did not persist (it died mid-batch) are unclaimed
+    // again: overwriting them is a drop, counted as one.
+    ring::unclaim();
     let mut bursts = Bursts::default();
     let mut key_signals = KeySignals::default();
-    let (mut last_purge, mut last_warning) = (0_i64, 0_i64);
+    let (mut last_purge, mut last_warning, mut last_signal_warning) = (0_i64, 0_i64, 0_i64);
     let mut sender = standby::Sender::default();
     let (mut warn_now, mut last_problem) = (false, String::new());
     let (mut check_spool, mut was_standby) = (true, false);
@@ -142,7 +145,7 @@ pub extern "C-unwind" fn pg_tenancy_audit_worker_main(_arg: pg_sys::Datum) {
                 }
                 write_batch(&batch, &classified, &mut bursts, purge)
             });
-            match whole {
+            let written = match whole {
                 Ok(rows) => {
                     classified.count_alerts();
                     Ok(rows)
@@ -150,7 +153,16 @@ pub extern "C-unwind" fn pg_tenancy_audit_worker_main(_arg: pg_sys::Datum) {
                 // One entry that cannot be written must never hold back the others.
                 Err(problem) if !batch.is_empty() => write_one_by_one(&batch, &classified, &mut bursts, &problem),
                 Err(problem) => Err(problem),
+            };
+            if written.is_ok() {
+                if let Err(problem) = send_signals(&classified) {
+                    if now - last_signal_warning >= HOUSEKEEPING_SECONDS {
+                        warning!("pg_tenancy audit writer: {problem}; the denials are recorded, listeners learn of them with the next signal");
+                        last_signal_warning = now;
+                    }
+                }
             }
+            written
         };
         match outcome {
             Ok(rows) => {
@@ -223,19 +235,27 @@ fn in_transaction(body: impl FnOnce() -> Result<u64, String>) -> Result<u64, Str
         pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
     }
     let body = AssertUnwindSafe(body);
+    // The commit runs inside the try as well: an error at commit is the batch's failure, not the
+    // worker's end.
+    let committed = std::cell::Cell::new(false);
+    let committed_ref = AssertUnwindSafe(&committed);
     let outcome = PgTryBuilder::new(move || {
+        let committed = committed_ref;
         let body = body;
-        (body.0)()
+        let outcome = (body.0)();
+        if outcome.is_ok() {
+            unsafe {
+                pg_sys::PopActiveSnapshot();
+                pg_sys::CommitTransactionCommand();
+            }
+            committed.set(true);
+        }
+        outcome
     })
     .catch_others(|e| Err(format!("{e:?}")))
     .execute();
-    unsafe {
-        if outcome.is_ok() {
-            pg_sys::PopActiveSnapshot();
-            pg_sys::CommitTransactionCommand();
-        } else {
-            pg_sys::AbortCurrentTransaction();
-        }
+    if !committed.get() {
+        unsafe { pg_sys::AbortCurrentTransaction() };
     }
     outcome
 }
@@ -490,7 +510,6 @@ fn write_batch(batch: &[Entry], classified: &Classified, bursts: &mut Bursts, pu
     for (entry, alert) in batch.iter().zip(&classified.alerts) {
         columns.push(entry, *alert)?;
     }
-    let (critical, burst_seen, signals) = (classified.critical, classified.burst, &classified.signals);
     let rows = batch.len() as u64;
     Spi::connect_mut(|client| {
         if !batch.is_empty() {
@@ -519,17 +538,6 @@ fn write_batch(batch: &[Entry], classified: &Classified, bursts: &mut Bursts, pu
             ];
             client.update(insert.as_str(), None, &args).map_err(|e| e.to_string())?;
         }
-        for issuer in signals {
-            notify(client, "tenancy_jwks", issuer)?;
-        }
-        // One signal per kind and batch: PostgreSQL folds identical notifications of one
-        // transaction into one anyway, and a listener reads every row newer than its cursor.
-        if critical {
-            notify(client, "tenancy_alert", &alert_of("denial"))?;
-        }
-        if burst_seen {
-            notify(client, "tenancy_alert", &alert_of("burst"))?;
-        }
         if let Some(last) = batch.last() {
             bursts.forget_before(last.at - window);
         }
@@ -547,6 +555,35 @@ fn write_batch(batch: &[Entry], classified: &Classified, bursts: &mut Bursts, pu
         Ok::<(), String>(())
     })?;
     Ok(rows)
+}
+
+/// Sends a batch's signals (`NOTIFY tenancy_jwks` per issuer with an unknown key id,
+/// `tenancy_alert` per kind) in a transaction of their own, after its rows are committed. Any role
+/// that may `LISTEN` can fill the cluster's notification queue by idling in a transaction; with
+/// the signals in the rows' transaction, that failed every batch at commit and stopped the audit
+/// trail. Now it fails only the signals: the rows are recorded, and a listener reads every row
+/// newer than its cursor at the next signal. One signal per kind and batch: PostgreSQL folds
+/// identical notifications of one transaction into one anyway.
+fn send_signals(classified: &Classified) -> Result<(), String> {
+    if !classified.critical && !classified.burst && classified.signals.is_empty() {
+        return Ok(());
+    }
+    in_transaction(|| {
+        Spi::connect_mut(|client| {
+            for issuer in &classified.signals {
+                notify(client, "tenancy_jwks", issuer)?;
+            }
+            if classified.critical {
+                notify(client, "tenancy_alert", &alert_of("denial"))?;
+            }
+            if classified.burst {
+                notify(client, "tenancy_alert", &alert_of("burst"))?;
+            }
+            Ok::<(), String>(())
+        })?;
+        Ok(0)
+    })
+    .map(|_| ())
 }
 
 /// The payload of an alert: a wake-up signal that names its kind and severity and nothing else.

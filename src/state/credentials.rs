@@ -365,10 +365,23 @@ pub unsafe fn note_bound_values(query_desc: *mut pg_sys::QueryDesc) {
     }
 }
 
-/// Whether `credential` is a value a client bound to the portal running now.
+/// Whether `credential` is a value a client bound to the portal running now, and not written in
+/// the statement's text as well (a literal equal to a bound value was in `pg_stat_activity`).
 fn bound_to_current_statement(credential: &str) -> bool {
     let Some((key, _)) = client_portal() else { return false };
-    BOUND.with_borrow(|(portal, values)| *portal == key && values.iter().any(|v| v.as_slice() == credential.as_bytes()))
+    let bound = BOUND
+        .with_borrow(|(portal, values)| *portal == key && values.iter().any(|v| v.as_slice() == credential.as_bytes()));
+    bound && !in_statement_text(credential.as_bytes())
+}
+
+/// Whether `credential` appears as written in the top-level statement text.
+fn in_statement_text(credential: &[u8]) -> bool {
+    let text = unsafe { pg_sys::debug_query_string };
+    if text.is_null() || credential.is_empty() {
+        return false;
+    }
+    let bytes = unsafe { CStr::from_ptr(text) }.to_bytes();
+    bytes.windows(credential.len()).any(|w| w == credential)
 }
 
 /// Records a denial and makes the check hook fail with it (SQLSTATE 28000).
@@ -408,10 +421,39 @@ pub fn source_name(source: pg_sys::GucSource::Type) -> &'static str {
     }
 }
 
-/// Assign hook of both settings: any change, including a rollback's, starts a new generation.
+/// Assign hook of both settings: any change, including a rollback's, starts a new generation;
+/// a credential assigned for the transaction only is remembered for the transaction (see
+/// `transaction_scoped_credential_was_set`).
 #[pgrx::pg_guard]
-unsafe extern "C-unwind" fn assign_credential(_newval: *const c_char, _extra: *mut c_void) {
+unsafe extern "C-unwind" fn assign_credential(newval: *const c_char, _extra: *mut c_void) {
     counters::token_changed();
+    let non_empty = !newval.is_null() && unsafe { *newval } != 0;
+    if non_empty && unsafe { pg_sys::IsTransactionState() } && assigned_for_the_transaction() {
+        SCOPED_IN_TRANSACTION.set(unsafe { pg_sys::GetCurrentTransactionStartTimestamp() });
+    }
+}
+
+thread_local! {
+    /// The start time of the last transaction in which a credential was assigned for the
+    /// transaction only (0: none yet).
+    static SCOPED_IN_TRANSACTION: Cell<i64> = const { Cell::new(0) };
+}
+
+/// Whether the assignment being made is one the transaction's end takes back: PostgreSQL pushes
+/// the setting's old value before it calls the assign hook, so the top of either credential's
+/// stack says how it is being set (`SET LOCAL`, `set_config(…, true)`, a function's SET clause).
+fn assigned_for_the_transaction() -> bool {
+    [(&TOKEN_OPTION, c"tenancy.token"), (&API_KEY_OPTION, c"tenancy.api_key")]
+        .into_iter()
+        .filter_map(|(slot, name)| unsafe { option_of(slot, name).as_ref() })
+        .any(|option| !set_beyond_transaction(option))
+}
+
+/// Whether a credential was assigned for this transaction only at any moment of it, however it
+/// was assigned (a statement, a PL/pgSQL expression, a fast-path call) and whatever it is now.
+pub fn transaction_scoped_credential_was_set() -> bool {
+    let now = unsafe { pg_sys::GetCurrentTransactionStartTimestamp() };
+    SCOPED_IN_TRANSACTION.get() == now && now != 0
 }
 
 /// `SHOW tenancy.token` tells whether a token is set, never the token.

@@ -35,18 +35,20 @@ fn _deny_admin(message: &str, hint: Option<&str>) {
     )
 }
 
-/// Records that the key set of trusted issuer `issuer` changed through `via`: the key ids added
-/// and removed (`+k2,-k1`, in the record's `kid`, which alert delivery reads), by the session user.
+/// Records that the key set of trusted issuer `issuer` changed through `via`: the key ids added,
+/// removed and given new key material (`+k2,-k1,~k3`, in the record's `kid`, which alert delivery
+/// reads), by the session user.
 /// A critical record: whoever can add a key to a trusted issuer can sign a token for any user of
 /// any workspace, so a stolen companion login adding its own key must not go unseen. Recorded when
 /// called (the ring is not transactional): a change rolled back afterwards is still reported as
 /// attempted. Only the extension's SECURITY DEFINER functions may call it.
 #[pg_extern(volatile, parallel_restricted)]
-fn _note_issuer_keys_changed(issuer: &str, added: Vec<String>, removed: Vec<String>, via: &str) {
+fn _note_issuer_keys_changed(issuer: &str, added: Vec<String>, removed: Vec<String>, replaced: Vec<String>, via: &str) {
     let kids: Vec<String> = added
         .iter()
         .map(|k| format!("+{k}"))
         .chain(removed.iter().map(|k| format!("-{k}")))
+        .chain(replaced.iter().map(|k| format!("~{k}")))
         .collect();
     let seen = crate::verify::SeenClaims {
         iss: Some(crate::verify::json::printable(issuer)),
@@ -54,9 +56,10 @@ fn _note_issuer_keys_changed(issuer: &str, added: Vec<String>, removed: Vec<Stri
         ..Default::default()
     };
     let detail = format!(
-        "key set replaced through {via}: key ids added [{}], removed [{}]",
+        "key set replaced through {via}: key ids added [{}], removed [{}], given new key material [{}]",
         added.join(", "),
-        removed.join(", ")
+        removed.join(", "),
+        replaced.join(", ")
     );
     crate::audit::record(
         &crate::verify::Denial::new(crate::verify::Reason::IssuerKeysChanged, detail).with_seen(&seen),

@@ -15,11 +15,13 @@
 //! A held cursor declared *before* the credential is set is materialized at COMMIT under that
 //! credential (its initPlan keeps the identity it read even if the credential is cleared before
 //! COMMIT). So the COMMIT of a transaction that declared a held cursor and had a
-//! transaction-scoped credential at any of its statements is refused: the cursors are closed
-//! first (a portal made holdable at pre-commit belongs to no transaction any more, and an abort
-//! would keep it), then the COMMIT fails with 42501 and the transaction rolls back.
+//! transaction-scoped credential at any moment is refused: the cursors are closed first (a portal
+//! made holdable at pre-commit belongs to no transaction any more, and an abort would keep it),
+//! then the COMMIT fails with 42501 and the transaction rolls back. "At any moment" comes from the
+//! credentials' assign hook: a credential set and cleared inside PL/pgSQL, or between the portals
+//! of the extended protocol, passes no statement hook.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 
 use crate::state::credentials;
 use crate::verify::{Denial, Reason};
@@ -56,9 +58,6 @@ fn refuse_if_transaction_scoped() {
 thread_local! {
     /// Names of the held cursors declared in the current transaction.
     static HELD: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
-    /// Whether a statement of the current transaction ran while a held cursor of it was declared
-    /// and the credential was transaction-scoped.
-    static SCOPED_SINCE_DECLARE: Cell<bool> = const { Cell::new(false) };
 }
 
 /// The check `ProcessUtility` runs (src/hooks.rs) before a utility statement: a held cursor
@@ -77,17 +76,6 @@ pub(crate) unsafe fn check_utility(stmt: *mut pg_sys::Node) {
     }
 }
 
-/// Called before every statement (src/hooks.rs): notes a transaction-scoped credential while a
-/// held cursor of this transaction exists. Costs one check of an empty list otherwise.
-pub(crate) fn note_statement() {
-    if SCOPED_SINCE_DECLARE.get() || HELD.with_borrow(Vec::is_empty) {
-        return;
-    }
-    if credentials::is_transaction_scoped() {
-        SCOPED_SINCE_DECLARE.set(true);
-    }
-}
-
 /// At pre-commit (src/hooks.rs): refuses the COMMIT of a transaction that would hand a held
 /// cursor filled under a transaction-scoped credential to the connection's next client, after
 /// closing those cursors.
@@ -95,9 +83,10 @@ pub(crate) fn at_pre_commit() {
     if HELD.with_borrow(Vec::is_empty) {
         return;
     }
-    note_statement();
     let names = HELD.take();
-    if !SCOPED_SINCE_DECLARE.replace(false) {
+    // Known from the credentials' assign hook, which sees every assignment: a statement's hooks
+    // miss one made inside PL/pgSQL or by a portal that started before the credential was set.
+    if !credentials::is_transaction_scoped() && !credentials::transaction_scoped_credential_was_set() {
         return;
     }
     let mut closed = Vec::new();
@@ -137,5 +126,4 @@ pub(crate) fn at_transaction_end() {
     if !HELD.with_borrow(Vec::is_empty) {
         HELD.with_borrow_mut(Vec::clear);
     }
-    SCOPED_SINCE_DECLARE.set(false);
 }

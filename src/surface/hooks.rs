@@ -76,7 +76,6 @@ pub fn init() {
 unsafe extern "C-unwind" fn before_process_utility(pstmt: *mut pg_sys::PlannedStmt) {
     crate::plumbing::redaction::scrub_current_statement();
     take_in_invalidations();
-    super::cursors::note_statement();
     unsafe { super::cursors::check_utility((*pstmt).utilityStmt) };
     unsafe { crate::state::invalidation::note_utility_writes((*pstmt).utilityStmt) };
 }
@@ -137,7 +136,6 @@ unsafe extern "C-unwind" fn before_executor_start(query_desc: *mut pg_sys::Query
     crate::plumbing::redaction::scrub_current_statement();
     take_in_invalidations();
     crate::audit::learn_connection_names();
-    super::cursors::note_statement();
     unsafe { crate::state::invalidation::note_planned_writes((*query_desc).plannedstmt) };
     unsafe { crate::state::credentials::note_bound_values(query_desc) };
     unsafe { super::write_targets::note(query_desc) };

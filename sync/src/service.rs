@@ -371,22 +371,39 @@ pub async fn check(ctx: Ctx) -> i32 {
         }
     }
     // The audit database: key signals always, alerts when a sink is configured.
-    let audit = match db::connect(&ctx.config.alert_database_url, APPLICATION, None).await {
-        Err(e) => Err(e),
-        Ok(db) => db
-            .query_one(
-                "SELECT pg_catalog.count(*) FROM (SELECT ring_started_at, seq, alert FROM tenancy.audit_log LIMIT 1) r",
-                &[],
-            )
-            .await
-            .map(|_| "tenancy.audit_log readable".to_string())
-            .map_err(|e| db::describe(&e)),
-    };
-    report("audit database", audit);
     let sinks: Vec<&str> = crate::alerts::configured(&ctx.config.alerts)
         .iter()
         .map(|s| s.name())
         .collect();
+    let audit = match db::connect(&ctx.config.alert_database_url, APPLICATION, None).await {
+        Err(e) => Err(e),
+        Ok(db) => {
+            // Since 0.3.0 alert cursors belong to tenancy_alerts, which a tenancy_sync login
+            // should not hold (it could acknowledge the alert of a key change it made).
+            let member = db
+                .query_one(
+                    "SELECT pg_catalog.pg_has_role(current_user, 'tenancy_alerts', 'MEMBER')",
+                    &[],
+                )
+                .await
+                .map_or(true, |r| r.get::<_, bool>(0));
+            match db
+                .query_one(
+                    "SELECT pg_catalog.count(*) FROM (SELECT ring_started_at, seq, alert FROM tenancy.audit_log LIMIT 1) r",
+                    &[],
+                )
+                .await
+            {
+                Err(e) => Err(db::describe(&e)),
+                Ok(_) if !member && !sinks.is_empty() => Err(
+                    "tenancy.audit_log readable, but this login cannot move alert cursors: GRANT tenancy_alerts TO <the alert login>"
+                        .into(),
+                ),
+                Ok(_) => Ok("tenancy.audit_log readable".to_string()),
+            }
+        }
+    };
+    report("audit database", audit);
     report(
         "alert sinks",
         Ok(if sinks.is_empty() {

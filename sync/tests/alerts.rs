@@ -71,6 +71,10 @@ fn the_webhook_gets_each_new_denial_signed_in_order_even_while_workos_is_down() 
     let receiver = Receiver::start(false);
     let audit = audit_url();
     let secrets = format!("{WEBHOOK_SECRET},{OLD_WEBHOOK_SECRET}");
+    // Any role that may connect to the audit database can take the webhook's advisory lock
+    // (class 0x616c, sink 1): a holder that is no companion must not silence the alerts.
+    let mut squatter = connect(APP_ROLE, "postgres");
+    squatter.execute("SELECT pg_advisory_lock(24940, 1)", &[]).unwrap();
     // WorkOS answers nothing but 503 throughout: alerts must not wait for it.
     f.with(|s| s.outage = Some(503));
     let running = start(
@@ -138,7 +142,9 @@ fn the_webhook_gets_each_new_denial_signed_in_order_even_while_workos_is_down() 
         .get(0);
     assert_eq!(stored, 0, "the audit log holds no token");
     let log = stop(running);
+    drop(squatter);
     assert!(!log.contains(WEBHOOK_SECRET) && !log.contains("eyJ"), "{log}");
+    assert!(log.contains("held by a role that is no companion"), "{log}");
 }
 
 #[test]

@@ -569,7 +569,13 @@ fn the_companions_role_cannot_widen_beyond_its_rights() {
         ),
         (
             "INSERT INTO tenancy.sync_state (name, value) VALUES ('alerts:garbled', 'not json')",
-            "22023",
+            "42501",
+        ),
+        // Alert cursors belong to alert delivery's own login (tenancy_alerts): the companion's
+        // login can neither move one nor rename one away.
+        (
+            "INSERT INTO tenancy.sync_state (name, value) VALUES ('alerts:webhook', '{\"id\": 0}')",
+            "42501",
         ),
         ("DELETE FROM tenancy.members", "42501"),
         ("TRUNCATE tenancy.members", "42501"),

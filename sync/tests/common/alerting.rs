@@ -31,9 +31,11 @@ pub fn alert_env<'a>(extra: &[(&'a str, &'a str)], audit_url: &'a str) -> Vec<(&
     env
 }
 
-/// The audit database's URL for the companion's role.
+/// The audit database's URL for alert delivery's own login (granted `tenancy_alerts`).
 pub fn audit_url() -> String {
-    sync_url().replace(&format!("/{DATABASE}?"), "/postgres?")
+    sync_url()
+        .replace(&format!("/{DATABASE}?"), "/postgres?")
+        .replace(&format!("{SYNC_ROLE}:"), &format!("{ALERT_ROLE}:"))
 }
 
 /// Waits until `sink` has its cursor (the companion started following).

@@ -21,6 +21,8 @@ use std::sync::{Mutex, MutexGuard};
 pub const DATABASE: &str = "tenancy_sync_tests";
 pub const SYNC_ROLE: &str = "tenancy_sync_bot";
 pub const SYNC_PASSWORD: &str = "pw-9d8c7b6a-not-for-logs";
+/// Alert delivery's own login (granted `tenancy_alerts`), apart from the companion's.
+pub const ALERT_ROLE: &str = "tenancy_alert_bot";
 pub const APP_ROLE: &str = "tenancy_sync_app";
 
 /// One test at a time: they share the database and the audit writer.
@@ -68,10 +70,14 @@ pub fn fresh_database(fixture: &Fixture, jwks: &str) -> Client {
                IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{SYNC_ROLE}') THEN
                  CREATE ROLE {SYNC_ROLE} LOGIN PASSWORD '{SYNC_PASSWORD}';
                END IF;
+               IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{ALERT_ROLE}') THEN
+                 CREATE ROLE {ALERT_ROLE} LOGIN PASSWORD '{SYNC_PASSWORD}';
+               END IF;
                IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{APP_ROLE}') THEN
                  CREATE ROLE {APP_ROLE} LOGIN;
                END IF;
-             END $$;"
+             END $$;
+             GRANT tenancy_alerts TO {ALERT_ROLE};"
         ))
         .unwrap();
     let mut admin = connect("postgres", DATABASE);

@@ -1,0 +1,98 @@
+//! Findings of the attack round after the hardening of issue 31, each as a test that failed
+//! before its fix (docs/security.md, "Adversarial passes").
+
+#[allow(dead_code)] // each test binary uses a different part of it
+mod common;
+
+use common::*;
+use std::time::{Duration, Instant};
+
+/// A login role with `tenancy.credentials_in_text = refuse`, as recommended for application roles.
+const REFUSING_ROLE: &str = "tenancy_client_refusing";
+
+fn refusing() -> postgres::Client {
+    setup();
+    admin()
+        .batch_execute(&format!(
+            "DO $$ BEGIN
+                 IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{REFUSING_ROLE}') THEN
+                     CREATE ROLE {REFUSING_ROLE} LOGIN NOSUPERUSER NOBYPASSRLS;
+                 END IF;
+             END $$;
+             ALTER ROLE {REFUSING_ROLE} SET tenancy.credentials_in_text = refuse;
+             GRANT SELECT ON documents TO {REFUSING_ROLE};"
+        ))
+        .unwrap();
+    connect_with(REFUSING_ROLE, DATABASE, "").unwrap()
+}
+
+#[test]
+fn a_bound_credential_is_accepted_and_the_same_value_written_as_a_literal_is_not() {
+    let mut client = refusing();
+    let token = token("user_alice", "org_acme");
+    let mut tx = client.transaction().unwrap();
+    let workspace: String = tx
+        .query_one(
+            "SELECT set_config('tenancy.token', $1, true) IS NOT NULL, tenancy.workspace_id()",
+            &[&token],
+        )
+        .unwrap()
+        .get(1);
+    assert_eq!(workspace, "ws_acme", "a bound parameter is accepted");
+    drop(tx);
+    // The same value bound as a parameter, and written as a literal that the assignment uses: the
+    // literal was in pg_stat_activity before parsing.
+    let mut tx = client.transaction().unwrap();
+    let literal = format!("SELECT length($1::text), set_config('tenancy.token', '{token}', true) IS NOT NULL");
+    let err = tx.query_one(literal.as_str(), &[&token]).unwrap_err();
+    assert_eq!(sqlstate(&err), "28000", "{err}");
+    let message = err.as_db_error().map(|e| e.message().to_string()).unwrap_or_default();
+    assert!(message.contains("not a bound parameter"), "{message}");
+}
+
+#[test]
+fn a_registry_row_someone_keeps_locked_does_not_fail_a_drop() {
+    setup();
+    let mut admin = admin();
+    admin
+        .batch_execute(&format!(
+            "DROP SCHEMA IF EXISTS droplock CASCADE;
+             CREATE SCHEMA droplock AUTHORIZATION {APP_ROLE};"
+        ))
+        .unwrap();
+    let mut owner = app();
+    owner
+        .batch_execute(
+            "SET client_min_messages = error;
+             CREATE TABLE droplock.t (workspace_id text NOT NULL, id int);
+             SELECT tenancy.protect('droplock.t');",
+        )
+        .unwrap();
+    // The owner keeps its own registry row locked in an open transaction.
+    let mut tx = owner.transaction().unwrap();
+    tx.query(
+        "SELECT 1 FROM tenancy.protections WHERE schema_name = 'droplock' FOR UPDATE",
+        &[],
+    )
+    .unwrap();
+    let start = Instant::now();
+    let dropped = admin.batch_execute("DROP TABLE droplock.t");
+    let waited = start.elapsed();
+    drop(tx);
+    assert!(dropped.is_ok(), "the DROP failed: {dropped:?}");
+    assert!(waited < Duration::from_secs(4), "the DROP waited {waited:?}");
+    let stale: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM tenancy.coverage WHERE finding = 'stale_registry_row' AND object = 'droplock.t'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(stale, 1, "the row left behind is reported");
+    admin
+        .batch_execute(
+            "DELETE FROM tenancy.protections WHERE schema_name = 'droplock';
+             DROP SCHEMA droplock CASCADE;",
+        )
+        .unwrap();
+}
