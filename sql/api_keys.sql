@@ -64,7 +64,10 @@ BEGIN
     END IF;
     IF pg_catalog.current_setting('tenancy.token', true) OPERATOR(pg_catalog.<>) ''
        OR pg_catalog.current_setting('tenancy.api_key', true) OPERATOR(pg_catalog.<>) '' THEN
-        IF tenancy.workspace_id() OPERATOR(pg_catalog.=) workspace AND tenancy.has_permission('api_keys:manage') THEN
+        -- A rotated key's old secret, in its grace period, only authenticates: it manages no key
+        -- (it would take over the key its holder was being cut off from).
+        IF tenancy.workspace_id() OPERATOR(pg_catalog.=) workspace AND tenancy.has_permission('api_keys:manage')
+           AND NOT coalesce(CAST(tenancy.claims() OPERATOR(pg_catalog.->>) 'previous_secret' AS boolean), false) THEN
             RETURN 'identity';
         END IF;
     END IF;
@@ -210,7 +213,7 @@ DECLARE
     excess text;
 BEGIN
     SELECT k.workspace_id, k.role, k.permissions, k.user_id, k.created_by_identity INTO key
-      FROM tenancy._api_key_store k WHERE k.id = id;
+      FROM tenancy._api_key_store k WHERE k.id = id FOR NO KEY UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'api key % does not exist', id USING ERRCODE = '22023';
     END IF;
@@ -244,8 +247,12 @@ DECLARE
     bound timestamptz;
     minted record;
 BEGIN
+    -- Locked: a rotation that waited for another must decide on the row as that one left it.
+    -- (FOR UPDATE is the lock its UPDATE of the unique digest takes anyway; revoke_api_key takes
+    -- FOR NO KEY UPDATE, which a key's users, holding FOR KEY SHARE through api_key_usage's
+    -- foreign key, never block.)
     SELECT k.workspace_id, k.role, k.permissions, k.user_id, k.expires_at, k.creator_user_id, k.creator_session_id INTO key
-      FROM tenancy._api_key_store k WHERE k.id = id AND k.revoked_at IS NULL;
+      FROM tenancy._api_key_store k WHERE k.id = id AND k.revoked_at IS NULL FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'api key % does not exist or is revoked', id USING ERRCODE = '22023';
     END IF;

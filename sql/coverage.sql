@@ -158,7 +158,7 @@ UNION ALL
 SELECT 'low', 'audit_database_reachable', quote_ident(r.rolname),
        format('can connect to the audit database %I and LISTEN tenancy_alert: it learns when denials happen (the signal carries nothing else; details stay in tenancy.audit_log)', db.datname),
        CASE WHEN pg_catalog.has_database_privilege('public', db.oid, 'CONNECT')
-            THEN format('REVOKE CONNECT ON DATABASE %I FROM PUBLIC; GRANT CONNECT ON DATABASE %I TO tenancy_admin, tenancy_auditor, tenancy_sync;', db.datname, db.datname)
+            THEN format('REVOKE CONNECT ON DATABASE %I FROM PUBLIC; GRANT CONNECT ON DATABASE %I TO tenancy_admin, tenancy_auditor, tenancy_sync, tenancy_alerts;', db.datname, db.datname)
             ELSE format('REVOKE CONNECT ON DATABASE %I FROM %I;', db.datname, r.rolname) END
   FROM pg_catalog.pg_roles r
   JOIN pg_catalog.pg_database db ON db.datname OPERATOR(pg_catalog.=) pg_catalog.current_setting('tenancy.audit_database', true)
@@ -167,6 +167,7 @@ SELECT 'low', 'audit_database_reachable', quote_ident(r.rolname),
    AND NOT pg_catalog.pg_has_role(r.oid, 'tenancy_admin', 'MEMBER')
    AND NOT pg_catalog.pg_has_role(r.oid, 'tenancy_auditor', 'MEMBER')
    AND NOT pg_catalog.pg_has_role(r.oid, 'tenancy_sync', 'MEMBER')
+   AND NOT pg_catalog.pg_has_role(r.oid, 'tenancy_alerts', 'MEMBER')
 UNION ALL
 SELECT 'critical', 'owner_bypasses_rls', p.qualified,
        format('owned by %I, a superuser or BYPASSRLS role: FORCE ROW LEVEL SECURITY has no effect on it', r.rolname),

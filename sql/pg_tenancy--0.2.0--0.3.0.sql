@@ -152,7 +152,6 @@ BEGIN
 END
 $alerts_role$;
 GRANT SELECT (sync_jwks_url) ON tenancy.issuers TO tenancy_sync;
-GRANT SELECT, INSERT, UPDATE ON tenancy.sync_state TO tenancy_alerts;
 GRANT SELECT (id, ring_started_at, seq, at, reason, critical, pid, database, role, client_addr,
               application_name, iss, sub, org_id, sid, kid, exp, alert, origin, acting_role)
    ON tenancy.audit_log TO tenancy_alerts;
@@ -191,6 +190,207 @@ BEGIN
 END
 $$;
 
+-- The cursors: rows and columns, never the table (table-level UPDATE allowed LOCK TABLE, which
+-- stalled the other login's writes); each login sees and writes only its own rows.
+REVOKE UPDATE ON tenancy.sync_state FROM tenancy_sync;
+GRANT UPDATE (value, updated_at) ON tenancy.sync_state TO tenancy_sync;
+GRANT SELECT, INSERT, UPDATE (value, updated_at) ON tenancy.sync_state TO tenancy_alerts;
+ALTER TABLE tenancy.sync_state ENABLE ROW LEVEL SECURITY;
+CREATE POLICY companion ON tenancy.sync_state TO tenancy_sync
+    USING (NOT pg_catalog.starts_with(name, 'alerts:')) WITH CHECK (NOT pg_catalog.starts_with(name, 'alerts:'));
+CREATE POLICY alert_delivery ON tenancy.sync_state TO tenancy_alerts
+    USING (pg_catalog.starts_with(name, 'alerts:')) WITH CHECK (pg_catalog.starts_with(name, 'alerts:'));
+CREATE POLICY readers ON tenancy.sync_state FOR SELECT TO tenancy_admin, tenancy_auditor USING (true);
+
+-- tenancy.coverage: alert delivery's login is expected in the audit database.
+CREATE OR REPLACE VIEW tenancy.coverage AS
+WITH user_tables AS (
+    SELECT c.oid, n.nspname, c.relname, c.relkind, c.relowner, c.relrowsecurity, c.relforcerowsecurity,
+           c.relispartition, c.relacl, format('%I.%I', n.nspname, c.relname) AS qualified
+      FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
+     WHERE c.relkind IN ('r', 'p')
+       AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'tenancy')
+       AND n.nspname !~ '^pg_(toast|temp_)'
+       AND NOT EXISTS (SELECT FROM pg_catalog.pg_depend d
+                        WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass
+                          AND d.objid OPERATOR(pg_catalog.=) c.oid AND d.deptype OPERATOR(pg_catalog.=) 'e')
+), protected AS (
+    SELECT t.*, p.workspace_column, p.user_column, p.write_permission
+      FROM tenancy.protections p
+      JOIN user_tables t ON t.nspname OPERATOR(pg_catalog.=) p.schema_name AND t.relname OPERATOR(pg_catalog.=) p.table_name
+), tenant_columns AS (
+    SELECT 'workspace_id'::text AS attname UNION SELECT p.workspace_column FROM tenancy.protections p
+)
+SELECT 'medium'::text AS severity, 'not_preloaded'::text AS finding, 'shared_preload_libraries'::text AS object,
+       'pg_tenancy is not in shared_preload_libraries: until a backend loads the library, tenancy.* settings are unchecked placeholders'::text AS detail,
+       'add pg_tenancy to shared_preload_libraries (ALTER SYSTEM SET shared_preload_libraries = …) and restart'::text AS fix
+ WHERE NOT tenancy._preloaded()
+UNION ALL
+SELECT 'high', 'invalidation_trigger_missing', format('tenancy.%I', t.name),
+       'the identity table has no invalidation trigger: a change to it by a backend that has not loaded pg_tenancy leaves cached identities in force elsewhere (a pg_upgrade drops it: pg_dump leaves internal triggers out)',
+       format('SELECT tenancy._create_invalidation_trigger(%L);', t.name)
+  FROM unnest(ARRAY['issuers', 'workspaces', 'members', 'revoked_sessions', '_api_key_store']) t(name)
+ WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_trigger g
+                    WHERE g.tgrelid OPERATOR(pg_catalog.=) pg_catalog.to_regclass(format('tenancy.%I', t.name))
+                      AND g.tgfoid OPERATOR(pg_catalog.=) CAST('tenancy.invalidate_identities()' AS pg_catalog.regprocedure))
+UNION ALL
+SELECT 'critical', 'unprotected_table', t.qualified,
+       format('has tenant column %I but no pg_tenancy protection: every workspace''s rows are visible', a.attname),
+       CASE WHEN par.qualified IS NOT NULL
+            THEN format('SELECT tenancy.protect(%L);  -- a partition attached after its parent was protected', par.qualified)
+            WHEN a.attname OPERATOR(pg_catalog.=) 'workspace_id' THEN format('SELECT tenancy.protect(%L);', t.qualified)
+            ELSE format('SELECT tenancy.protect(%L, %L);', t.qualified, a.attname) END
+  FROM user_tables t
+  CROSS JOIN LATERAL (SELECT min(a.attname) AS attname FROM pg_catalog.pg_attribute a
+                       WHERE a.attrelid OPERATOR(pg_catalog.=) t.oid AND a.attnum OPERATOR(pg_catalog.>) 0
+                         AND NOT a.attisdropped AND a.attname IN (SELECT attname FROM tenant_columns)) a
+  LEFT JOIN LATERAL (SELECT p.qualified FROM pg_catalog.pg_inherits i JOIN protected p ON p.oid OPERATOR(pg_catalog.=) i.inhparent
+                      WHERE i.inhrelid OPERATOR(pg_catalog.=) t.oid) par ON true
+ WHERE a.attname IS NOT NULL AND t.oid NOT IN (SELECT oid FROM protected)
+UNION ALL
+SELECT 'low', 'stale_registry_row', format('%I.%I', p.schema_name, p.table_name),
+       'registered as protected but no such table exists (restored without it, or dropped while the event triggers were off)',
+       format('DELETE FROM tenancy.protections WHERE schema_name = %L AND table_name = %L;', p.schema_name, p.table_name)
+  FROM tenancy.protections p
+ WHERE NOT EXISTS (SELECT FROM user_tables t WHERE t.nspname OPERATOR(pg_catalog.=) p.schema_name
+                      AND t.relname OPERATOR(pg_catalog.=) p.table_name)
+UNION ALL
+SELECT 'critical', 'rls_disabled', p.qualified, 'protected, but row-level security is disabled: the policies are ignored',
+       format('SELECT tenancy.protect(%L%s);', p.qualified,
+              CASE WHEN p.workspace_column OPERATOR(pg_catalog.<>) 'workspace_id' THEN format(', %L', p.workspace_column) ELSE '' END)
+  FROM protected p WHERE NOT p.relrowsecurity
+UNION ALL
+SELECT CASE WHEN p.oid IS NOT NULL THEN 'high' ELSE 'medium' END, 'rls_not_forced', t.qualified,
+       'row-level security is enabled but not forced: the table''s owner sees and writes every row',
+       format('ALTER TABLE %s FORCE ROW LEVEL SECURITY;', t.qualified)
+  FROM user_tables t LEFT JOIN protected p ON p.oid OPERATOR(pg_catalog.=) t.oid
+ WHERE t.relrowsecurity AND NOT t.relforcerowsecurity
+UNION ALL
+SELECT 'critical', 'policies_modified', p.qualified,
+       'pg_tenancy''s policies are missing or differ from what tenancy.protect() writes',
+       format('SELECT tenancy.protect(%L, %L, %L, %L);', p.qualified, p.workspace_column, p.user_column, p.write_permission)
+  FROM protected p
+ WHERE NOT tenancy._policies_intact(p.oid, p.workspace_column, p.user_column, p.write_permission)
+UNION ALL
+SELECT CASE WHEN pol.polpermissive THEN 'high' ELSE 'low' END, 'foreign_policy',
+       format('%I on %s', pol.polname, p.qualified),
+       CASE WHEN pol.polpermissive
+            THEN 'permissive policy not written by pg_tenancy: permissive policies are OR-ed together, so it widens access'
+            ELSE 'restrictive policy not written by pg_tenancy: it only narrows access, but a non-leakproof function in it may see other workspaces'' rows' END,
+       CASE WHEN pol.polpermissive
+            THEN format('DROP POLICY %I ON %s;  -- or recreate it AS RESTRICTIVE', pol.polname, p.qualified)
+            ELSE format('review policy %I on %s; drop it if it is not needed', pol.polname, p.qualified) END
+  FROM protected p JOIN pg_catalog.pg_policy pol ON pol.polrelid OPERATOR(pg_catalog.=) p.oid
+ WHERE pol.polname NOT IN ('tenancy_workspace', 'tenancy_write_insert', 'tenancy_write_update', 'tenancy_write_delete')
+UNION ALL
+SELECT 'high', 'role_bypasses_rls', quote_ident(r.rolname),
+       CASE WHEN r.rolsuper THEN 'a superuser that can log in: row-level security never applies to it'
+            ELSE 'a role with BYPASSRLS that can log in: row-level security never applies to it' END,
+       CASE WHEN r.rolsuper THEN format('ALTER ROLE %I NOSUPERUSER;  -- or NOLOGIN; applications must not connect as superusers', r.rolname)
+            ELSE format('ALTER ROLE %I NOBYPASSRLS;', r.rolname) END
+  FROM pg_catalog.pg_roles r
+ WHERE r.rolcanlogin AND (r.rolsuper OR r.rolbypassrls) AND r.oid OPERATOR(pg_catalog.<>) 10
+UNION ALL
+SELECT 'low', 'audit_database_reachable', quote_ident(r.rolname),
+       format('can connect to the audit database %I and LISTEN tenancy_alert: it learns when denials happen (the signal carries nothing else; details stay in tenancy.audit_log)', db.datname),
+       CASE WHEN pg_catalog.has_database_privilege('public', db.oid, 'CONNECT')
+            THEN format('REVOKE CONNECT ON DATABASE %I FROM PUBLIC; GRANT CONNECT ON DATABASE %I TO tenancy_admin, tenancy_auditor, tenancy_sync, tenancy_alerts;', db.datname, db.datname)
+            ELSE format('REVOKE CONNECT ON DATABASE %I FROM %I;', db.datname, r.rolname) END
+  FROM pg_catalog.pg_roles r
+  JOIN pg_catalog.pg_database db ON db.datname OPERATOR(pg_catalog.=) pg_catalog.current_setting('tenancy.audit_database', true)
+ WHERE r.rolcanlogin AND NOT r.rolsuper AND r.rolname !~ '^pg_'
+   AND pg_catalog.has_database_privilege(r.oid, db.oid, 'CONNECT')
+   AND NOT pg_catalog.pg_has_role(r.oid, 'tenancy_admin', 'MEMBER')
+   AND NOT pg_catalog.pg_has_role(r.oid, 'tenancy_auditor', 'MEMBER')
+   AND NOT pg_catalog.pg_has_role(r.oid, 'tenancy_sync', 'MEMBER')
+   AND NOT pg_catalog.pg_has_role(r.oid, 'tenancy_alerts', 'MEMBER')
+UNION ALL
+SELECT 'critical', 'owner_bypasses_rls', p.qualified,
+       format('owned by %I, a superuser or BYPASSRLS role: FORCE ROW LEVEL SECURITY has no effect on it', r.rolname),
+       format('ALTER TABLE %s OWNER TO <a NOLOGIN, NOBYPASSRLS role>;', p.qualified)
+  FROM protected p JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) p.relowner
+ WHERE r.rolsuper OR r.rolbypassrls
+UNION ALL
+SELECT 'high', 'owner_can_login', quote_ident(r.rolname),
+       format('%s %s protected table(s), e.g. %s: it can disable row-level security or drop the policies',
+              CASE WHEN r.oid OPERATOR(pg_catalog.=) p.relowner THEN 'a login role that owns'
+                   ELSE format('a login role that is a member of %I, owner of', pg_catalog.pg_get_userbyid(p.relowner)) END,
+              count(*), min(p.qualified)),
+       CASE WHEN r.oid OPERATOR(pg_catalog.=) p.relowner
+            THEN format('ALTER ROLE %I NOLOGIN;  -- let a NOLOGIN role own the tables; migrate with SET ROLE', r.rolname)
+            ELSE format('REVOKE %I FROM %I;  -- or ALTER ROLE %I NOLOGIN', pg_catalog.pg_get_userbyid(p.relowner), r.rolname, r.rolname) END
+  FROM protected p JOIN pg_catalog.pg_roles r ON pg_catalog.pg_has_role(r.oid, p.relowner, 'MEMBER')
+ WHERE r.rolcanlogin AND NOT r.rolsuper AND NOT r.rolbypassrls
+ GROUP BY r.oid, r.rolname, p.relowner
+UNION ALL
+SELECT CASE WHEN v.relkind OPERATOR(pg_catalog.=) 'm' THEN 'critical' ELSE 'high' END,
+       CASE WHEN v.relkind OPERATOR(pg_catalog.=) 'm' THEN 'materialized_view' ELSE 'view_not_security_invoker' END,
+       format('%I.%I', vn.nspname, v.relname),
+       CASE WHEN v.relkind OPERATOR(pg_catalog.=) 'm'
+            THEN format('materialized view over protected table %s: it stores every workspace''s rows without row-level security', p.qualified)
+            ELSE format('view over protected table %s without security_invoker: the policies are checked as the view''s owner', p.qualified) END,
+       CASE WHEN v.relkind OPERATOR(pg_catalog.=) 'm'
+            THEN format('DROP MATERIALIZED VIEW %I.%I;  -- or keep it out of the application''s reach', vn.nspname, v.relname)
+            ELSE format('ALTER VIEW %I.%I SET (security_invoker = true);', vn.nspname, v.relname) END
+  FROM protected p
+  JOIN pg_catalog.pg_depend d ON d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass
+   AND d.refobjid OPERATOR(pg_catalog.=) p.oid AND d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_rewrite'::pg_catalog.regclass
+  JOIN pg_catalog.pg_rewrite rw ON rw.oid OPERATOR(pg_catalog.=) d.objid
+  JOIN pg_catalog.pg_class v ON v.oid OPERATOR(pg_catalog.=) rw.ev_class AND v.oid OPERATOR(pg_catalog.<>) p.oid
+  JOIN pg_catalog.pg_namespace vn ON vn.oid OPERATOR(pg_catalog.=) v.relnamespace
+ WHERE v.relkind IN ('v', 'm')
+   AND NOT (v.relkind OPERATOR(pg_catalog.=) 'v' AND EXISTS (
+            SELECT FROM pg_catalog.pg_options_to_table(v.reloptions) o
+             WHERE o.option_name OPERATOR(pg_catalog.=) 'security_invoker'
+               AND lower(o.option_value) IN ('true', 'on', 'yes', '1')))
+ GROUP BY v.relkind, vn.nspname, v.relname, p.qualified
+UNION ALL
+SELECT 'medium', 'security_definer_function', format('%I.%I(%s)', fn.nspname, f.proname, pg_catalog.pg_get_function_identity_arguments(f.oid)),
+       format('SECURITY DEFINER function owned by %I, owner of protected table %s: it runs with the owner''s rights',
+              pg_catalog.pg_get_userbyid(f.proowner), min(p.qualified)),
+       format('ALTER FUNCTION %I.%I(%s) SECURITY INVOKER;  -- or give it another owner', fn.nspname, f.proname,
+              pg_catalog.pg_get_function_identity_arguments(f.oid))
+  FROM pg_catalog.pg_proc f
+  JOIN pg_catalog.pg_namespace fn ON fn.oid OPERATOR(pg_catalog.=) f.pronamespace
+  JOIN protected p ON p.relowner OPERATOR(pg_catalog.=) f.proowner
+ WHERE f.prosecdef AND fn.nspname NOT IN ('pg_catalog', 'information_schema')
+   AND NOT EXISTS (SELECT FROM pg_catalog.pg_depend d
+                    WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass
+                      AND d.objid OPERATOR(pg_catalog.=) f.oid AND d.deptype OPERATOR(pg_catalog.=) 'e')
+ GROUP BY fn.nspname, f.proname, f.oid, f.proowner
+UNION ALL
+SELECT 'high', 'truncate_granted', format('%s to %s', p.qualified,
+              CASE WHEN acl.grantee OPERATOR(pg_catalog.=) 0 THEN 'PUBLIC' ELSE quote_ident(pg_catalog.pg_get_userbyid(acl.grantee)) END),
+       'TRUNCATE ignores row-level security: the grantee can empty every workspace''s rows',
+       format('REVOKE TRUNCATE ON %s FROM %s;', p.qualified,
+              CASE WHEN acl.grantee OPERATOR(pg_catalog.=) 0 THEN 'PUBLIC' ELSE quote_ident(pg_catalog.pg_get_userbyid(acl.grantee)) END)
+  FROM protected p CROSS JOIN LATERAL pg_catalog.aclexplode(p.relacl) acl
+ WHERE acl.privilege_type OPERATOR(pg_catalog.=) 'TRUNCATE' AND acl.grantee OPERATOR(pg_catalog.<>) p.relowner
+UNION ALL
+SELECT 'medium', 'unique_without_workspace', format('%s on %s', quote_ident(ic.relname), p.qualified),
+       format('unique index without %I: inserting a key another workspace uses fails, revealing that it exists', p.workspace_column),
+       format('make it unique on (%I, …), e.g. a primary key (%I, id)', p.workspace_column, p.workspace_column)
+  FROM protected p
+  JOIN pg_catalog.pg_index i ON i.indrelid OPERATOR(pg_catalog.=) p.oid AND i.indisunique
+  JOIN pg_catalog.pg_class ic ON ic.oid OPERATOR(pg_catalog.=) i.indexrelid
+  JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) p.oid AND a.attname OPERATOR(pg_catalog.=) p.workspace_column
+ WHERE NOT (a.attnum OPERATOR(pg_catalog.=) ANY (i.indkey::int2[]))
+   AND NOT (p.relispartition AND EXISTS (SELECT FROM pg_catalog.pg_inherits ii
+                                          WHERE ii.inhrelid OPERATOR(pg_catalog.=) i.indexrelid))
+UNION ALL
+SELECT 'high', 'subscription_refused', format('subscription %I into %s', st.subscription, p.qualified),
+       format('row-level security applies to %I, the role that applies the subscription''s changes: PostgreSQL refuses them and replication stops',
+              r.rolname),
+       CASE WHEN pg_catalog.current_setting('server_version_num')::integer OPERATOR(pg_catalog.>=) 160000
+            THEN format('ALTER SUBSCRIPTION %I SET (run_as_owner = true);  -- its owner a superuser that is not a login role of the applications; the rows then arrive as the publisher wrote them',
+                        st.subscription)
+            ELSE format('ALTER SUBSCRIPTION %I OWNER TO <a superuser>;  -- the rows then arrive as the publisher wrote them', st.subscription) END
+  FROM tenancy._subscription_targets() st
+  JOIN protected p ON p.oid OPERATOR(pg_catalog.=) st.rel
+  JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) st.apply_role
+ WHERE NOT (r.rolsuper OR r.rolbypassrls);
+COMMENT ON VIEW tenancy.coverage IS 'findings that weaken tenant isolation, each with a severity and a fix; empty means a clean bill of health';
+
 CREATE FUNCTION tenancy._check_alert_cursor() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -213,13 +413,12 @@ BEGIN
     IF NOT pg_catalog.starts_with(NEW.name, 'alerts:') THEN
         RETURN NEW;
     END IF;
-    BEGIN
-        IF pg_catalog.jsonb_typeof(CAST(NEW.value AS pg_catalog.jsonb) OPERATOR(pg_catalog.->) 'id') OPERATOR(pg_catalog.=) 'number' THEN
-            wanted := CAST(CAST(NEW.value AS pg_catalog.jsonb) OPERATOR(pg_catalog.->>) 'id' AS bigint);
-        END IF;
-    EXCEPTION WHEN OTHERS THEN
-        wanted := NULL;
-    END;
+    -- Exactly the form the companion writes and reads, {"id":<digits>}: a value it cannot read
+    -- (12e0, a duplicate key, a string) made it start after the newest row, skipping what came
+    -- since.
+    IF NEW.value OPERATOR(pg_catalog.~) '^\{"id":[0-9]{1,18}\}$' THEN
+        wanted := CAST(pg_catalog.substring(NEW.value, '[0-9]+') AS bigint);
+    END IF;
     IF wanted IS NULL OR wanted OPERATOR(pg_catalog.<) 0 THEN
         RAISE EXCEPTION 'alert cursor % must be {"id": <audit row id>}', NEW.name USING ERRCODE = '22023';
     END IF;
@@ -256,6 +455,12 @@ REVOKE UPDATE, DELETE ON tenancy.protections FROM PUBLIC;
 GRANT UPDATE (workspace_column, user_column, write_permission, enabled_rls, forced_rls, set_default,
               previous_default, protected_at, protected_by) ON tenancy.protections TO PUBLIC;
 GRANT DELETE ON tenancy.protections TO tenancy_admin;
+CREATE FUNCTION tenancy."_is_one_expression"(
+	"text" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_is_one_expression_wrapper';
 CREATE FUNCTION tenancy._forget_unprotected(schema_name text, table_name text) RETURNS boolean
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET lock_timeout = '1s' AS $$
 DECLARE
@@ -291,8 +496,14 @@ BEGIN
     IF previous IS NULL THEN
         EXECUTE format('ALTER TABLE %s ALTER COLUMN %I DROP DEFAULT', rel::regclass, col);
     ELSE
+        IF NOT tenancy._is_one_expression(previous) THEN
+            RAISE WARNING 'the remembered default of column % of % is not one expression: the column is left without a default', col, rel::regclass
+                USING DETAIL = 'tenancy.protections.previous_default is written by the table''s owner; it is never run as statements.';
+            EXECUTE format('ALTER TABLE %s ALTER COLUMN %I DROP DEFAULT', rel::regclass, col);
+            RETURN;
+        END IF;
         PERFORM pg_catalog.set_config('role', owner_name, true);
-        EXECUTE format('ALTER TABLE %s ALTER COLUMN %I SET DEFAULT %s', rel::regclass, col, previous);
+        EXECUTE format('ALTER TABLE %s ALTER COLUMN %I SET DEFAULT (%s)', rel::regclass, col, previous);
         PERFORM pg_catalog.set_config('role', saved_role, true);
     END IF;
 END
@@ -609,7 +820,10 @@ BEGIN
     END IF;
     IF pg_catalog.current_setting('tenancy.token', true) OPERATOR(pg_catalog.<>) ''
        OR pg_catalog.current_setting('tenancy.api_key', true) OPERATOR(pg_catalog.<>) '' THEN
-        IF tenancy.workspace_id() OPERATOR(pg_catalog.=) workspace AND tenancy.has_permission('api_keys:manage') THEN
+        -- A rotated key's old secret, in its grace period, only authenticates: it manages no key
+        -- (it would take over the key its holder was being cut off from).
+        IF tenancy.workspace_id() OPERATOR(pg_catalog.=) workspace AND tenancy.has_permission('api_keys:manage')
+           AND NOT coalesce(CAST(tenancy.claims() OPERATOR(pg_catalog.->>) 'previous_secret' AS boolean), false) THEN
             RETURN 'identity';
         END IF;
     END IF;
@@ -686,7 +900,7 @@ DECLARE
     excess text;
 BEGIN
     SELECT k.workspace_id, k.role, k.permissions, k.user_id, k.created_by_identity INTO key
-      FROM tenancy._api_key_store k WHERE k.id = id;
+      FROM tenancy._api_key_store k WHERE k.id = id FOR NO KEY UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'api key % does not exist', id USING ERRCODE = '22023';
     END IF;
@@ -716,8 +930,12 @@ DECLARE
     bound timestamptz;
     minted record;
 BEGIN
+    -- Locked: a rotation that waited for another must decide on the row as that one left it.
+    -- (FOR UPDATE is the lock its UPDATE of the unique digest takes anyway; revoke_api_key takes
+    -- FOR NO KEY UPDATE, which a key's users, holding FOR KEY SHARE through api_key_usage's
+    -- foreign key, never block.)
     SELECT k.workspace_id, k.role, k.permissions, k.user_id, k.expires_at, k.creator_user_id, k.creator_session_id INTO key
-      FROM tenancy._api_key_store k WHERE k.id = id AND k.revoked_at IS NULL;
+      FROM tenancy._api_key_store k WHERE k.id = id AND k.revoked_at IS NULL FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'api key % does not exist or is revoked', id USING ERRCODE = '22023';
     END IF;

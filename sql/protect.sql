@@ -224,9 +224,10 @@ $$;
 
 -- Restores the default protect replaced on column col of rel (or drops it), but only while the
 -- column still carries protect's own default: a default changed since is left alone. The
--- remembered default is text from the registry, which the table's owner can write: it runs as
--- that owner (SET ROLE for the one statement), so whoever else calls unprotect (a superuser's
--- maintenance) runs nothing with rights the owner does not have.
+-- remembered default is text from the registry, which the table's owner can write: it is used
+-- only when it parses as one expression and nothing else (tenancy._is_one_expression), in
+-- parentheses, as that owner; anything else is dropped with a warning. So whoever calls unprotect
+-- (a superuser's maintenance) runs no statement the owner wrote.
 CREATE FUNCTION tenancy._restore_default(rel oid, col text, previous text) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -247,8 +248,14 @@ BEGIN
     IF previous IS NULL THEN
         EXECUTE format('ALTER TABLE %s ALTER COLUMN %I DROP DEFAULT', rel::regclass, col);
     ELSE
+        IF NOT tenancy._is_one_expression(previous) THEN
+            RAISE WARNING 'the remembered default of column % of % is not one expression: the column is left without a default', col, rel::regclass
+                USING DETAIL = 'tenancy.protections.previous_default is written by the table''s owner; it is never run as statements.';
+            EXECUTE format('ALTER TABLE %s ALTER COLUMN %I DROP DEFAULT', rel::regclass, col);
+            RETURN;
+        END IF;
         PERFORM pg_catalog.set_config('role', owner_name, true);
-        EXECUTE format('ALTER TABLE %s ALTER COLUMN %I SET DEFAULT %s', rel::regclass, col, previous);
+        EXECUTE format('ALTER TABLE %s ALTER COLUMN %I SET DEFAULT (%s)', rel::regclass, col, previous);
         PERFORM pg_catalog.set_config('role', saved_role, true);
     END IF;
 END

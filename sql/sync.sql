@@ -132,13 +132,12 @@ BEGIN
     IF NOT pg_catalog.starts_with(NEW.name, 'alerts:') THEN
         RETURN NEW;
     END IF;
-    BEGIN
-        IF pg_catalog.jsonb_typeof(CAST(NEW.value AS pg_catalog.jsonb) OPERATOR(pg_catalog.->) 'id') OPERATOR(pg_catalog.=) 'number' THEN
-            wanted := CAST(CAST(NEW.value AS pg_catalog.jsonb) OPERATOR(pg_catalog.->>) 'id' AS bigint);
-        END IF;
-    EXCEPTION WHEN OTHERS THEN
-        wanted := NULL;
-    END;
+    -- Exactly the form the companion writes and reads, {"id":<digits>}: a value it cannot read
+    -- (12e0, a duplicate key, a string) made it start after the newest row, skipping what came
+    -- since.
+    IF NEW.value OPERATOR(pg_catalog.~) '^\{"id":[0-9]{1,18}\}$' THEN
+        wanted := CAST(pg_catalog.substring(NEW.value, '[0-9]+') AS bigint);
+    END IF;
     IF wanted IS NULL OR wanted OPERATOR(pg_catalog.<) 0 THEN
         RAISE EXCEPTION 'alert cursor % must be {"id": <audit row id>}', NEW.name USING ERRCODE = '22023';
     END IF;
@@ -172,10 +171,20 @@ GRANT EXECUTE ON FUNCTION tenancy.sync_set_jwks(text, jsonb) TO tenancy_sync, te
 GRANT SELECT (issuer, jwks, updated_at, sync_jwks_url) ON tenancy.issuers TO tenancy_sync;
 GRANT SELECT, INSERT, UPDATE ON tenancy.workspaces, tenancy.members TO tenancy_sync;
 GRANT SELECT, INSERT ON tenancy.revoked_sessions TO tenancy_sync;
-GRANT SELECT, INSERT, UPDATE ON tenancy.sync_state, tenancy.sync_objects TO tenancy_sync;
+GRANT SELECT, INSERT, UPDATE ON tenancy.sync_objects TO tenancy_sync;
+-- The cursors: rows and columns, never the table. Table-level UPDATE would let either login
+-- `LOCK TABLE tenancy.sync_state` and stall the other's writes; each sees and writes only its own
+-- rows (row-level security below), so neither can lock the other's.
+GRANT SELECT, INSERT, UPDATE (value, updated_at) ON tenancy.sync_state TO tenancy_sync;
 GRANT SELECT, INSERT ON tenancy.sync_log TO tenancy_sync;
 GRANT SELECT ON tenancy.sync_state, tenancy.sync_objects, tenancy.sync_log TO tenancy_admin, tenancy_auditor;
-GRANT SELECT, INSERT, UPDATE ON tenancy.sync_state TO tenancy_alerts;
+GRANT SELECT, INSERT, UPDATE (value, updated_at) ON tenancy.sync_state TO tenancy_alerts;
+ALTER TABLE tenancy.sync_state ENABLE ROW LEVEL SECURITY;
+CREATE POLICY companion ON tenancy.sync_state TO tenancy_sync
+    USING (NOT pg_catalog.starts_with(name, 'alerts:')) WITH CHECK (NOT pg_catalog.starts_with(name, 'alerts:'));
+CREATE POLICY alert_delivery ON tenancy.sync_state TO tenancy_alerts
+    USING (pg_catalog.starts_with(name, 'alerts:')) WITH CHECK (pg_catalog.starts_with(name, 'alerts:'));
+CREATE POLICY readers ON tenancy.sync_state FOR SELECT TO tenancy_admin, tenancy_auditor USING (true);
 
 -- Alert delivery (pg-tenancy-sync) follows tenancy.audit_log in the audit database: every column
 -- but the statement text and the free-form detail, so no payload it builds can carry either.

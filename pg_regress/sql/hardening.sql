@@ -90,6 +90,12 @@ RESET ROLE;
 DROP FUNCTION hard_peek(text);
 SET ROLE regress_hard_app;
 
+-- Several transactions in one Query message: only the one that had the credential is refused
+-- (the mark is the transaction's own, not shared by transactions that started together).
+BEGIN \; SELECT set_config('tenancy.token', :'alice', true) IS NOT NULL AS signed_in \; COMMIT \; BEGIN \; DECLARE c_clean CURSOR WITH HOLD FOR SELECT id FROM hard_plain ORDER BY id \; COMMIT;
+FETCH 2 FROM c_clean;
+CLOSE c_clean;
+
 -- The same with an API key for the transaction.
 BEGIN;
 DECLARE c3 CURSOR WITH HOLD FOR SELECT id, workspace_id FROM hard_docs ORDER BY id;
@@ -281,35 +287,49 @@ SELECT set_config('tenancy.token', :'nul', true) IS NOT NULL AS signed_in;
 ROLLBACK;
 RESET ROLE;
 
--- Attack round after the hardening (docs/security.md). A registry row some role left behind is
--- never adopted by another table, and a remembered default is restored as the table's owner: the
--- owner wrote an injection into its own row's previous_default, which a superuser's unprotect
--- once ran as the superuser (F1).
+-- Attack rounds after the hardening (docs/security.md). A remembered default (text in the
+-- registry, which the table's owner can write) is used only as one expression: statements in it
+-- once ran as a superuser's unprotect (even behind a role switch: RESET ROLE inside them).
 SET ROLE regress_hard_owner;
 CREATE TABLE regress_hard.ledger (workspace_id text NOT NULL, amount int);
 SELECT tenancy.protect('regress_hard.ledger') IS NULL AS protected;
 UPDATE tenancy.protections SET set_default = true,
-       previous_default = $$NULL; ALTER ROLE regress_hard_owner SUPERUSER; SELECT NULL$$
+       previous_default = $$NULL; RESET ROLE; ALTER ROLE regress_hard_owner SUPERUSER; SELECT NULL$$
  WHERE schema_name = 'regress_hard' AND table_name = 'ledger';
 RESET ROLE;
-SELECT tenancy.unprotect('regress_hard.ledger');
-\echo :LAST_ERROR_SQLSTATE
-SELECT rolsuper FROM pg_roles WHERE rolname = 'regress_hard_owner';
--- The owner drops the policy and renames the table away: the row stays behind, stale. A new
--- table of that name, protected by a superuser, gets a row of its own.
-SET ROLE regress_hard_owner;
-DROP POLICY tenancy_workspace ON regress_hard.ledger;
-ALTER TABLE regress_hard.ledger RENAME TO ledger_gone;
-RESET ROLE;
-SELECT table_name, set_default, previous_default IS NOT NULL AS remembered FROM tenancy.protections
- WHERE schema_name = 'regress_hard' AND table_name = 'ledger';
-CREATE TABLE regress_hard.ledger (workspace_id text NOT NULL, amount int);
-SELECT tenancy.protect('regress_hard.ledger') IS NULL AS protected;
-SELECT table_name, set_default, previous_default, protected_by FROM tenancy.protections
- WHERE schema_name = 'regress_hard' AND table_name = 'ledger';
 SELECT tenancy.unprotect('regress_hard.ledger') IS NULL AS unprotected;
 SELECT rolsuper FROM pg_roles WHERE rolname = 'regress_hard_owner';
-DROP TABLE regress_hard.ledger, regress_hard.ledger_gone;
+SELECT pg_get_expr(d.adbin, d.adrelid) AS default_left FROM pg_attrdef d WHERE d.adrelid = 'regress_hard.ledger'::regclass;
+-- One expression is restored, as the owner.
+SET ROLE regress_hard_owner;
+SELECT tenancy.protect('regress_hard.ledger') IS NULL AS protected;
+UPDATE tenancy.protections SET set_default = true, previous_default = $$'ws_' || 'acme'$$
+ WHERE schema_name = 'regress_hard' AND table_name = 'ledger';
+RESET ROLE;
+SELECT tenancy.unprotect('regress_hard.ledger') IS NULL AS unprotected;
+SELECT pg_get_expr(d.adbin, d.adrelid) AS default_restored FROM pg_attrdef d WHERE d.adrelid = 'regress_hard.ledger'::regclass;
+SELECT tenancy._is_one_expression(e) AS one_expression, e
+  FROM (VALUES ('NULL'), ($$'a' || 'b'$$), ('NULL); SELECT (1'), ('1; SELECT 2'), ('(SELECT 1)'),
+               ('1 FROM pg_class'), ('/* 1'), ('1) UNION (SELECT 2')) v(e);
+-- A registry row left behind (its table lost the policy and was renamed away) is never adopted by
+-- a new table of that name: the superuser's protect writes a row of its own.
+SET ROLE regress_hard_owner;
+CREATE TABLE regress_hard.ledger2 (workspace_id text NOT NULL, amount int);
+SELECT tenancy.protect('regress_hard.ledger2') IS NULL AS protected;
+UPDATE tenancy.protections SET set_default = true, previous_default = $$regress_hard.planted()$$
+ WHERE schema_name = 'regress_hard' AND table_name = 'ledger2';
+DROP POLICY tenancy_workspace ON regress_hard.ledger2;
+ALTER TABLE regress_hard.ledger2 RENAME TO ledger2_gone;
+RESET ROLE;
+SELECT table_name, set_default, previous_default FROM tenancy.protections
+ WHERE schema_name = 'regress_hard' AND table_name = 'ledger2';
+CREATE TABLE regress_hard.ledger2 (workspace_id text NOT NULL, amount int);
+SELECT tenancy.protect('regress_hard.ledger2') IS NULL AS protected;
+SELECT table_name, set_default, previous_default, protected_by FROM tenancy.protections
+ WHERE schema_name = 'regress_hard' AND table_name = 'ledger2';
+SELECT tenancy.unprotect('regress_hard.ledger2') IS NULL AS unprotected;
+SELECT count(*) AS defaults_left FROM pg_attrdef d WHERE d.adrelid = 'regress_hard.ledger2'::regclass;
+DROP TABLE regress_hard.ledger, regress_hard.ledger2, regress_hard.ledger2_gone;
 
 -- New key material under a kept key id is a key change like a new id (F2): recorded as
 -- issuer_keys_changed with "~k1".
@@ -353,6 +373,27 @@ COMMIT;
 RESET SESSION AUTHORIZATION;
 SELECT c.expires_at <= p.expires_at AS child_ends_first, c.expires_at < now() + interval '2 hours' AS within_the_hour
   FROM tenancy.api_keys c, tenancy.api_keys p WHERE c.name = 'kate child key' AND p.name = 'kate hour key';
+
+-- A rotated key's old secret, in its grace period, authenticates but manages no key: its holder
+-- could otherwise take over the key it is being cut off from.
+SET SESSION AUTHORIZATION regress_hard_app;
+BEGIN;
+SELECT set_config('tenancy.token', :'kate', true) IS NOT NULL AS signed_in;
+SELECT tenancy.create_api_key('ws_acme', 'kate manager key', permissions => '{documents:read,api_keys:manage}') AS manager_old \gset
+COMMIT;
+RESET SESSION AUTHORIZATION;
+SELECT id AS manager_id FROM tenancy.api_keys WHERE name = 'kate manager key' \gset
+SET SESSION AUTHORIZATION regress_hard_app;
+BEGIN;
+SELECT set_config('tenancy.token', :'kate', true) IS NOT NULL AS signed_in;
+SELECT length(tenancy.rotate_api_key(:'manager_id', grace => '1 hour')) > 0 AS rotated;
+COMMIT;
+BEGIN;
+SELECT set_config('tenancy.api_key', :'manager_old', true) IS NOT NULL AS old_secret_set;
+SELECT tenancy.workspace_id();
+SELECT tenancy.rotate_api_key(:'manager_id', grace => '30 days');
+ROLLBACK;
+RESET SESSION AUTHORIZATION;
 
 -- Clean up.
 DROP TABLE hard_docs, hard_plain;

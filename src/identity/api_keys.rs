@@ -158,7 +158,8 @@ pub fn resolve(key: &str, now: i64) -> Result<Identity, Denial> {
         session_id: None,
         issuer: "pg_tenancy api key".into(),
         expires_at,
-        claims: serde_json::json!({"api_key_id": row.id, "workspace_id": row.workspace_id, "user_id": row.user_id}),
+        claims: serde_json::json!({"api_key_id": row.id, "workspace_id": row.workspace_id, "user_id": row.user_id,
+                                   "previous_secret": !row.current}),
         api_key_id: Some(row.id),
     })
 }

@@ -428,15 +428,17 @@ pub fn source_name(source: pg_sys::GucSource::Type) -> &'static str {
 unsafe extern "C-unwind" fn assign_credential(newval: *const c_char, _extra: *mut c_void) {
     counters::token_changed();
     let non_empty = !newval.is_null() && unsafe { *newval } != 0;
+    // Only while the transaction is in progress: the restore at its end (AtEOXact_GUC runs in
+    // the commit or abort state) is no assignment of the transaction's.
     if non_empty && unsafe { pg_sys::IsTransactionState() } && assigned_for_the_transaction() {
-        SCOPED_IN_TRANSACTION.set(unsafe { pg_sys::GetCurrentTransactionStartTimestamp() });
+        SCOPED_IN_TRANSACTION.set(true);
     }
 }
 
 thread_local! {
-    /// The start time of the last transaction in which a credential was assigned for the
-    /// transaction only (0: none yet).
-    static SCOPED_IN_TRANSACTION: Cell<i64> = const { Cell::new(0) };
+    /// Whether a credential was assigned for the transaction only in the current transaction
+    /// (cleared at its end by `forget_transaction_scoped_credential`).
+    static SCOPED_IN_TRANSACTION: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Whether the assignment being made is one the transaction's end takes back: PostgreSQL pushes
@@ -452,8 +454,14 @@ fn assigned_for_the_transaction() -> bool {
 /// Whether a credential was assigned for this transaction only at any moment of it, however it
 /// was assigned (a statement, a PL/pgSQL expression, a fast-path call) and whatever it is now.
 pub fn transaction_scoped_credential_was_set() -> bool {
-    let now = unsafe { pg_sys::GetCurrentTransactionStartTimestamp() };
-    SCOPED_IN_TRANSACTION.get() == now && now != 0
+    SCOPED_IN_TRANSACTION.get()
+}
+
+/// Called at the end of every transaction (src/surface/hooks.rs): the next one starts unmarked.
+/// (Keyed by the transaction's start time instead, several transactions of one simple Query
+/// message shared the mark.)
+pub fn forget_transaction_scoped_credential() {
+    SCOPED_IN_TRANSACTION.set(false);
 }
 
 /// `SHOW tenancy.token` tells whether a token is set, never the token.

@@ -5,6 +5,7 @@ use crate::plumbing::errors::bad_parameter;
 use crate::verify::{Algorithm, KeySet};
 use pgrx::prelude::*;
 use pgrx::JsonB;
+use pgrx::PgTryBuilder;
 
 /// Vets a JWKS under the key policy and returns its key ids; raises 22023 naming the bad key.
 #[pg_extern(immutable, parallel_safe)]
@@ -64,4 +65,55 @@ fn _note_issuer_keys_changed(issuer: &str, added: Vec<String>, removed: Vec<Stri
     crate::audit::record(
         &crate::verify::Denial::new(crate::verify::Reason::IssuerKeysChanged, detail).with_seen(&seen),
     );
+}
+
+/// Whether `text` is one SQL expression and nothing else: `SELECT (<text>)` parses to a single
+/// statement that selects one value from nothing. `tenancy.unprotect` restores a column default
+/// remembered as text in the registry, which the table's owner can write; run as it was, a text
+/// like `NULL; RESET ROLE; ALTER ROLE … SUPERUSER; SELECT NULL` made the owner a superuser
+/// through a superuser's `unprotect`. Only parsed here, never run: a parse error is `false`.
+#[pg_extern(immutable, strict, parallel_safe)]
+fn _is_one_expression(text: &str) -> bool {
+    let Ok(sql) = std::ffi::CString::new(format!("SELECT ({text})")) else {
+        return false;
+    };
+    PgTryBuilder::new(|| unsafe { parses_to_one_value(&sql) })
+        .catch_others(|_| false)
+        .execute()
+}
+
+/// The check of `_is_one_expression` on the parser's raw tree.
+///
+/// # Safety
+/// Calls the parser: inside a transaction, under a try block.
+unsafe fn parses_to_one_value(sql: &std::ffi::CStr) -> bool {
+    unsafe {
+        let statements = pg_sys::raw_parser(sql.as_ptr(), pg_sys::RawParseMode::RAW_PARSE_DEFAULT);
+        let statements = pgrx::PgList::<pg_sys::RawStmt>::from_pg(statements);
+        if statements.len() != 1 {
+            return false;
+        }
+        let Some(raw) = statements.get_ptr(0) else { return false };
+        let node = (*raw).stmt;
+        if node.is_null() || (*node).type_ != pg_sys::NodeTag::T_SelectStmt {
+            return false;
+        }
+        let select = node.cast::<pg_sys::SelectStmt>();
+        let s = &*select;
+        pgrx::PgList::<pg_sys::ResTarget>::from_pg(s.targetList).len() == 1
+            && s.op == pg_sys::SetOperation::SETOP_NONE
+            && s.fromClause.is_null()
+            && s.whereClause.is_null()
+            && s.withClause.is_null()
+            && s.intoClause.is_null()
+            && s.groupClause.is_null()
+            && s.havingClause.is_null()
+            && s.windowClause.is_null()
+            && s.valuesLists.is_null()
+            && s.sortClause.is_null()
+            && s.limitCount.is_null()
+            && s.limitOffset.is_null()
+            && s.lockingClause.is_null()
+            && s.distinctClause.is_null()
+    }
 }

@@ -649,3 +649,49 @@ fn after_an_unusable_cursor_a_retained_revocation_is_still_applied() {
         "the revocation older than the reconcile's margin was replayed, not skipped"
     );
 }
+
+#[test]
+fn alert_cursors_belong_to_alert_delivery_and_neither_login_can_stall_the_other() {
+    let _serial = serial();
+    let (f, mut admin) = acme();
+    admin
+        .batch_execute("DELETE FROM tenancy.sync_state WHERE name LIKE 'alerts:%'")
+        .unwrap();
+    let alerts_url = sync_url().replace(&format!("{SYNC_ROLE}:"), &format!("{ALERT_ROLE}:"));
+    let mut alerter = postgres::Client::connect(&alerts_url, postgres::NoTls).unwrap();
+    let mut bot = postgres::Client::connect(&sync_url(), postgres::NoTls).unwrap();
+    // Alert delivery writes its cursor in the one form the companion reads back.
+    alerter
+        .batch_execute("INSERT INTO tenancy.sync_state (name, value) VALUES ('alerts:webhook', '{\"id\":0}')")
+        .unwrap();
+    for unreadable in ["{\"id\": 0e0}", "{\"id\":1,\"id\":0}", "{\"id\":\"0\"}", "{\"id\":0.0}"] {
+        let e = alerter
+            .execute(
+                "UPDATE tenancy.sync_state SET value = $1 WHERE name = 'alerts:webhook'",
+                &[&unreadable],
+            )
+            .expect_err(unreadable);
+        assert_eq!(e.code().map(|c| c.code()), Some("22023"), "{unreadable}: {e}");
+    }
+    // The companion's login neither sees alert cursors (so it cannot lock them) nor locks the table.
+    let visible: i64 = bot
+        .query_one(
+            "SELECT count(*) FROM tenancy.sync_state WHERE name LIKE 'alerts:%'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(visible, 0, "alert cursors are invisible to tenancy_sync");
+    let mut tx = bot.transaction().unwrap();
+    let e = tx
+        .batch_execute("LOCK TABLE tenancy.sync_state IN ACCESS EXCLUSIVE MODE")
+        .unwrap_err();
+    assert_eq!(e.code().map(|c| c.code()), Some("42501"), "{e}");
+    drop(tx);
+    // And alert delivery cannot touch the companion's own cursors.
+    let touched = alerter
+        .execute("UPDATE tenancy.sync_state SET value = value WHERE name = 'events'", &[])
+        .unwrap();
+    assert_eq!(touched, 0, "the events cursor is invisible to tenancy_alerts");
+    let _ = f;
+}

@@ -75,9 +75,9 @@ impl Deliverer {
 
     /// Connects to the audit database and takes `sink`'s lock; None when another companion
     /// holds it. Any role that may connect to the audit database can take an advisory lock of
-    /// the same numbers: a holder that is not a companion (a member of neither `tenancy_alerts`
-    /// nor `tenancy_sync`) is ignored, and the sink delivered anyway, rather than letting it
-    /// silence the alerts.
+    /// the same numbers: a holder that is not alert delivery (a member of `tenancy_alerts`; not
+    /// even a `tenancy_sync` login, which could so hold back the alert of its own key change) is
+    /// ignored, and the sink delivered anyway, rather than letting it silence the alerts.
     async fn claim(&self, sink: &Sink) -> Result<Option<Client>, String> {
         let db = db::connect(&self.config.alert_database_url, crate::service::APPLICATION, None).await?;
         let row = db
@@ -98,8 +98,7 @@ impl Deliverer {
                                    AND l.classid OPERATOR(pg_catalog.=) CAST($1::pg_catalog.int4 AS pg_catalog.oid)
                                    AND l.objid OPERATOR(pg_catalog.=) CAST($2::pg_catalog.int4 AS pg_catalog.oid)
                                    AND l.objsubid OPERATOR(pg_catalog.=) 2
-                                   AND (pg_catalog.pg_has_role(a.usesysid, 'tenancy_alerts', 'MEMBER')
-                                        OR pg_catalog.pg_has_role(a.usesysid, 'tenancy_sync', 'MEMBER')))",
+                                   AND pg_catalog.pg_has_role(a.usesysid, 'tenancy_alerts', 'MEMBER'))",
                 &[&LOCK_CLASS, &sink.number()],
             )
             .await
