@@ -42,17 +42,19 @@ fn refuse_if_transaction_scoped() {
     if !credentials::is_transaction_scoped() {
         return;
     }
-    let denial = Denial::new(
-        Reason::HeldCursor,
-        "DECLARE … WITH HOLD while tenancy.token or tenancy.api_key is set for the transaction only",
-    );
+    refuse("DECLARE … WITH HOLD while tenancy.token or tenancy.api_key is set for the transaction only".into());
+}
+
+/// Records a `held_cursor` denial with `detail` and raises it (42501).
+fn refuse(detail: String) -> ! {
+    let denial = Denial::new(Reason::HeldCursor, detail);
     crate::audit::record(&denial);
     crate::plumbing::errors::raise(
         PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
         denial.reason.message(),
         Some(denial.detail.clone()),
         denial.reason.hint(),
-    );
+    )
 }
 
 thread_local! {
@@ -105,20 +107,10 @@ pub(crate) fn at_pre_commit() {
     if closed.is_empty() {
         return;
     }
-    let denial = Denial::new(
-        Reason::HeldCursor,
-        format!(
-            "COMMIT with cursor {} declared WITH HOLD while tenancy.token or tenancy.api_key was set for the transaction only: closed, transaction rolled back",
-            closed.join(", ")
-        ),
-    );
-    crate::audit::record(&denial);
-    crate::plumbing::errors::raise(
-        PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-        denial.reason.message(),
-        Some(denial.detail.clone()),
-        denial.reason.hint(),
-    );
+    refuse(format!(
+        "COMMIT with cursor {} declared WITH HOLD while tenancy.token or tenancy.api_key was set for the transaction only: closed, transaction rolled back",
+        closed.join(", ")
+    ));
 }
 
 /// At the end of every transaction: forget its cursors and whether it had a per-transaction
