@@ -52,6 +52,8 @@ extern "C-unwind" {
     );
     #[link_name = "standard_ExecutorStart"]
     fn unguarded_standard_executor_start(query_desc: *mut pg_sys::QueryDesc, eflags: c_int);
+    #[link_name = "AcceptInvalidationMessages"]
+    fn unguarded_accept_invalidation_messages();
 }
 
 /// Installs every hook and callback, each once, chained to the one installed before it.
@@ -75,7 +77,6 @@ pub fn init() {
 #[pgrx::pg_guard]
 unsafe extern "C-unwind" fn before_process_utility(pstmt: *mut pg_sys::PlannedStmt) {
     crate::plumbing::redaction::scrub_current_statement();
-    take_in_invalidations();
     unsafe { super::cursors::check_utility((*pstmt).utilityStmt) };
     unsafe { crate::state::invalidation::note_utility_writes((*pstmt).utilityStmt) };
 }
@@ -86,9 +87,11 @@ unsafe extern "C-unwind" fn before_process_utility(pstmt: *mut pg_sys::PlannedSt
 /// driver's server-side statement, `tenancy.nearest` or `SELECT tenancy.workspace_id()` would
 /// otherwise keep the identity of before a committed revocation (disabled member or workspace,
 /// revoked session or API key, rotated keys) for as long as the transaction stays open. With no
-/// message pending this is one unlocked read of the queue's flag.
-fn take_in_invalidations() {
-    unsafe { pg_sys::AcceptInvalidationMessages() };
+/// message pending this is one unlocked read of the queue's flag. Called from the unguarded hook
+/// functions, before pg_tenancy's own part (no Rust value is alive there, so an error it raises
+/// passes as through C), without the cost of pgrx's FFI guard on every statement.
+unsafe fn take_in_invalidations() {
+    unsafe { unguarded_accept_invalidation_messages() };
 }
 
 /// `ProcessUtility` hook (unguarded: see the module comment).
@@ -104,6 +107,7 @@ unsafe extern "C-unwind" fn process_utility(
     qc: *mut pg_sys::QueryCompletion,
 ) {
     unsafe {
+        take_in_invalidations();
         before_process_utility(pstmt);
         match PREV_PROCESS_UTILITY {
             Some(previous) => previous(
@@ -134,7 +138,6 @@ unsafe extern "C-unwind" fn process_utility(
 #[pgrx::pg_guard]
 unsafe extern "C-unwind" fn before_executor_start(query_desc: *mut pg_sys::QueryDesc) {
     crate::plumbing::redaction::scrub_current_statement();
-    take_in_invalidations();
     crate::audit::learn_connection_names();
     unsafe { crate::state::invalidation::note_planned_writes((*query_desc).plannedstmt) };
     unsafe { crate::state::credentials::note_bound_values(query_desc) };
@@ -145,6 +148,7 @@ unsafe extern "C-unwind" fn before_executor_start(query_desc: *mut pg_sys::Query
 /// `ExecutorStart` hook (unguarded: see the module comment).
 unsafe extern "C-unwind" fn executor_start(query_desc: *mut pg_sys::QueryDesc, eflags: c_int) {
     unsafe {
+        take_in_invalidations();
         before_executor_start(query_desc);
         match PREV_EXECUTOR_START {
             Some(previous) => previous(query_desc, eflags),
