@@ -6,6 +6,7 @@
 //! Without `shared_preload_libraries = 'pg_tenancy'` there is no ring and no worker: denials go
 //! to the server log only, and `tenancy.coverage` reports the missing preload.
 
+mod batch;
 mod observe;
 mod record;
 pub mod ring;

@@ -18,7 +18,7 @@
 //! running ~3,100 `SET LOCAL` transactions per second). A bound parameter
 //! (`SELECT set_config('tenancy.token', $1, true)`) never puts the token in the text, and
 //! `tenancy.credentials_in_text = refuse` makes that the only form a role may use (decided by
-//! where the value came from, `state/credentials.rs`, not by this module).
+//! where the value came from, `state/bound_values.rs`, not by this module).
 //!
 //! Masking is best effort: it recognises tokens and keys as written, not every spelling of them
 //! (`E'\x65yJ…'`, `U&'…'`, concatenations, `decode(…)` hide them from any scan of the text).

@@ -3,6 +3,7 @@
 //! invalidation. Nothing here knows how an identity is derived; the identity layer registers its
 //! verifier (`credentials::set_verifier`) and the surface its listeners.
 
+pub mod bound_values;
 pub mod counters;
 pub mod credentials;
 pub mod invalidation;

@@ -140,7 +140,7 @@ unsafe extern "C-unwind" fn before_executor_start(query_desc: *mut pg_sys::Query
     crate::plumbing::redaction::scrub_current_statement();
     crate::audit::learn_connection_names();
     unsafe { crate::state::invalidation::note_planned_writes((*query_desc).plannedstmt) };
-    unsafe { crate::state::credentials::note_bound_values(query_desc) };
+    unsafe { crate::state::bound_values::note_bound_values(query_desc) };
     unsafe { super::write_targets::note(query_desc) };
     unsafe { super::folding::check_plan(query_desc) };
 }
