@@ -125,26 +125,24 @@ impl Columns {
 /// `purge` (the batch's signals are sent afterwards, by the worker, in a transaction of their
 /// own).
 pub(super) fn write_batch(batch: &[Entry], alerts: &[Option<&str>], purge: bool) -> Result<u64, String> {
-    let installed = Spi::get_one::<bool>("SELECT pg_catalog.to_regclass('tenancy.audit_log') IS NOT NULL")
-        .map_err(|e| e.to_string())?
-        .unwrap_or(false);
-    if !installed {
+    // Whether the audit log is installed and which of the later columns it has, in one query.
+    let (installed, alert_column, acting_role_column) = Spi::get_three::<bool, bool, bool>(
+        "SELECT pg_catalog.to_regclass('tenancy.audit_log') IS NOT NULL,
+                EXISTS (SELECT FROM pg_catalog.pg_attribute a
+                         WHERE a.attrelid OPERATOR(pg_catalog.=) pg_catalog.to_regclass('tenancy.audit_log')
+                           AND a.attname OPERATOR(pg_catalog.=) 'alert' AND NOT a.attisdropped),
+                EXISTS (SELECT FROM pg_catalog.pg_attribute a
+                         WHERE a.attrelid OPERATOR(pg_catalog.=) pg_catalog.to_regclass('tenancy.audit_log')
+                           AND a.attname OPERATOR(pg_catalog.=) 'acting_role' AND NOT a.attisdropped)",
+    )
+    .map_err(|e| e.to_string())?;
+    if !installed.unwrap_or(false) {
         return Err(format!(
             "pg_tenancy is not installed in database \"{}\" (tenancy.audit_database)",
             gucs::audit_database()
         ));
     }
-    let has_column = |name: &str| {
-        Spi::get_one_with_args::<bool>(
-            "SELECT EXISTS (SELECT FROM pg_catalog.pg_attribute a
-                             WHERE a.attrelid OPERATOR(pg_catalog.=) CAST('tenancy.audit_log' AS pg_catalog.regclass)
-                               AND a.attname OPERATOR(pg_catalog.=) $1 AND NOT a.attisdropped)",
-            &[name.into()],
-        )
-        .map_err(|e| e.to_string())
-        .map(|found| found.unwrap_or(false))
-    };
-    let insert = insert_sql(has_column("alert")?, has_column("acting_role")?);
+    let insert = insert_sql(alert_column.unwrap_or(false), acting_role_column.unwrap_or(false));
     let started = pgrx::datum::TimestampWithTimeZone::try_from(ring::started_at()).map_err(|e| format!("{e:?}"))?;
     let mut columns = Columns::default();
     for (entry, alert) in batch.iter().zip(alerts) {

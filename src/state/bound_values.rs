@@ -1,8 +1,8 @@
 //! What `tenancy.credentials_in_text = refuse` accepts: a credential that a client bound as a
 //! parameter (the Bind message of the extended protocol) to the portal running the assignment.
-//! Before each statement the values bound to its portal that look like credentials are kept;
-//! the credentials' check hook (`credentials.rs`) asks whether the value it is given is one of
-//! them, and not also written in the statement's text.
+//! Before each statement (and before its text is masked) the values bound to its portal that look
+//! like credentials, and are not also written in the statement's text, are kept; the credentials'
+//! check hook (`credentials.rs`) asks whether the value it is given is one of them.
 
 use super::settings as gucs;
 use pgrx::pg_sys;
@@ -68,23 +68,24 @@ pub unsafe fn note_bound_values(query_desc: *mut pg_sys::QueryDesc) {
                 }
                 let bytes = pgrx::varlena::varlena_to_byte_slice(raw);
                 let shaped = bytes.starts_with(b"eyJ") || bytes.starts_with(b"tnk_");
-                (shaped && bytes.len() <= BOUND_MAX_BYTES).then(|| bytes.to_vec())
+                // A literal equal to the bound value was in pg_stat_activity before parsing.
+                let kept = shaped && bytes.len() <= BOUND_MAX_BYTES && !in_statement_text(bytes);
+                kept.then(|| bytes.to_vec())
             })
             .collect();
         BOUND.with_borrow_mut(|bound| *bound = (key, kept));
     }
 }
 
-/// Whether `credential` is a value a client bound to the portal running now, and not written in
-/// the statement's text as well (a literal equal to a bound value was in `pg_stat_activity`).
+/// Whether `credential` is a value a client bound to the portal running now (and did not also
+/// write in the statement's text).
 pub fn bound_to_current_statement(credential: &str) -> bool {
     let Some((key, _)) = client_portal() else { return false };
-    let bound = BOUND
-        .with_borrow(|(portal, values)| *portal == key && values.iter().any(|v| v.as_slice() == credential.as_bytes()));
-    bound && !in_statement_text(credential.as_bytes())
+    BOUND.with_borrow(|(portal, values)| *portal == key && values.iter().any(|v| v.as_slice() == credential.as_bytes()))
 }
 
-/// Whether `credential` appears as written in the top-level statement text.
+/// Whether `credential` appears as written in the top-level statement text (read before the
+/// statement is masked: afterwards a literal is no longer there to be found).
 fn in_statement_text(credential: &[u8]) -> bool {
     let text = unsafe { pg_sys::debug_query_string };
     if text.is_null() || credential.is_empty() {

@@ -116,8 +116,6 @@ pub(crate) fn at_pre_commit() {
 /// At the end of every transaction: forget its cursors and whether it had a per-transaction
 /// credential.
 pub(crate) fn at_transaction_end() {
-    if !HELD.with_borrow(Vec::is_empty) {
-        HELD.with_borrow_mut(Vec::clear);
-    }
+    HELD.with_borrow_mut(Vec::clear);
     credentials::forget_transaction_scoped_credential();
 }

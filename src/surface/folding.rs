@@ -15,10 +15,11 @@
 //!   identity table changed in any backend), `identity_changed` sends a backend-local invalidation
 //!   of that dependency: PostgreSQL replans every cached statement that folded (prepared
 //!   statements, PL/pgSQL) before its next use. Statements that never folded keep their plans.
-//! - `ExecutorStart` checks the identity once per statement, as the call itself would have: it
-//!   first takes in pending invalidations (a cached plan in an open transaction takes no new lock
-//!   that would), so an expired token, a refused session token, a disabled member or a revoked
-//!   session fails a cached plan from the next statement too.
+//! - `ExecutorStart` checks the identity once per statement, as the call itself would have, after
+//!   the hook has taken in pending invalidations for every statement (src/surface/hooks.rs: a
+//!   cached plan in an open transaction takes no new lock that would), so an expired token, a
+//!   refused session token, a disabled member or a revoked session fails a cached plan from the
+//!   next statement too.
 //! - Each such plan also carries a fingerprint of the values it folded; `ExecutorStart` refuses
 //!   to run it for an identity with other values (a plan that escaped invalidation must fail, not
 //!   serve another identity's rows).
@@ -297,7 +298,6 @@ unsafe fn folded_fingerprint(items: *mut pg_sys::List) -> Option<u64> {
 pub(crate) unsafe fn check_plan(query_desc: *mut pg_sys::QueryDesc) {
     unsafe {
         if let Some(folded) = folded_fingerprint((*(*query_desc).plannedstmt).invalItems) {
-            pg_sys::AcceptInvalidationMessages();
             if fingerprint(&identity::require()) != folded {
                 crate::plumbing::errors::raise(
                     PgSqlErrorCode::ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,

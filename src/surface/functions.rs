@@ -80,14 +80,10 @@ fn identity() -> TableIterator<
     let i = require();
     // NULL when there is no expiry (an API key made without one): i64::MAX seconds once
     // overflowed into 1969-12-31.
+    // Inside the timestamp range the conversion to PostgreSQL's microseconds cannot overflow.
     let expires = crate::verify::TIMESTAMP_SECONDS
         .contains(&i.expires_at)
-        .then(|| {
-            i.expires_at
-                .checked_sub(946_684_800)
-                .and_then(|s| s.checked_mul(1_000_000))
-        })
-        .flatten()
+        .then(|| (i.expires_at - 946_684_800) * 1_000_000)
         .and_then(|micros| pgrx::datum::TimestampWithTimeZone::try_from(micros).ok());
     TableIterator::once((
         i.workspace_id.clone(),

@@ -4,7 +4,8 @@
 //! - `ProcessUtility`: mask credentials in the statement text (`redaction`), take in pending
 //!   invalidations, refuse a held cursor under a per-transaction credential (`cursors`), note
 //!   writes to identity tables (`invalidation`), then the statement;
-//! - `ExecutorStart`: mask (a literal in `set_config`), take in pending invalidations, note writes
+//! - `ExecutorStart`: take in pending invalidations, note the credentials bound to the portal
+//!   (`state::bound_values`, before masking), mask (a literal in `set_config`), note writes
 //!   to identity tables and to protected tables (`write_targets`), refuse a plan folded for another
 //!   identity (`folding`), then the statement;
 //! - `emit_log_hook`: mask the message and the statement first, then observe denials (so the
@@ -137,10 +138,11 @@ unsafe extern "C-unwind" fn process_utility(
 /// pg_tenancy's part of `ExecutorStart`: masking, then the folded-plan identity check.
 #[pgrx::pg_guard]
 unsafe extern "C-unwind" fn before_executor_start(query_desc: *mut pg_sys::QueryDesc) {
+    // Before masking: a bound value also written in the statement's text is not kept.
+    unsafe { crate::state::bound_values::note_bound_values(query_desc) };
     crate::plumbing::redaction::scrub_current_statement();
     crate::audit::learn_connection_names();
     unsafe { crate::state::invalidation::note_planned_writes((*query_desc).plannedstmt) };
-    unsafe { crate::state::bound_values::note_bound_values(query_desc) };
     unsafe { super::write_targets::note(query_desc) };
     unsafe { super::folding::check_plan(query_desc) };
 }
@@ -205,14 +207,12 @@ unsafe extern "C-unwind" fn on_xact_event(event: pg_sys::XactEvent::Type, _arg: 
     use pg_sys::XactEvent::*;
     match event {
         XACT_EVENT_PRE_COMMIT => super::cursors::at_pre_commit(),
-        XACT_EVENT_COMMIT | XACT_EVENT_PREPARE => {
+        XACT_EVENT_COMMIT | XACT_EVENT_PREPARE | XACT_EVENT_ABORT => {
             super::cursors::at_transaction_end();
             crate::audit::forget_write_targets();
-        }
-        XACT_EVENT_ABORT => {
-            super::cursors::at_transaction_end();
-            crate::audit::forget_write_targets();
-            crate::plumbing::redaction::scrub_reported_activity();
+            if event == XACT_EVENT_ABORT {
+                crate::plumbing::redaction::scrub_reported_activity();
+            }
         }
         _ => {}
     }
