@@ -9,10 +9,12 @@
 // The layers, lowest first; each uses only those below it (scripts/check-layers keeps it so).
 mod audit;
 mod identity;
-mod pg_tests;
 mod plumbing;
+mod search;
 mod state;
 mod surface;
+#[cfg(any(test, feature = "pg_test"))]
+mod test_support;
 pub mod verify;
 
 pgrx::pg_module_magic!();
@@ -28,8 +30,8 @@ pgrx::extension_sql_file!(
     "../sql/admin.sql",
     name = "admin",
     requires = [
-        surface::admin::_vet_jwks,
-        surface::admin::_note_issuer_keys_changed,
+        surface::key_vetting::_vet_jwks,
+        surface::key_vetting::_note_issuer_keys_changed,
         state::invalidation::invalidate_identities,
         state::invalidation::_create_invalidation_trigger
     ]
@@ -46,7 +48,7 @@ pgrx::extension_sql_file!(
     requires = [
         "sync",
         surface::api_key_functions::_mint_api_key,
-        surface::admin::_deny_admin,
+        surface::key_vetting::_deny_admin,
         surface::functions::workspace_id,
         surface::functions::has_permission
     ]
@@ -72,6 +74,7 @@ pub extern "C-unwind" fn _PG_init() {
     audit::init();
     state::init();
     identity::init();
+    search::init();
     surface::init();
     plumbing::guc::reserve_prefix();
 }

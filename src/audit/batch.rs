@@ -11,7 +11,7 @@ use pgrx::prelude::*;
 /// storm of 10,000 critical denials raised at 2,800/s overflowed the 1,024-entry ring when
 /// each entry was its own statement (the writer kept up with ~1,100 rows/s). Every function,
 /// operator and type is qualified (and `search_path` is pinned for the worker's life,
-/// `src/plumbing/raised.rs`).
+/// `src/plumbing/pinned_context.rs`).
 ///
 /// Built for the columns the installed audit log has: the library may be newer than the
 /// extension's SQL objects until `ALTER EXTENSION pg_tenancy UPDATE` runs (0.1.0 has no `alert`,

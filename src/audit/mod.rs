@@ -7,6 +7,7 @@
 //! to the server log only, and `tenancy.coverage` reports the missing preload.
 
 mod batch;
+mod classify;
 mod observe;
 mod record;
 pub mod ring;

@@ -37,7 +37,8 @@ fn _denials() -> TableIterator<
             let reason = e.reason();
             (
                 e.seq as i64,
-                TimestampWithTimeZone::try_from(e.at).unwrap_or_else(|_| error!("timestamp out of range")),
+                TimestampWithTimeZone::try_from(e.at)
+                    .unwrap_or_else(|_| crate::plumbing::errors::internal("a denial's timestamp is out of range")),
                 reason.code().to_string(),
                 reason.is_critical(),
                 e.pid,

@@ -7,15 +7,14 @@
 //! in the ring and the next round tries again. The postmaster restarts the worker if it dies.
 
 use super::batch::{without_client_fields, write_batch};
-use super::ring::{self, Counter, Entry};
+use super::classify::{alert_of, classify, Bursts, Classified};
+use super::ring::{self, Entry};
 use super::settings as gucs;
 use super::signals::KeySignals;
 use super::standby;
-use crate::verify::Reason;
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags};
 use pgrx::prelude::*;
 use pgrx::{pg_sys, PgTryBuilder};
-use std::collections::{HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
@@ -37,38 +36,6 @@ pub fn register() {
         .load();
 }
 
-/// Denials per source within the burst window, and when each source last raised an alert.
-#[derive(Default)]
-struct Bursts {
-    seen: HashMap<String, VecDeque<i64>>,
-    alerted: HashMap<String, i64>,
-}
-
-impl Bursts {
-    /// Counts a denial of `source` at `at` (microseconds); returns the count when it makes a burst
-    /// that has not been alerted within the window.
-    fn note(&mut self, source: &str, at: i64, threshold: usize, window: i64) -> Option<usize> {
-        let times = self.seen.entry(source.to_string()).or_default();
-        times.push_back(at);
-        while times.front().is_some_and(|t| *t <= at - window) {
-            times.pop_front();
-        }
-        let count = times.len();
-        let recently = self.alerted.get(source).is_some_and(|t| *t > at - window);
-        if count > threshold && !recently {
-            self.alerted.insert(source.to_string(), at);
-            return Some(count);
-        }
-        None
-    }
-
-    /// Forgets sources quiet for longer than the window.
-    fn forget_before(&mut self, cutoff: i64) {
-        self.seen.retain(|_, times| times.back().is_some_and(|t| *t > cutoff));
-        self.alerted.retain(|_, t| *t > cutoff);
-    }
-}
-
 /// Entry point of the worker process.
 #[pg_guard]
 #[no_mangle]
@@ -77,7 +44,7 @@ pub extern "C-unwind" fn pg_tenancy_audit_worker_main(_arg: pg_sys::Datum) {
     let database = gucs::audit_database();
     BackgroundWorker::connect_worker_to_spi(Some(&database), None);
     // The audit database's owner may set its search_path: resolve nothing through it.
-    crate::plumbing::raised::pin_search_path_for_worker();
+    crate::plumbing::pinned_context::pin_search_path_for_worker();
     // A persisted denial must survive a crash even where the server runs with
     // synchronous_commit = off.
     unsafe {
@@ -263,37 +230,6 @@ fn in_transaction(body: impl FnOnce() -> Result<u64, String>) -> Result<u64, Str
     outcome
 }
 
-/// The alert each entry of a batch raises, and the signals the batch sends.
-struct Classified {
-    alerts: Vec<Option<&'static str>>,
-    critical: bool,
-    burst: bool,
-    /// Issuers whose tokens carried an unknown key id (`NOTIFY tenancy_jwks`).
-    signals: Vec<String>,
-}
-
-impl Classified {
-    /// The classification of entry `index` alone (a batch written entry by entry).
-    fn only(&self, index: usize) -> Classified {
-        let alert = self.alerts.get(index).copied().flatten();
-        Classified {
-            alerts: vec![alert],
-            critical: alert == Some("denial"),
-            burst: alert == Some("burst"),
-            signals: Vec::new(),
-        }
-    }
-
-    /// Counts the alerts raised, once their rows are committed (a batch that fails and is
-    /// retried must not count its alerts twice: a blocked batch once counted 2,715 alerts for 83
-    /// denials).
-    fn count_alerts(&self) {
-        for _ in self.alerts.iter().flatten() {
-            ring::count(Counter::Alerts);
-        }
-    }
-}
-
 /// Writes a batch that failed as a whole one entry per transaction, so that an entry that cannot
 /// be written holds back no other. An entry that fails alone is written without every field a
 /// client chose (claims, application, address, statement; the error in `detail`), keeping who,
@@ -321,36 +257,6 @@ fn write_one_by_one(batch: &[Entry], classified: &Classified, problem: &str) -> 
     }
     // Everything is marked already.
     Ok(0)
-}
-
-/// Classifies `batch`: a critical denial is an alert; so is the denial that makes a burst from
-/// its source (client address, role, database) within the window.
-fn classify(batch: &[Entry], bursts: &mut Bursts, key_signals: &mut KeySignals) -> Classified {
-    let threshold = gucs::ALERT_BURST_COUNT.get() as usize;
-    let window = i64::from(gucs::ALERT_BURST_WINDOW.get()) * 1_000_000;
-    let mut classified = Classified {
-        alerts: Vec::with_capacity(batch.len()),
-        critical: false,
-        burst: false,
-        signals: Vec::new(),
-    };
-    for entry in batch {
-        let reason = entry.reason();
-        let source = format!("{}|{}|{}", entry.client.get(), entry.role, entry.database);
-        let burst = bursts.note(&source, entry.at, threshold, window).is_some();
-        let alert = if reason.is_critical() {
-            Some("denial")
-        } else {
-            burst.then_some("burst")
-        };
-        classified.alerts.push(alert);
-        classified.critical |= reason.is_critical();
-        classified.burst |= burst;
-        if reason == Reason::UnknownKey && key_signals.allow(entry.iss.get(), entry.at) {
-            classified.signals.push(entry.iss.get().to_string());
-        }
-    }
-    classified
 }
 
 /// Sends a batch's signals (`NOTIFY tenancy_jwks` per issuer with an unknown key id,
@@ -382,13 +288,6 @@ fn send_signals(classified: &Classified) -> Result<(), String> {
     .map(|_| ())
 }
 
-/// The payload of an alert: a wake-up signal that names its kind and severity and nothing else.
-/// Any role that may connect to the audit database can `LISTEN tenancy_alert`; the details stay
-/// in `tenancy.audit_log`, readable by `tenancy_admin` and `tenancy_auditor` only.
-fn alert_of(kind: &str) -> String {
-    serde_json::json!({ "kind": kind, "severity": "critical" }).to_string()
-}
-
 /// `NOTIFY channel, payload` (delivered when the batch commits).
 fn notify(client: &mut pgrx::spi::SpiClient<'_>, channel: &str, payload: &str) -> Result<(), String> {
     client
@@ -399,32 +298,4 @@ fn notify(client: &mut pgrx::spi::SpiClient<'_>, channel: &str, payload: &str) -
         )
         .map_err(|e| e.to_string())?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Bursts;
-
-    #[test]
-    fn a_burst_alerts_once_per_window() {
-        let mut bursts = Bursts::default();
-        let second = 1_000_000;
-        let alerts: Vec<_> = (0..30)
-            .filter_map(|i| bursts.note("10.0.0.1|10|5", i * second / 10, 20, 10 * second))
-            .collect();
-        assert_eq!(
-            alerts,
-            vec![21],
-            "the 21st denial within 10 s alerts, later ones do not"
-        );
-        assert_eq!(
-            bursts.note("10.0.0.2|10|5", 0, 20, 10 * second),
-            None,
-            "another source counts apart"
-        );
-        let later: Vec<_> = (0..25)
-            .filter_map(|i| bursts.note("10.0.0.1|10|5", 20 * second + i, 20, 10 * second))
-            .collect();
-        assert_eq!(later, vec![21], "a new window alerts again");
-    }
 }

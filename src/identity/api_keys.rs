@@ -4,7 +4,7 @@
 //! found is then compared in constant time. The key format is `verify::api_key_format`.
 
 use super::Identity;
-use crate::plumbing::{fresh, raised};
+use crate::plumbing::{fresh, pinned_context};
 use crate::verify::api_key_format::{check_shape, constant_time_eq, hex};
 use crate::verify::{sha256, Denial, Reason};
 use pgrx::pg_sys;
@@ -62,10 +62,10 @@ struct KeyRow {
     creator_session_revoked: bool,
 }
 
-/// Reads the row of the key with this digest, as `tenancy_lookup` (`src/raised.rs`), under the
+/// Reads the row of the key with this digest, as `tenancy_lookup` (`src/plumbing/pinned_context.rs`), under the
 /// latest snapshot.
 fn lookup(digest_hex: &str) -> Option<KeyRow> {
-    let mut rows = raised::as_lookup_role(|| fresh::query(&LOOKUP_PLAN, LOOKUP, &[Some(digest_hex)]));
+    let mut rows = pinned_context::as_lookup_role(|| fresh::query(&LOOKUP_PLAN, LOOKUP, &[Some(digest_hex)]));
     let row = rows.pop()?;
     let column = |i: usize| row.get(i).cloned().flatten();
     let number = |i: usize| column(i).and_then(|v| v.parse::<f64>().ok());

@@ -10,11 +10,13 @@
 //! unknown token pays for signature verification and the membership query.
 
 mod api_keys;
+mod issuers;
 
-use crate::plumbing::{fresh, raised};
+use crate::plumbing::errors::error;
+use crate::plumbing::{fresh, pinned_context};
 use crate::state::credentials::{self, Credential};
-use crate::state::{counters, invalidation, settings as gucs};
-use crate::verify::{self, Algorithm, Claims, Denial, KeySet, Reason, TimeRules, TrustedIssuer};
+use crate::state::{counters, readiness, settings as gucs};
+use crate::verify::{self, Claims, Denial, Reason, TimeRules};
 use pgrx::prelude::*;
 use pgrx::{pg_sys, PgSqlErrorCode};
 use std::cell::{Cell, RefCell};
@@ -50,14 +52,10 @@ thread_local! {
     static LAST_RESOLVED: RefCell<Option<(u64, String, Rc<Identity>)>> = const { RefCell::new(None) };
     /// Verified identities by token digest, each tagged with the epoch it was verified in.
     static CACHE: RefCell<HashMap<Digest, (u64, Rc<Identity>)>> = RefCell::new(HashMap::new());
-    /// Trusted issuers as loaded from `tenancy.issuers`, tagged with their epoch.
-    static ISSUERS: RefCell<Option<(u64, HashMap<String, TrustedIssuer>)>> = const { RefCell::new(None) };
     /// When this backend last recorded each API key's use (Unix seconds).
     static KEY_USES: RefCell<HashMap<String, i64>> = RefCell::new(HashMap::new());
     /// The membership query, planned once per backend (its plan is revalidated by PostgreSQL).
     static MEMBERSHIP_PLAN: Cell<pg_sys::SPIPlanPtr> = const { Cell::new(std::ptr::null_mut()) };
-    /// The issuers query, likewise.
-    static ISSUERS_PLAN: Cell<pg_sys::SPIPlanPtr> = const { Cell::new(std::ptr::null_mut()) };
 }
 
 /// Lets the credential settings verify fully at the SET (their check hooks are in the state
@@ -133,11 +131,11 @@ fn note_key_use(key: &str) {
     let now = unix_now();
     let due = KEY_USES.with_borrow(|uses| uses.get(key).is_none_or(|t| now - t >= KEY_USE_INTERVAL));
     let cannot_write = unsafe { pg_sys::XactReadOnly || pg_sys::RecoveryInProgress() || pg_sys::IsInParallelMode() };
-    if !due || !counters::can_query() || cannot_write {
+    if !due || !readiness::lookups_can_run() || cannot_write {
         return;
     }
     KEY_USES.with_borrow_mut(|uses| uses.insert(key.to_string(), now));
-    raised::as_lookup_role(|| {
+    pinned_context::as_lookup_role(|| {
         Spi::run_with_args(
             "INSERT INTO tenancy.api_key_usage AS u (key_id, last_used_at)
              VALUES (CAST($1 AS pg_catalog.uuid), pg_catalog.now())
@@ -145,7 +143,7 @@ fn note_key_use(key: &str) {
             &[key.into()],
         )
     })
-    .unwrap_or_else(|e| error!("could not record the api key's use: {e}"));
+    .unwrap_or_else(|e| crate::plumbing::errors::internal(format!("recording the api key's use failed: {e}")));
 }
 
 /// A field of the already-verified identity, without verifying or raising (for SHOW).
@@ -189,7 +187,7 @@ pub fn resolve(credential: Credential<'_>) -> Result<Rc<Identity>, Denial> {
         remember_resolved(epoch, credential.text(), &identity);
         return Ok(identity);
     }
-    if !counters::can_query() {
+    if !readiness::lookups_can_run() {
         return Err(Denial::new(
             Reason::NoToken,
             "identity cannot be verified outside a transaction",
@@ -232,7 +230,7 @@ fn verify_token(token: &str, epoch: u64) -> Result<Identity, Denial> {
         now: unix_now(),
         leeway: i64::from(gucs::CLOCK_SKEW.get()),
     };
-    let (claims, allows_no_organization) = with_trusted_issuers(epoch, |issuers| {
+    let (claims, allows_no_organization) = issuers::with_trusted_issuers(epoch, |issuers| {
         let claims = verify::verify(token, issuers, time)?;
         let allows = issuers.get(&claims.iss).is_some_and(|i| i.allows_no_organization);
         Ok::<_, Denial>((claims, allows))
@@ -257,61 +255,6 @@ fn verify_token(token: &str, epoch: u64) -> Result<Identity, Denial> {
     check_membership(claims).map_err(|d| d.with_seen(&seen))
 }
 
-/// Runs `f` with the trusted issuers, (re)loading them when the epoch moved.
-fn with_trusted_issuers<R>(epoch: u64, f: impl FnOnce(&HashMap<String, TrustedIssuer>) -> R) -> R {
-    let fresh = ISSUERS.with_borrow(|loaded| matches!(loaded, Some((e, _)) if *e == epoch));
-    if !fresh {
-        let issuers = load_issuers();
-        ISSUERS.with_borrow_mut(|loaded| *loaded = Some((epoch, issuers)));
-    }
-    ISSUERS.with_borrow(|loaded| f(&loaded.as_ref().expect("loaded above").1))
-}
-
-/// Reads `tenancy.issuers` (as `tenancy_lookup`, names pinned: `src/raised.rs`); a row that no longer passes the key policy is skipped with a warning.
-fn load_issuers() -> HashMap<String, TrustedIssuer> {
-    invalidation::remember_tables();
-    let rows = raised::as_lookup_role(|| {
-        fresh::query(
-            &ISSUERS_PLAN,
-            c"SELECT i.issuer, i.audience, pg_catalog.array_to_string(i.algorithms, ','),
-                CAST(i.jwks AS pg_catalog.text), i.allow_no_organization FROM tenancy.issuers i",
-            &[],
-        )
-    });
-    let rows = rows.into_iter().map(|mut r| {
-        let mut take = |i: usize| r.get_mut(i).and_then(Option::take);
-        (
-            take(0).unwrap_or_default(),
-            take(1),
-            take(2).unwrap_or_default(),
-            take(3).unwrap_or_default(),
-            fresh::flag(&take(4)),
-        )
-    });
-    let mut issuers = HashMap::new();
-    for (issuer, audience, algorithms, jwks, allows_no_organization) in rows {
-        let names: Vec<String> = algorithms.split(',').map(str::to_owned).collect();
-        let parsed = Algorithm::parse_list(&names)
-            .and_then(|algorithms| KeySet::parse(jwks.as_bytes(), &algorithms).map(|keys| (algorithms, keys)));
-        match parsed {
-            Ok((algorithms, keys)) => {
-                issuers.insert(
-                    issuer.clone(),
-                    TrustedIssuer {
-                        issuer,
-                        audience,
-                        algorithms,
-                        keys,
-                        allows_no_organization,
-                    },
-                );
-            }
-            Err(e) => warning!("issuer \"{}\" skipped: {e}", verify::json::printable(&issuer)),
-        }
-    }
-    issuers
-}
-
 /// The membership query: one row whatever matches, so each refusal has its own reason.
 const MEMBERSHIP_QUERY: &std::ffi::CStr = c"\
 SELECT EXISTS (SELECT 1 FROM tenancy.revoked_sessions r WHERE r.sid OPERATOR(pg_catalog.=) $3),
@@ -328,7 +271,7 @@ fn check_membership(claims: Claims) -> Result<Identity, Denial> {
         Some(claims.sub.as_str()),
         claims.sid.as_deref(),
     ];
-    let mut rows = raised::as_lookup_role(|| fresh::query(&MEMBERSHIP_PLAN, MEMBERSHIP_QUERY, &args));
+    let mut rows = pinned_context::as_lookup_role(|| fresh::query(&MEMBERSHIP_PLAN, MEMBERSHIP_QUERY, &args));
     let row = rows.pop().unwrap_or_default();
     let column = |i: usize| row.get(i).cloned().flatten();
     let row = (
@@ -397,17 +340,49 @@ pub fn note_denial(denial: &Denial) {
 }
 
 /// Raises a denial as an error with SQLSTATE 28000.
-pub fn raise(denial: Denial) -> ! {
+pub fn deny(denial: Denial) -> ! {
     note_denial(&denial);
-    crate::plumbing::errors::raise(
-        PgSqlErrorCode::ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
-        describe(&denial),
-        Some(denial.detail.clone()),
-        denial.reason.hint(),
-    )
+    let report = error(PgSqlErrorCode::ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION)
+        .message(describe(&denial))
+        .detail(denial.detail.clone());
+    match denial.reason.hint() {
+        Some(hint) => report.hint(hint).raise(),
+        None => report.raise(),
+    }
 }
 
 /// The current identity, raising SQLSTATE 28000 when there is none.
 pub fn require() -> Rc<Identity> {
-    current().unwrap_or_else(|d| raise(d))
+    current().unwrap_or_else(|d| deny(d))
+}
+
+/// The workspace of `identity`, raising when it has none.
+pub fn workspace_of(identity: &Identity) -> String {
+    identity.workspace_id.clone().unwrap_or_else(|| {
+        deny(Denial::new(
+            Reason::NoWorkspace,
+            "the token was issued outside an organization",
+        ))
+    })
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pgrx::pg_schema]
+mod tests {
+    use crate::test_support::sqlstate_of;
+    use pgrx::prelude::*;
+
+    #[pg_test]
+    fn the_real_workos_token_is_refused_as_expired_today() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/testdata/workos");
+        let jwks = std::fs::read_to_string(format!("{dir}/real-jwks.json")).unwrap();
+        let token = std::fs::read_to_string(format!("{dir}/real-access-token.jwt")).unwrap();
+        Spi::run(&format!(
+            "SELECT tenancy.add_issuer('https://api.workos.com/user_management/client_01JXWR78G1RS943SJZG9G9KFDW', {}::jsonb)",
+            pgrx::spi::quote_literal(&jwks)
+        ))
+        .unwrap();
+        let set = format!("SET tenancy.token = {}", pgrx::spi::quote_literal(token.trim()));
+        assert_eq!(sqlstate_of(&set).as_deref(), Some("28000"));
+    }
 }

@@ -3,22 +3,71 @@
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::{PgLogLevel, PgSqlErrorCode};
 
-/// Raises an ERROR and does not return.
-pub fn raise(code: PgSqlErrorCode, message: impl Into<String>, detail: Option<String>, hint: Option<&str>) -> ! {
-    let mut report = ErrorReport::new(code, message.into(), "pg_tenancy");
-    if let Some(detail) = detail {
-        report = report.set_detail(detail);
-    }
-    if let Some(hint) = hint {
-        report = report.set_hint(hint);
-    }
-    report.report(PgLogLevel::ERROR);
-    unreachable!("ERROR does not return")
+/// An error being built: `error(code).message(…).detail(…).hint(…).raise()`.
+#[must_use = "an error does nothing until it is raised"]
+pub struct Error {
+    code: PgSqlErrorCode,
+    message: String,
+    detail: Option<String>,
+    hint: Option<String>,
 }
 
-/// Raises 22023 (invalid_parameter_value).
+/// Starts an error with SQLSTATE `code`.
+pub fn error(code: PgSqlErrorCode) -> Error {
+    Error {
+        code,
+        message: String::new(),
+        detail: None,
+        hint: None,
+    }
+}
+
+impl Error {
+    /// The primary message: lowercase, naming the cause, no final period.
+    pub fn message(mut self, message: impl Into<String>) -> Error {
+        self.message = message.into();
+        self
+    }
+
+    /// A detail: what was seen, in a sentence.
+    pub fn detail(mut self, detail: impl Into<String>) -> Error {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    /// A hint: what to do about it, in a sentence.
+    pub fn hint(mut self, hint: impl Into<String>) -> Error {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    /// Raises the error at level ERROR; does not return.
+    pub fn raise(self) -> ! {
+        let mut report = ErrorReport::new(self.code, self.message, "pg_tenancy");
+        if let Some(detail) = self.detail {
+            report = report.set_detail(detail);
+        }
+        if let Some(hint) = self.hint {
+            report = report.set_hint(hint);
+        }
+        report.report(PgLogLevel::ERROR);
+        unreachable!("ERROR does not return")
+    }
+}
+
+/// Raises 22023 (invalid_parameter_value) with `message`.
 pub fn bad_parameter(message: impl Into<String>) -> ! {
-    raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, message, None, None)
+    error(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE)
+        .message(message)
+        .raise()
+}
+
+/// Raises XX000 (internal_error) for a step of the extension's own machinery that failed where
+/// it cannot, phrased one way everywhere: "pg_tenancy: <what failed>".
+pub fn internal(what: impl std::fmt::Display) -> ! {
+    error(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR)
+        .message(format!("pg_tenancy: {what}"))
+        .raise()
 }
 
 /// Makes pgrx attach no Rust backtrace to the errors raised through this library, whatever the

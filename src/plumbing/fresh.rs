@@ -8,9 +8,10 @@
 //! plain SPI (pgrx's client switches to the transaction snapshot once the transaction has written).
 //! Arguments and results are text; each plan is prepared once per backend and kept.
 
+use super::spi;
 use pgrx::pg_sys;
 use std::cell::Cell;
-use std::ffi::{CStr, CString};
+use std::ffi::CStr;
 use std::thread::LocalKey;
 
 /// Where a kept plan lives between calls.
@@ -19,30 +20,22 @@ pub type PlanSlot = LocalKey<Cell<pg_sys::SPIPlanPtr>>;
 /// Runs `sql` (parameters `$1`… of type text) with `args`, returning every row as text columns.
 pub fn query(slot: &'static PlanSlot, sql: &CStr, args: &[Option<&str>]) -> Vec<Vec<Option<String>>> {
     unsafe {
-        if pg_sys::SPI_connect() != pg_sys::SPI_OK_CONNECT as i32 {
-            pgrx::error!("pg_tenancy could not connect to SPI");
-        }
+        spi::connect();
         let mut plan = slot.get();
         if plan.is_null() {
             let mut types = vec![pg_sys::TEXTOID; args.len()];
             plan = pg_sys::SPI_prepare(sql.as_ptr(), args.len() as i32, types.as_mut_ptr());
             if plan.is_null() || pg_sys::SPI_keepplan(plan) != 0 {
-                pgrx::error!("pg_tenancy could not prepare an identity query");
+                super::errors::internal("preparing an identity query failed");
             }
             slot.set(plan);
         }
-        let texts: Vec<CString> = args
+        // A NUL byte, which no text can hold, is dropped.
+        let mut values: Vec<pg_sys::Datum> = args
             .iter()
-            .map(|a| CString::new(a.unwrap_or_default().replace('\0', "")).unwrap_or_default())
+            .map(|a| spi::text_datum(&a.unwrap_or_default().replace('\0', "")))
             .collect();
-        let mut values: Vec<pg_sys::Datum> = texts
-            .iter()
-            .map(|t| pg_sys::Datum::from(pg_sys::cstring_to_text(t.as_ptr())))
-            .collect();
-        let nulls: Vec<std::ffi::c_char> = args
-            .iter()
-            .map(|a| if a.is_some() { b' ' } else { b'n' } as std::ffi::c_char)
-            .collect();
+        let nulls: Vec<std::ffi::c_char> = args.iter().map(|a| spi::null_flag(a.is_some())).collect();
         // A parallel operation may not take a new snapshot: read with the statement's, and let the
         // caller not cache the result (see `latest`).
         let latest = latest();
@@ -54,22 +47,10 @@ pub fn query(slot: &'static PlanSlot, sql: &CStr, args: &[Option<&str>]) -> Vec<
             pg_sys::PopActiveSnapshot();
         }
         if status != pg_sys::SPI_OK_SELECT as i32 {
-            pgrx::error!("pg_tenancy identity query failed (SPI status {status})");
+            super::errors::internal(format!("an identity query failed (SPI result {status})"));
         }
-        let table = &*pg_sys::SPI_tuptable;
-        let columns = (*table.tupdesc).natts;
-        let rows = (0..pg_sys::SPI_processed as usize)
-            .map(|r| {
-                let tuple = *table.vals.add(r);
-                (1..=columns)
-                    .map(|c| {
-                        let text = pg_sys::SPI_getvalue(tuple, table.tupdesc, c);
-                        (!text.is_null()).then(|| CStr::from_ptr(text).to_string_lossy().into_owned())
-                    })
-                    .collect()
-            })
-            .collect();
-        pg_sys::SPI_finish();
+        let rows = spi::result_as_text();
+        spi::finish();
         rows
     }
 }

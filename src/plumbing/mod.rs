@@ -1,10 +1,13 @@
-//! PostgreSQL plumbing that knows nothing of identity: raising errors, GUC helpers, queries under
-//! the latest snapshot, raised-rights lookups under a pinned `search_path`, a libpq client connection, and keeping
+//! PostgreSQL plumbing that knows nothing of identity: raising errors, GUC helpers, SPI helpers,
+//! queries under the latest snapshot, lookups as the least-privileged role under a pinned
+//! `search_path`, a libpq client connection, whether a table is protected, and keeping
 //! credentials out of statement text, `pg_stat_activity` and error messages.
 
 pub mod errors;
 pub mod fresh;
 pub mod guc;
 pub mod libpq;
-pub mod raised;
+pub mod pinned_context;
+pub mod protected_tables;
 pub mod redaction;
+pub mod spi;

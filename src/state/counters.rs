@@ -7,8 +7,7 @@
 //! drops plans that hold an identity) instead of being called from here by name, so the state
 //! layer knows nothing of them.
 
-use pgrx::pg_sys;
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Bumped by the credential settings' assign hook.
@@ -19,8 +18,6 @@ static EPOCH: AtomicU64 = AtomicU64::new(1);
 thread_local! {
     /// Called on every identity change, in the order registered (at `_PG_init`).
     static LISTENERS: RefCell<Vec<fn()>> = const { RefCell::new(Vec::new()) };
-    /// The epoch in which the extension was last seen installed (0: not seen).
-    static EXTENSION_SEEN: Cell<u64> = const { Cell::new(0) };
 }
 
 /// Registers `listener` to be called whenever the identity may have changed. It must only flip
@@ -58,32 +55,4 @@ fn notify() {
             listeners.iter().for_each(|listener| listener());
         }
     });
-}
-
-/// Whether queries can run here: inside a healthy transaction, with the extension installed, and
-/// not in a parallel worker (which restores the leader's `tenancy.token` while it starts, where SPI
-/// cannot run; identity functions are PARALLEL RESTRICTED, so workers never need an identity).
-pub fn can_query() -> bool {
-    let healthy = unsafe {
-        pg_sys::ParallelWorkerNumber < 0
-            && !pg_sys::InitializingParallelWorker
-            && pg_sys::IsTransactionState()
-            && !pg_sys::IsAbortedTransactionBlockState()
-    };
-    healthy && extension_installed()
-}
-
-/// Whether `CREATE EXTENSION pg_tenancy` ran in this database. A catalog scan costs about a
-/// microsecond, a third of a cached `SET LOCAL`, so a positive answer is remembered for the
-/// current epoch: `DROP EXTENSION` drops the identity tables, which bumps the epoch.
-fn extension_installed() -> bool {
-    let epoch = epoch();
-    if EXTENSION_SEEN.get() == epoch {
-        return true;
-    }
-    let installed = unsafe { pg_sys::get_extension_oid(c"pg_tenancy".as_ptr(), true) } != pg_sys::InvalidOid;
-    if installed {
-        EXTENSION_SEEN.set(epoch);
-    }
-    installed
 }

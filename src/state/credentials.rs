@@ -7,15 +7,15 @@
 //! hooks only start a new identity generation; the identity is derived on first use.
 
 use super::counters;
+use super::readiness;
 use super::settings as gucs;
-use crate::plumbing::guc::check_error;
+use crate::plumbing::guc::{check_error, is_stored_source, option_of, source_name};
 use crate::verify::{jws, Denial, Reason};
 use pgrx::pg_sys;
 use pgrx::PgSqlErrorCode;
 use std::cell::Cell;
 use std::ffi::{c_char, c_void, CStr};
 use std::ptr;
-use std::thread::LocalKey;
 
 /// The raw `tenancy.token` value, owned by the GUC machinery.
 static mut TOKEN: *mut c_char = ptr::null_mut();
@@ -155,43 +155,6 @@ thread_local! {
     static API_KEY_OPTION: Cell<*const pg_sys::config_generic> = const { Cell::new(ptr::null()) };
 }
 
-/// The record of setting `name`, looked up among all settings the first time only (null if absent).
-fn option_of(
-    slot: &'static LocalKey<Cell<*const pg_sys::config_generic>>,
-    name: &CStr,
-) -> *const pg_sys::config_generic {
-    if slot.get().is_null() {
-        let found = unsafe {
-            let (all, count) = guc_variables();
-            (0..count)
-                .map(|i| *all.add(i) as *const pg_sys::config_generic)
-                .find(|option| !option.is_null() && CStr::from_ptr((**option).name) == name)
-        };
-        slot.set(found.unwrap_or(ptr::null()));
-    }
-    slot.get()
-}
-
-/// Every setting's record and their number (PostgreSQL 16 made the count an out-parameter).
-///
-/// # Safety
-/// Call in a backend, after the settings are defined.
-#[cfg(feature = "pg15")]
-unsafe fn guc_variables() -> (*mut *mut pg_sys::config_generic, usize) {
-    unsafe { (pg_sys::get_guc_variables(), pg_sys::GetNumConfigOptions() as usize) }
-}
-
-/// Every setting's record and their number (PostgreSQL 16 made the count an out-parameter).
-///
-/// # Safety
-/// Call in a backend, after the settings are defined.
-#[cfg(not(feature = "pg15"))]
-unsafe fn guc_variables() -> (*mut *mut pg_sys::config_generic, usize) {
-    let mut count = 0;
-    let all = unsafe { pg_sys::get_guc_variables(&mut count) };
-    (all, usize::try_from(count).unwrap_or(0))
-}
-
 /// Check hook of `tenancy.token`.
 #[pgrx::pg_guard]
 unsafe extern "C-unwind" fn check_token(
@@ -287,7 +250,7 @@ fn check(
                 format!("setting {name} while the other is set"),
             ));
         }
-        if source == pg_sys::GucSource::PGC_S_SESSION && counters::can_query() {
+        if source == pg_sys::GucSource::PGC_S_SESSION && readiness::lookups_can_run() {
             verify_at_set(credential)
         } else {
             Ok(())
@@ -310,30 +273,6 @@ fn refuse(denial: &Denial) -> bool {
         )
     };
     false
-}
-
-/// Whether a value comes from, or is being validated for, a catalog that every user can read:
-/// `ALTER ROLE/DATABASE … SET` (pg_db_role_setting, shown by `pg_roles.rolconfig`) or a function's
-/// `SET` clause (`pg_proc.proconfig`). PGC_S_TEST is the validation of both.
-fn is_stored_source(source: pg_sys::GucSource::Type) -> bool {
-    use pg_sys::GucSource::*;
-    matches!(
-        source,
-        PGC_S_TEST | PGC_S_DATABASE | PGC_S_USER | PGC_S_DATABASE_USER | PGC_S_GLOBAL
-    )
-}
-
-/// Where an assignment comes from, in words, for the audit trail.
-pub fn source_name(source: pg_sys::GucSource::Type) -> &'static str {
-    use pg_sys::GucSource::*;
-    match source {
-        PGC_S_TEST => "ALTER ROLE/DATABASE … SET or a function SET clause",
-        PGC_S_DATABASE | PGC_S_USER | PGC_S_DATABASE_USER => "role or database settings",
-        PGC_S_CLIENT => "connection startup options",
-        PGC_S_SESSION => "SET, set_config or a function SET clause",
-        PGC_S_FILE | PGC_S_GLOBAL => "configuration files",
-        _ => "another source",
-    }
 }
 
 /// Assign hook of both settings: any change, including a rollback's, starts a new generation;
@@ -397,5 +336,31 @@ fn shown(value: Option<&str>) -> *const c_char {
         c"(set)".as_ptr()
     } else {
         c"".as_ptr()
+    }
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pgrx::pg_schema]
+mod tests {
+    use crate::test_support::sqlstate_of;
+    use pgrx::prelude::*;
+
+    #[pg_test]
+    fn token_shape_is_checked_at_set() {
+        for bad in ["a.b", "a.b.c.d", "a..", "x".repeat(20_000).as_str()] {
+            let set = format!("SET tenancy.token = {}", pgrx::spi::quote_literal(bad));
+            assert_eq!(
+                sqlstate_of(&set).as_deref(),
+                Some("28000"),
+                "{}",
+                &bad[..bad.len().min(20)]
+            );
+        }
+        assert_eq!(
+            Spi::get_one::<String>("SELECT current_setting('tenancy.token')")
+                .unwrap()
+                .as_deref(),
+            Some("")
+        );
     }
 }

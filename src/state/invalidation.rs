@@ -44,7 +44,7 @@ thread_local! {
 
 /// Registers the relcache callback.
 pub fn init() {
-    unsafe { pg_sys::CacheRegisterRelcacheCallback(Some(on_relcache_invalidation), pg_sys::Datum::from(0)) };
+    unsafe { pg_sys::CacheRegisterRelcacheCallback(Some(bump_epoch_on_invalidation), pg_sys::Datum::from(0)) };
 }
 
 /// Looks up the OIDs of the tables (called inside a transaction, before identities are cached).
@@ -65,7 +65,7 @@ pub fn remember_tables() {
 /// Bumps the identity epoch when one of our tables (or every relation) is invalidated. It only
 /// touches counters: it may run in the middle of a lookup.
 #[pg_guard]
-unsafe extern "C-unwind" fn on_relcache_invalidation(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
+unsafe extern "C-unwind" fn bump_epoch_on_invalidation(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
     let ours = relid == pg_sys::InvalidOid
         || TABLE_OIDS.with(|known| {
             known
@@ -195,14 +195,12 @@ unsafe fn note_write(relid: pg_sys::Oid) {
 /// own the table.
 #[pg_extern]
 fn _create_invalidation_trigger(table: &str) {
-    use crate::plumbing::errors::raise;
+    use crate::plumbing::errors::error;
     if !TABLES.iter().any(|t| t.to_bytes() == table.as_bytes()) {
-        raise(
-            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-            format!("\"{table}\" is not one of the identity tables"),
-            None,
-            Some("The identity tables are issuers, workspaces, members, revoked_sessions and _api_key_store."),
-        );
+        error(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE)
+            .message(format!("\"{table}\" is not one of the identity tables"))
+            .hint("The identity tables are issuers, workspaces, members, revoked_sessions and _api_key_store.")
+            .raise();
     }
     let name = std::ffi::CString::new(table).unwrap_or_default();
     let relid =
@@ -219,12 +217,11 @@ fn _create_invalidation_trigger(table: &str) {
     )
     .unwrap_or((None, None, None));
     if owner != Some(true) {
-        raise(
-            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-            format!("must be the owner of tenancy.{table} to create its invalidation trigger"),
-            None,
-            None,
-        );
+        error(PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE)
+            .message(format!(
+                "must be the owner of tenancy.{table} to create its invalidation trigger"
+            ))
+            .raise();
     }
     if present == Some(true) {
         return;
@@ -268,9 +265,120 @@ fn shard_base(name: &[u8]) -> Option<&[u8]> {
     (numeric && TABLES.iter().any(|t| t.to_bytes() == base)).then_some(base)
 }
 
-#[cfg(test)]
+#[cfg(any(test, feature = "pg_test"))]
+#[pgrx::pg_schema]
 mod tests {
+    #[cfg(test)]
     use super::shard_base;
+    use crate::test_support::sqlstate_of;
+    use pgrx::prelude::*;
+
+    /// The identity epoch after the current command's invalidations were taken in.
+    fn epoch_after_command() -> u64 {
+        unsafe { pg_sys::CommandCounterIncrement() };
+        crate::state::counters::epoch()
+    }
+
+    #[pg_test]
+    fn writes_that_fire_no_trigger_still_invalidate_identities() {
+        // A Citus shard of an identity table carries no trigger (Citus copies only explicit ones);
+        // the identity tables' own triggers are disabled here, so only the hooks can tell.
+        Spi::run(
+            "CREATE TABLE tenancy.members_102008 (LIKE tenancy.members);
+             CREATE TABLE public.unrelated (LIKE tenancy.members);
+             ALTER TABLE tenancy.members DISABLE TRIGGER ALL;
+             ALTER TABLE tenancy.revoked_sessions DISABLE TRIGGER ALL",
+        )
+        .unwrap();
+        for (statement, invalidates) in [
+            (
+                "INSERT INTO tenancy.members_102008 VALUES ('ws_a', 'user_a', NULL, NULL)",
+                true,
+            ),
+            ("UPDATE tenancy.members_102008 SET disabled_at = now()", true),
+            ("DELETE FROM tenancy.members_102008", true),
+            (
+                "INSERT INTO tenancy.members VALUES ('ws_x', 'user_x', NULL, NULL)",
+                true,
+            ),
+            (
+                "WITH d AS (DELETE FROM tenancy.members WHERE user_id = 'user_x' RETURNING 1) SELECT count(*) FROM d",
+                true,
+            ),
+            (
+                "MERGE INTO tenancy.members_102008 m USING (VALUES ('ws_a', 'user_a')) v(w, u) ON m.user_id = v.u
+                 WHEN NOT MATCHED THEN INSERT VALUES (v.w, v.u, NULL, NULL)",
+                true,
+            ),
+            ("COPY tenancy.members_102008 FROM '/dev/null'", true),
+            ("TRUNCATE tenancy.members_102008", true),
+            ("TRUNCATE tenancy.revoked_sessions", true),
+            ("SELECT count(*) FROM tenancy.members", false),
+            (
+                "INSERT INTO public.unrelated VALUES ('ws_a', 'user_a', NULL, NULL)",
+                false,
+            ),
+            ("COPY public.unrelated FROM '/dev/null'", false),
+            ("COPY tenancy.members TO '/dev/null'", false),
+            ("TRUNCATE public.unrelated", false),
+        ] {
+            let before = epoch_after_command();
+            Spi::run(statement).unwrap();
+            let after = epoch_after_command();
+            assert_eq!(after > before, invalidates, "{statement}");
+        }
+    }
+
+    #[pg_test]
+    fn the_invalidation_triggers_are_internal_and_recreatable() {
+        let name = "SELECT tgname::text FROM pg_trigger WHERE tgrelid = 'tenancy.members'::regclass
+                     AND tgfoid = 'tenancy.invalidate_identities()'::regprocedure";
+        let name = Spi::get_one::<String>(name).unwrap().unwrap_or_default();
+        assert!(name.starts_with("invalidate_identities_"), "{name}");
+        // What Citus counts before it makes a table a reference table: explicit triggers.
+        let explicit = "SELECT count(*) FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+                         WHERE c.relnamespace = 'tenancy'::regnamespace AND NOT t.tgisinternal AND t.tgparentid = 0
+                           AND c.relname IN ('issuers', 'workspaces', 'members', 'revoked_sessions', '_api_key_store')";
+        assert_eq!(Spi::get_one::<i64>(explicit).unwrap(), Some(0));
+        let internal = "SELECT count(*) FROM pg_trigger WHERE tgisinternal
+                         AND tgfoid = 'tenancy.invalidate_identities()'::regprocedure";
+        assert_eq!(Spi::get_one::<i64>(internal).unwrap(), Some(5));
+        let missing = "SELECT count(*) FROM tenancy.coverage WHERE finding = 'invalidation_trigger_missing'";
+        assert_eq!(Spi::get_one::<i64>(missing).unwrap(), Some(0));
+        let drop = |table: &str| {
+            format!(
+                "DO $$ BEGIN EXECUTE (SELECT format('DROP TRIGGER %I ON tenancy.{table}', tgname) FROM pg_trigger
+                   WHERE tgrelid = 'tenancy.{table}'::regclass AND tgfoid = 'tenancy.invalidate_identities()'::regprocedure); END $$"
+            )
+        };
+        Spi::run(&drop("members")).unwrap();
+        assert_eq!(Spi::get_one::<i64>(missing).unwrap(), Some(1), "coverage reports it");
+        Spi::run("SELECT tenancy._create_invalidation_trigger('members')").unwrap();
+        Spi::run("SELECT tenancy._create_invalidation_trigger('members')").unwrap();
+        assert_eq!(Spi::get_one::<i64>(internal).unwrap(), Some(5), "recreated once");
+        assert_eq!(Spi::get_one::<i64>(missing).unwrap(), Some(0));
+        for (call, code) in [
+            ("SELECT tenancy._create_invalidation_trigger('documents')", "22023"),
+            ("SELECT tenancy._create_invalidation_trigger('members_102008')", "22023"),
+        ] {
+            assert_eq!(sqlstate_of(call).as_deref(), Some(code), "{call}");
+        }
+        Spi::run(&drop("issuers")).unwrap();
+        Spi::run(
+            "CREATE ROLE tenancy_test_not_owner;
+             GRANT USAGE ON SCHEMA tenancy TO tenancy_test_not_owner;
+             GRANT EXECUTE ON FUNCTION tenancy._create_invalidation_trigger(text) TO tenancy_test_not_owner;
+             SET ROLE tenancy_test_not_owner",
+        )
+        .unwrap();
+
+        assert_eq!(
+            sqlstate_of("SELECT tenancy._create_invalidation_trigger('issuers')").as_deref(),
+            Some("42501"),
+            "only the owner"
+        );
+        Spi::run("RESET ROLE").unwrap();
+    }
 
     #[test]
     fn shards_of_identity_tables_are_recognised() {

@@ -7,10 +7,13 @@ pub mod bound_values;
 pub mod counters;
 pub mod credentials;
 pub mod invalidation;
+pub mod readiness;
 pub mod settings;
 
-/// Defines the settings and registers the invalidation callback.
+/// Defines the credential settings and the other settings, and registers the invalidation
+/// callback.
 pub fn init() {
+    credentials::init();
     settings::init();
     invalidation::init();
 }

@@ -51,9 +51,9 @@ pub static API_KEY_MAX_LIFETIME: GucSetting<i32> = GucSetting::<i32>::new(90);
 /// Upper bound of `tenancy.clock_skew`: a leeway longer than a WorkOS token's life is a mistake.
 pub const MAX_CLOCK_SKEW: i32 = 300;
 
-/// Registers every setting and reserves the `tenancy.` prefix.
+/// Registers the settings of this file (`tenancy.token` and `tenancy.api_key` are registered by
+/// `credentials.rs`; `plumbing::guc::reserve_prefix` reserves the prefix once all are defined).
 pub fn init() {
-    super::credentials::init();
     GucRegistry::define_int_guc(
         c"tenancy.clock_skew",
         c"Seconds of clock difference tolerated when checking exp, nbf and iat.",

@@ -8,7 +8,7 @@ use pgrx::prelude::*;
 /// display prefix. Callable only by those SECURITY DEFINER functions (EXECUTE revoked).
 #[pg_extern(volatile, parallel_unsafe)]
 fn _mint_api_key() -> TableIterator<'static, (name!(secret, String), name!(digest, Vec<u8>), name!(display, String))> {
-    let (secret, digest, display) =
-        generate().unwrap_or_else(|_| error!("the operating system's random number generator failed"));
+    let (secret, digest, display) = generate()
+        .unwrap_or_else(|_| crate::plumbing::errors::internal("the operating system's random number generator failed"));
     TableIterator::once((secret, digest.to_vec(), display))
 }

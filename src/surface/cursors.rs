@@ -49,12 +49,13 @@ fn refuse_if_transaction_scoped() {
 fn refuse(detail: String) -> ! {
     let denial = Denial::new(Reason::HeldCursor, detail);
     crate::audit::record(&denial);
-    crate::plumbing::errors::raise(
-        PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-        denial.reason.message(),
-        Some(denial.detail.clone()),
-        denial.reason.hint(),
-    )
+    let report = crate::plumbing::errors::error(PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE)
+        .message(denial.reason.message())
+        .detail(denial.detail.clone());
+    match denial.reason.hint() {
+        Some(hint) => report.hint(hint).raise(),
+        None => report.raise(),
+    }
 }
 
 thread_local! {

@@ -75,7 +75,7 @@ unsafe extern "C-unwind" fn refuse_assignment(
     }
     crate::audit::record(&Denial::new(
         Reason::SpoofAttempt,
-        format!("assignment from {}", crate::state::credentials::source_name(source)),
+        format!("assignment from {}", crate::plumbing::guc::source_name(source)),
     ));
     unsafe {
         check_error(
@@ -106,4 +106,22 @@ unsafe extern "C-unwind" fn show_user_id() -> *const c_char {
 #[pgrx::pg_guard]
 unsafe extern "C-unwind" fn show_role() -> *const c_char {
     show_field(|i| i.role.clone())
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pgrx::pg_schema]
+mod tests {
+    use crate::test_support::sqlstate_of;
+    use pgrx::prelude::*;
+
+    #[pg_test]
+    fn derived_settings_refuse_every_assignment() {
+        for attempt in [
+            "SET tenancy.workspace_id = 'w'",
+            "SET LOCAL tenancy.user_id = 'u'",
+            "SELECT set_config('tenancy.role', 'admin', false)",
+        ] {
+            assert_eq!(sqlstate_of(attempt).as_deref(), Some("42501"), "{attempt}");
+        }
+    }
 }

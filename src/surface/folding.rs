@@ -28,6 +28,7 @@
 //! `COPY` default) the functions run as plain calls.
 
 use crate::identity::{self, Identity};
+use crate::plumbing::errors::error;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::{Internal, PgList};
@@ -202,7 +203,7 @@ impl Asked {
             )
         };
         match self {
-            Asked::Workspace => text(super::functions::workspace_of(identity)),
+            Asked::Workspace => text(crate::identity::workspace_of(identity)),
             Asked::User => text(identity.user_id.clone()),
             Asked::Permission(permission) => {
                 let granted = identity.permissions.contains(permission);
@@ -299,13 +300,50 @@ pub(crate) unsafe fn check_plan(query_desc: *mut pg_sys::QueryDesc) {
     unsafe {
         if let Some(folded) = folded_fingerprint((*(*query_desc).plannedstmt).invalItems) {
             if fingerprint(&identity::require()) != folded {
-                crate::plumbing::errors::raise(
-                    PgSqlErrorCode::ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
-                    "statement was planned for another identity",
-                    None,
-                    Some("Run the statement again."),
-                );
+                error(PgSqlErrorCode::ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION)
+                    .message("statement was planned for another identity")
+                    .hint("Run the statement again.")
+                    .raise();
             }
         }
+    }
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pgrx::pg_schema]
+mod tests {
+    use crate::test_support::{register_test_members, sqlstate_of, test_token};
+    use pgrx::prelude::*;
+
+    /// Makes the next identity change leave folded plans valid (see `folding::skip_next_invalidation`).
+    #[pg_extern]
+    fn skip_next_plan_invalidation() {
+        super::skip_next_invalidation();
+    }
+
+    #[pg_test]
+    fn a_plan_that_escaped_invalidation_is_refused() {
+        register_test_members();
+        Spi::run(&format!(
+            "SET tenancy.token = {};
+             SET plan_cache_mode = force_generic_plan;
+             PREPARE folded AS SELECT tenancy.workspace_id() FROM (VALUES (1)) v",
+            pgrx::spi::quote_literal(test_token("user_a", "org_a"))
+        ))
+        .unwrap();
+        Spi::run("EXECUTE folded").unwrap();
+        Spi::run(&format!(
+            "SELECT tests.skip_next_plan_invalidation(); SET tenancy.token = {}",
+            pgrx::spi::quote_literal(test_token("user_b", "org_b"))
+        ))
+        .unwrap();
+        assert_eq!(sqlstate_of("EXECUTE folded").as_deref(), Some("28000"));
+        assert_eq!(
+            Spi::get_one::<String>("SELECT tenancy.workspace_id() FROM (VALUES (1)) v")
+                .unwrap()
+                .as_deref(),
+            Some("ws_b"),
+            "a new plan folds the current identity"
+        );
     }
 }

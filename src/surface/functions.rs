@@ -1,11 +1,10 @@
 //! The identity functions SQL calls: `tenancy.workspace_id()`, `user_id()`, `role()`,
 //! `permissions()`, `has_permission()`, `session_id()`, `claims()`, `identity()`. All are STABLE and
-//! PARALLEL RESTRICTED, and cost a counter comparison after the first call (see `identity.rs`).
+//! PARALLEL RESTRICTED, and cost a counter comparison after the first call (see `identity/mod.rs`).
 //! The three that policies use have a planner support function that folds their value into the
 //! plan as a constant (see `folding.rs`).
 
-use crate::identity::{raise, require, Identity};
-use crate::verify::{Denial, Reason};
+use crate::identity::{require, workspace_of};
 use pgrx::prelude::*;
 use pgrx::JsonB;
 
@@ -13,16 +12,6 @@ use pgrx::JsonB;
 #[pg_extern(stable, parallel_restricted, support = _identity_support)]
 fn workspace_id() -> String {
     workspace_of(&require())
-}
-
-/// The workspace of `identity`, raising when it has none.
-pub fn workspace_of(identity: &Identity) -> String {
-    identity.workspace_id.clone().unwrap_or_else(|| {
-        raise(Denial::new(
-            Reason::NoWorkspace,
-            "the token was issued outside an organization",
-        ))
-    })
 }
 
 /// The caller's user id (WorkOS `user_…`).
@@ -95,4 +84,31 @@ fn identity() -> TableIterator<
         i.issuer.clone(),
         expires,
     ))
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pgrx::pg_schema]
+mod tests {
+    use crate::test_support::sqlstate_of;
+    use pgrx::prelude::*;
+
+    #[pg_test]
+    fn every_identity_function_refuses_without_a_token() {
+        for function in [
+            "tenancy.workspace_id()",
+            "tenancy.user_id()",
+            "tenancy.role()",
+            "tenancy.permissions()",
+            "tenancy.has_permission('x')",
+            "tenancy.session_id()",
+            "tenancy.claims()",
+            "tenancy.identity()",
+        ] {
+            assert_eq!(
+                sqlstate_of(&format!("SELECT {function}")).as_deref(),
+                Some("28000"),
+                "{function}"
+            );
+        }
+    }
 }

@@ -11,7 +11,7 @@
 //! - `emit_log_hook`: mask the message and the statement first, then observe denials (so the
 //!   audit's copy is masked too), then the previous hook;
 //! - `get_relation_info_hook`: the previous hook, then which vector indexes the planner may use
-//!   on a protected table (`vector_plans`);
+//!   on a protected table (`search::index_choice`);
 //! - transaction pre-commit: refuse a held cursor filled under a per-transaction credential
 //!   (`cursors`); transaction end: forget the transaction's cursors;
 //! - transaction and subtransaction abort: mask the statement text `pg_stat_activity` shows.
@@ -181,7 +181,7 @@ unsafe extern "C-unwind" fn emit_log(edata: *mut pg_sys::ErrorData) {
 /// pg_tenancy's part of `get_relation_info_hook`: the vector indexes the planner may use.
 #[pgrx::pg_guard]
 unsafe extern "C-unwind" fn after_get_relation_info(relation: pg_sys::Oid, rel: *mut pg_sys::RelOptInfo) {
-    unsafe { super::vector_plans::steer(relation, rel) };
+    unsafe { crate::search::index_choice::steer(relation, rel) };
 }
 
 /// `get_relation_info_hook` (unguarded, like the others).

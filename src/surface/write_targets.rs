@@ -2,6 +2,7 @@
 //! trail before the statement runs: a row-level security refusal is a `write_refused` denial only
 //! when it names one of them (`audit/observe.rs`), never because of its words.
 
+use crate::plumbing::protected_tables::protected_and_in_force;
 use pgrx::pg_sys;
 
 /// Notes the protected tables among the result relations of the statement about to start.
@@ -26,7 +27,7 @@ pub(crate) unsafe fn note(query_desc: *mut pg_sys::QueryDesc) {
                 continue;
             }
             let relid = (*entry).relid;
-            if !super::vector_plans::protected_and_in_force(relid) {
+            if !protected_and_in_force(relid) {
                 continue;
             }
             let name = pg_sys::get_rel_name(relid);

@@ -16,6 +16,7 @@
 //! (the planner preferred the shared one, filtered, at 4.6 ms against 0.9 ms for the workspace's
 //! own graph), its shared-index plan sees every index.
 
+use crate::plumbing::protected_tables::protected_and_in_force;
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::pg_sys;
 use pgrx::PgList;
@@ -105,29 +106,5 @@ unsafe fn spans_every_workspace(index: *mut pg_sys::IndexOptInfo) -> bool {
         let vector = matches!(CStr::from_ptr(am).to_bytes(), b"hnsw" | b"ivfflat");
         pg_sys::pfree(am.cast());
         vector
-    }
-}
-
-/// Whether `relid` carries `tenancy.protect`'s workspace policy and its row-level security
-/// applies to the current user.
-pub(crate) unsafe fn protected_and_in_force(relid: pg_sys::Oid) -> bool {
-    unsafe {
-        if pg_sys::check_enable_rls(relid, pg_sys::InvalidOid, true) != pg_sys::CheckEnableRlsResult::RLS_ENABLED as i32
-        {
-            return false;
-        }
-        let relation = pg_sys::RelationIdGetRelation(relid);
-        if relation.is_null() {
-            return false;
-        }
-        let desc = (*relation).rd_rsdesc;
-        let ours = !desc.is_null()
-            && PgList::<pg_sys::RowSecurityPolicy>::from_pg((*desc).policies)
-                .iter_ptr()
-                .any(|p| {
-                    !(*p).policy_name.is_null() && CStr::from_ptr((*p).policy_name).to_bytes() == b"tenancy_workspace"
-                });
-        pg_sys::RelationClose(relation);
-        ours
     }
 }

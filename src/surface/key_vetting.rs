@@ -28,12 +28,11 @@ fn _vet_jwks(jwks: JsonB, algorithms: Vec<String>) -> Vec<String> {
 fn _deny_admin(message: &str, hint: Option<&str>) {
     let denial = crate::verify::Denial::new(crate::verify::Reason::AdminRefused, message);
     crate::audit::record(&denial);
-    crate::plumbing::errors::raise(
-        pgrx::PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-        message,
-        None,
-        hint,
-    )
+    let report = crate::plumbing::errors::error(pgrx::PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE).message(message);
+    match hint {
+        Some(hint) => report.hint(hint).raise(),
+        None => report.raise(),
+    }
 }
 
 /// Records that the key set of trusted issuer `issuer` changed through `via`: the key ids added,
@@ -115,5 +114,24 @@ unsafe fn parses_to_one_value(sql: &std::ffi::CStr) -> bool {
             && s.limitOffset.is_null()
             && s.lockingClause.is_null()
             && s.distinctClause.is_null()
+    }
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pgrx::pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    #[pg_test]
+    fn the_real_workos_jwks_passes_the_key_policy() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/testdata/workos/real-jwks.json");
+        let jwks = std::fs::read_to_string(path).expect("shared test data beside the repository");
+        let kids = Spi::get_one::<Vec<String>>(&format!(
+            "SELECT tenancy._vet_jwks({}::jsonb, '{{RS256}}')",
+            pgrx::spi::quote_literal(&jwks)
+        ))
+        .unwrap()
+        .unwrap();
+        assert_eq!(kids, vec!["sso_oidc_key_pair_01JXWR786PFV2T6FAANMCKF8TT"]);
     }
 }

@@ -1,4 +1,5 @@
-//! Raised rights for the extension's own lookups, with nothing of the caller's session in them.
+//! Pinned context and least rights for the extension's own lookups, with nothing of the caller's
+//! session in them.
 //!
 //! Identity, issuer, membership, revocation, API-key and key-use statements run inside the
 //! caller's transaction but must not depend on the caller's grants, and must not resolve a single
@@ -29,12 +30,11 @@ pub const PINNED_SEARCH_PATH: &CStr = c"pg_catalog, pg_temp";
 pub fn as_lookup_role<R>(f: impl FnOnce() -> R) -> R {
     let role = unsafe { pg_sys::get_role_oid(LOOKUP_ROLE.as_ptr(), true) };
     if role == pg_sys::InvalidOid {
-        super::errors::raise(
-            PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
-            "role \"tenancy_lookup\" does not exist",
-            Some("pg_tenancy's identity lookups run as that role.".into()),
-            Some("Run ALTER EXTENSION pg_tenancy UPDATE (or CREATE EXTENSION pg_tenancy) as a superuser."),
-        );
+        super::errors::error(PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT)
+            .message("role \"tenancy_lookup\" does not exist")
+            .detail("pg_tenancy's identity lookups run as that role.")
+            .hint("Run ALTER EXTENSION pg_tenancy UPDATE (or CREATE EXTENSION pg_tenancy) as a superuser.")
+            .raise();
     }
     let (mut user, mut context) = (pg_sys::InvalidOid, 0);
     let nest_level = unsafe {

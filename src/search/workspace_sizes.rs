@@ -145,9 +145,26 @@ pub fn forget(hit: impl Fn(&pg_sys::Oid) -> bool) {
     SIZES.with_borrow_mut(|s| s.retain(|rel, _| !hit(rel)));
 }
 
-#[cfg(test)]
+#[cfg(any(test, feature = "pg_test"))]
+#[pgrx::pg_schema]
 mod tests {
+    #[cfg(test)]
     use super::Sizes;
+    use pgrx::prelude::*;
+
+    #[pg_test]
+    fn a_table_without_statistics_has_no_size_estimate() {
+        Spi::run("CREATE TABLE public.unanalyzed (workspace_id text)").unwrap();
+        let rel = Spi::get_one::<pg_sys::Oid>("SELECT 'public.unanalyzed'::regclass::oid")
+            .unwrap()
+            .unwrap();
+        let estimate = || unsafe { super::read_statistics(rel, "workspace_id") }.map(|s| s.of("ws_a"));
+        assert_eq!(estimate(), None, "no statistics row");
+        Spi::run("INSERT INTO public.unanalyzed SELECT 'ws_a' FROM generate_series(1, 30); ANALYZE public.unanalyzed")
+            .unwrap();
+        unsafe { pg_sys::CommandCounterIncrement() };
+        assert_eq!(estimate().map(f64::round), Some(30.0), "after ANALYZE");
+    }
 
     #[test]
     fn estimates_follow_the_statistics() {
@@ -165,7 +182,7 @@ mod tests {
         let sizes = Sizes::from_statistics(&[], -0.5, 0.0, 1_000.0).unwrap();
         assert!((sizes.of("any") - 2.0).abs() < 1e-6);
         // Never analyzed (reltuples -1): no estimate. (No statistics row at all:
-        // `pg_tests.rs::a_table_without_statistics_has_no_size_estimate`.)
+        // `a_table_without_statistics_has_no_size_estimate` below.)
         assert!(Sizes::from_statistics(&[], 0.0, 0.0, -1.0).is_none());
     }
 }

@@ -9,6 +9,8 @@
 //! only queued by the callback (it may run in the middle of a call) and applied when a call
 //! starts, so no entry is freed while it is in use.
 
+use super::model::{Strategy, Target};
+use super::workspace_sizes;
 use pgrx::pg_sys;
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
@@ -19,58 +21,62 @@ use std::time::{Duration, Instant};
 /// How long the index list and a workspace's count are trusted without an invalidation.
 const FRESH_FOR: Duration = Duration::from_secs(60);
 
-/// A searchable column, as `tenancy._vector_target` checked it.
-pub struct Target {
-    pub rel: pg_sys::Oid,
-    /// `schema.table`, quoted.
-    pub rel_name: String,
-    pub workspace_column: String,
-    pub workspace_type: String,
-    pub user_column: Option<String>,
-    pub user_type: Option<String>,
-    /// The column's type with its modifier, as an error names it (`vector(3)`).
-    pub vector_type: String,
-    /// The qualified base type (`public.vector`) and its OID.
-    pub vector_base: String,
-    pub vector_base_oid: pg_sys::Oid,
-    pub dims: Option<i32>,
-    /// The distance operator, qualified (`OPERATOR(public.<=>)`).
-    pub op: String,
+/// The key of a kept plan: what its SQL text depends on.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub enum PlanKey {
+    /// A search plan of a table's column with a metric and k; its scope is a parameter.
+    Search {
+        rel: pg_sys::Oid,
+        column: String,
+        metric: String,
+        strategy: Strategy,
+        k: i32,
+    },
+    /// A search plan on a workspace's own index, whose scope is the workspace as a literal (so
+    /// that the planner matches the partial index).
+    OwnIndex {
+        rel: pg_sys::Oid,
+        column: String,
+        metric: String,
+        k: i32,
+        workspace: String,
+    },
+    /// The capped count of a scope's rows in a table.
+    Count { rel: pg_sys::Oid },
+    /// The cast of a query of type `from` to the base type `to` (no table involved).
+    Cast { from: pg_sys::Oid, to: String },
 }
 
-/// Which plan answers a call.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-pub enum Strategy {
-    Exact,
-    /// The exact scan of a workspace of a few rows, whose rows are built as they are scanned.
-    ExactSmall,
-    SharedHnsw,
-    WorkspaceHnsw,
-}
-
-impl Strategy {
-    /// The name `tenancy.nearest_strategy` reports.
-    pub fn name(self) -> &'static str {
-        match self {
-            Strategy::Exact | Strategy::ExactSmall => "exact",
-            Strategy::SharedHnsw => "hnsw",
-            Strategy::WorkspaceHnsw => "hnsw_workspace",
+impl PlanKey {
+    /// The key of `strategy`'s search plan for a column (the own-index plan of `workspace`).
+    pub fn search(target: &Target, column: &str, metric: &str, strategy: Strategy, k: i32, workspace: &str) -> PlanKey {
+        let (rel, column, metric) = (target.rel, column.to_string(), metric.to_string());
+        if strategy == Strategy::WorkspaceHnsw {
+            PlanKey::OwnIndex {
+                rel,
+                column,
+                metric,
+                k,
+                workspace: workspace.to_string(),
+            }
+        } else {
+            PlanKey::Search {
+                rel,
+                column,
+                metric,
+                strategy,
+                k,
+            }
         }
     }
-}
 
-/// The key of a prepared plan.
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct PlanKey {
-    pub rel: pg_sys::Oid,
-    pub column: String,
-    pub metric: String,
-    pub strategy: Strategy,
-    pub k: i32,
-    /// The workspace, for a plan whose scope is a literal (a per-workspace partial index).
-    pub workspace: Option<String>,
-    /// The SQL text itself when no table is involved (the query's cast).
-    pub sql: Option<String>,
+    /// The table the plan reads, if any.
+    fn rel(&self) -> Option<pg_sys::Oid> {
+        match self {
+            PlanKey::Search { rel, .. } | PlanKey::OwnIndex { rel, .. } | PlanKey::Count { rel } => Some(*rel),
+            PlanKey::Cast { .. } => None,
+        }
+    }
 }
 
 /// A kept SPI plan (lives until the backend ends or its table is invalidated).
@@ -95,13 +101,13 @@ thread_local! {
 
 /// Registers the relcache callback.
 pub fn init() {
-    unsafe { pg_sys::CacheRegisterRelcacheCallback(Some(on_relcache_invalidation), pg_sys::Datum::from(0)) };
+    unsafe { pg_sys::CacheRegisterRelcacheCallback(Some(queue_invalidation), pg_sys::Datum::from(0)) };
 }
 
 /// Queues the invalidation of `relid` (every relation when invalid). It only records: it may
 /// run in the middle of a call.
 #[pgrx::pg_guard]
-unsafe extern "C-unwind" fn on_relcache_invalidation(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
+unsafe extern "C-unwind" fn queue_invalidation(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
     if relid == pg_sys::InvalidOid {
         FLUSH_ALL.set(true);
         return;
@@ -137,12 +143,12 @@ pub fn apply_invalidations() {
     TARGETS.with_borrow_mut(|t| t.retain(|key, target| !hit(&key.0) && !hit(&target.rel)));
     OWN_INDEXES.with_borrow_mut(|o| o.retain(|key, _| !hit(&key.0)));
     COUNTS.with_borrow_mut(|c| c.retain(|key, _| !hit(&key.0)));
-    super::workspace_sizes::forget(hit);
+    workspace_sizes::forget(hit);
     // The plans are forgotten, not freed: a call nested inside a running search (a policy or a
     // function that calls tenancy.nearest) would otherwise free a plan its caller is executing.
     // A forgotten plan stays a few kilobytes of the backend's cache memory until it exits; the
     // plan cache keeps it valid meanwhile. (Freeing once no call is running is the fix.)
-    PLANS.with_borrow_mut(|plans| plans.retain(|k, _| k.sql.is_some() || !hit(&k.rel)));
+    PLANS.with_borrow_mut(|plans| plans.retain(|key, _| !key.rel().is_some_and(|rel| hit(&rel))));
 }
 
 /// The cached target of (row type, column, metric), or None.
@@ -214,7 +220,7 @@ pub fn plan(key: PlanKey, types: &[pg_sys::Oid], sql: impl FnOnce() -> String) -
         );
         if prepared.is_null() {
             let result = std::ptr::addr_of!(pg_sys::SPI_result).read();
-            pgrx::error!("pg_tenancy: preparing a search plan failed (SPI result {result})");
+            crate::plumbing::errors::internal(format!("preparing a search plan failed (SPI result {result})"));
         }
         pg_sys::SPI_keepplan(prepared);
         Plan(prepared)
