@@ -2,8 +2,8 @@
 //! invalidation triggers are internal (Citus copies none onto the shards of a reference table), so
 //! a write that fires no trigger must still drop the identities other backends cached: the hooks
 //! of the writing backend see it. The shards themselves (`tenancy.members_102008`) and each kind
-//! of statement are covered in one backend by `src/pg_tests.rs`
-//! (`writes_that_fire_no_trigger_still_invalidate_identities`).
+//! of statement are covered in one backend by the `#[pg_test]`
+//! `src/state/invalidation.rs::writes_that_fire_no_trigger_still_invalidate_identities`.
 
 #[allow(dead_code)] // each test binary uses a different part of it
 mod common;

@@ -50,18 +50,31 @@ fn a_plain_set_leaves_no_token_in_pg_stat_activity() {
     // A statement that fails before it executes (a parse error, an analysis error) reaches no
     // hook that masks; its text is masked when its transaction aborts, before the client hears
     // of the error, and stays masked while the connection is idle.
-    for (before, statement, code) in [
-        ("", format!("SET tenancy.token = '{token}' garbage"), "42601"),
-        (
-            "",
-            format!("SELECT set_config('tenancy.token', '{token}', true) FROM no_such_table"),
-            "42P01",
-        ),
-        (
-            "BEGIN; SAVEPOINT s",
-            format!("SET LOCAL tenancy.token = '{token}' garbage"),
-            "42601",
-        ),
+    struct Case {
+        before: &'static str,
+        statement: String,
+        code: &'static str,
+    }
+    for Case {
+        before,
+        statement,
+        code,
+    } in [
+        Case {
+            before: "",
+            statement: format!("SET tenancy.token = '{token}' garbage"),
+            code: "42601",
+        },
+        Case {
+            before: "",
+            statement: format!("SELECT set_config('tenancy.token', '{token}', true) FROM no_such_table"),
+            code: "42P01",
+        },
+        Case {
+            before: "BEGIN; SAVEPOINT s",
+            statement: format!("SET LOCAL tenancy.token = '{token}' garbage"),
+            code: "42601",
+        },
     ] {
         client.batch_execute(before).unwrap();
         let err = client.batch_execute(&statement).unwrap_err();
@@ -243,10 +256,36 @@ fn prepared_statements_follow_the_identity_of_each_execution() {
         let query = "SELECT string_agg(title, ',' ORDER BY title) FROM documents";
         app.batch_execute(&format!("PREPARE {name} AS {query}")).unwrap();
         let protocol_level = app.prepare(query).unwrap();
-        for (sub, org, workspace, expected) in [
-            ("user_alice", "org_acme", "ws_acme", "acme budget,acme plan"),
-            ("user_bob", "org_globex", "ws_globex", "globex secret"),
-            ("user_alice", "org_acme", "ws_acme", "acme budget,acme plan"),
+        struct Case {
+            sub: &'static str,
+            org: &'static str,
+            workspace: &'static str,
+            titles: &'static str,
+        }
+        for Case {
+            sub,
+            org,
+            workspace,
+            titles: expected,
+        } in [
+            Case {
+                sub: "user_alice",
+                org: "org_acme",
+                workspace: "ws_acme",
+                titles: "acme budget,acme plan",
+            },
+            Case {
+                sub: "user_bob",
+                org: "org_globex",
+                workspace: "ws_globex",
+                titles: "globex secret",
+            },
+            Case {
+                sub: "user_alice",
+                org: "org_acme",
+                workspace: "ws_acme",
+                titles: "acme budget,acme plan",
+            },
         ] {
             let mut tx = app.transaction().unwrap();
             tx.execute(
@@ -363,11 +402,48 @@ fn forced_parallel_plans_see_only_the_callers_rows() {
          SET enable_indexscan = off; SET enable_bitmapscan = off",
     )
     .unwrap();
-    for (sub, org, own, expected, local) in [
-        ("user_alice", "org_acme", "ws_acme", 2_i64, true),
-        ("user_bob", "org_globex", "ws_globex", 1, true),
-        ("user_alice", "org_acme", "ws_acme", 2, false),
-        ("user_bob", "org_globex", "ws_globex", 1, false),
+    struct Case {
+        sub: &'static str,
+        org: &'static str,
+        own: &'static str,
+        rows: i64,
+        local: bool,
+    }
+    for Case {
+        sub,
+        org,
+        own,
+        rows: expected,
+        local,
+    } in [
+        Case {
+            sub: "user_alice",
+            org: "org_acme",
+            own: "ws_acme",
+            rows: 2,
+            local: true,
+        },
+        Case {
+            sub: "user_bob",
+            org: "org_globex",
+            own: "ws_globex",
+            rows: 1,
+            local: true,
+        },
+        Case {
+            sub: "user_alice",
+            org: "org_acme",
+            own: "ws_acme",
+            rows: 2,
+            local: false,
+        },
+        Case {
+            sub: "user_bob",
+            org: "org_globex",
+            own: "ws_globex",
+            rows: 1,
+            local: false,
+        },
     ] {
         let mut tx = app.transaction().unwrap();
         tx.execute(

@@ -16,9 +16,26 @@ fn anonymous_access_fails_loudly() {
 #[test]
 fn each_user_sees_only_their_workspace() {
     let mut app = app();
-    for (sub, org, expected) in [
-        ("user_alice", "org_acme", vec!["acme budget", "acme plan"]),
-        ("user_bob", "org_globex", vec!["globex secret"]),
+    struct Case {
+        sub: &'static str,
+        org: &'static str,
+        titles: Vec<&'static str>,
+    }
+    for Case {
+        sub,
+        org,
+        titles: expected,
+    } in [
+        Case {
+            sub: "user_alice",
+            org: "org_acme",
+            titles: vec!["acme budget", "acme plan"],
+        },
+        Case {
+            sub: "user_bob",
+            org: "org_globex",
+            titles: vec!["globex secret"],
+        },
     ] {
         let mut tx = app.transaction().unwrap();
         set_local_token(&mut tx, sub, org);

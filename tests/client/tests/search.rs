@@ -216,7 +216,7 @@ fn every_exact_plan_returns_the_exact_answer() {
 #[test]
 fn the_tables_statistics_choose_the_plan_until_the_next_analyze() {
     // nearest estimates a workspace's rows from the planner's statistics instead of counting
-    // them (src/surface/workspace_sizes.rs), also for a caller under row-level security (to whom
+    // them (src/search/workspace_sizes.rs), also for a caller under row-level security (to whom
     // pg_stats shows nothing): rows added since the last ANALYZE do not change the strategy (a
     // count would have), and cost no rows; ANALYZE's invalidation brings them in.
     let mut app = items();
