@@ -1,7 +1,7 @@
 -- pg_tenancy: API keys for services and scripts (runs after admin.sql and the Rust functions).
 
--- Keys as stored: only the SHA-256 of each key (see src/api_keys.rs for why a digest suffices).
--- Nobody but the extension's functions reads this table; people read tenancy.api_keys.
+-- Keys as stored: only the SHA-256 of each key (src/verify/api_key_format.rs says why a digest
+-- suffices). Nobody but the extension's functions reads this table; people read tenancy.api_keys.
 CREATE TABLE tenancy._api_key_store (
     id                    uuid PRIMARY KEY DEFAULT pg_catalog.gen_random_uuid(),
     workspace_id          text NOT NULL REFERENCES tenancy.workspaces ON DELETE CASCADE,

@@ -80,7 +80,7 @@ GRANT DELETE ON tenancy.protections TO tenancy_admin;
 
 -- The deparsed form of the caller's identity in a column's type: "tenancy.workspace_id()",
 -- "(tenancy.user_id())::uuid". Policies compare with it and the workspace column's default is it;
--- the planner folds the call into a constant (src/folding.rs).
+-- the planner folds the call into a constant (src/surface/folding.rs).
 -- It is written exactly as pg_get_expr prints it under search_path pg_catalog, so that the text
 -- protect installs and the text the catalog shows can be compared for equality.
 CREATE FUNCTION tenancy._identity_expr(fn text, typ oid) RETURNS text

@@ -14,9 +14,10 @@ BEGIN
 END
 $roles$;
 
--- The role pg_tenancy's identity lookups run as (src/raised.rs): it logs in never, owns nothing,
--- and may only read the identity tables and record API-key use. A role of that name that could
--- log in or has members is not ours: refuse to install rather than run lookups as it.
+-- The role pg_tenancy's identity lookups run as (src/plumbing/pinned_context.rs): it logs in
+-- never, owns nothing, and may only read the identity tables and record API-key use. A role of
+-- that name that could log in or has members is not ours: refuse to install rather than run
+-- lookups as it.
 DO $lookup$
 BEGIN
     IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) 'tenancy_lookup') THEN

@@ -123,11 +123,12 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
      LIMIT 1
 $$;
 
--- Workspaces with at most this many rows are searched exactly (src/surface/nearest.rs keeps the
--- same number). Measured (docs/search.md, 64-dim vectors, 2 shared cores): an exact top-10 costs
--- about 0.4 µs per row of the workspace (4 ms at 10,000 rows), which is what an HNSW scan with
--- ef_search 200 plus re-ranking costs; the bounded count that decides reads at most 10,001 index
--- entries (index-only, about 0.6 ms), once a minute per backend and workspace.
+-- Workspaces with at most this many rows are searched exactly (EXACT_MAX_ROWS in
+-- src/search/strategy.rs is the same number). Measured (docs/search.md, 64-dim vectors, 2 shared
+-- cores): an exact top-10 costs about 0.4 µs per row of the workspace (4 ms at 10,000 rows),
+-- which is what an HNSW scan with ef_search 200 plus re-ranking costs; the bounded count that
+-- decides reads at most 10,001 index entries (index-only, about 0.6 ms), once a minute per backend
+-- and workspace.
 CREATE FUNCTION tenancy._exact_max_rows() RETURNS integer
 LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$ SELECT 10000 $$;
 
@@ -143,8 +144,9 @@ RETURNS text LANGUAGE c STABLE AS 'MODULE_PATHNAME', 'tenancy_nearest_strategy';
 -- user, for a user-scoped table) from the verified token, so it stays scoped for a role that
 -- bypasses row-level security; runs as the caller, so the table's policies apply too.
 --   SELECT (n.item).*, n.distance FROM tenancy.nearest(NULL::documents, 'embedding', $1::vector, 10) n;
--- Strategy per call (src/surface/nearest.rs, docs/search.md): the workspace's own HNSW index (from
--- tenancy.create_vector_index) when it has one; else an exact scan of the workspace's rows when a
+-- Strategy per call (src/search/strategy.rs, docs/search.md): the workspace's own HNSW index (from
+-- tenancy.create_vector_index) when it has one; else an exact scan of the workspace's rows when
+-- the table's statistics estimate at most 5,000 of them or, past that or without statistics, a
 -- count through its B-tree, capped at 10,001 and remembered for a minute, finds at most 10,000;
 -- else the shared HNSW index with iterative scan. HNSW scans run with ef_search raised and their
 -- candidates re-ranked exactly; one that comes back with fewer than k rows falls back to the
@@ -153,8 +155,8 @@ CREATE FUNCTION tenancy.nearest(tbl anyelement, "column" name, query anycompatib
                                 k integer DEFAULT 10, metric text DEFAULT 'cosine')
 RETURNS TABLE (item anyelement, distance double precision)
 LANGUAGE c VOLATILE ROWS 10 AS 'MODULE_PATHNAME', 'tenancy_nearest';
--- In Rust (src/surface/nearest.rs): the checks, the strategy and the plans are kept per backend
--- between calls (a relcache invalidation of the table drops them), and its SQL runs under
+-- In Rust (src/search/, the search layer): the checks, the strategy and the plans are kept per
+-- backend between calls (a relcache invalidation of the table drops them), and its SQL runs under
 -- search_path = pg_catalog, pg_temp with every name qualified.
 
 -- Builds an HNSW index over the rows of one workspace (a partial index, WHERE workspace column =

@@ -24,7 +24,7 @@ pub use ring::Counter;
 use settings as gucs;
 
 /// When preloading: the shared memory and the worker (the error observer runs from
-/// `src/hooks.rs`).
+/// `src/surface/hooks.rs`).
 pub fn init() {
     settings::define();
     if unsafe { pgrx::pg_sys::process_shared_preload_libraries_in_progress } {

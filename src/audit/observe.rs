@@ -85,7 +85,7 @@ fn refused_table(message: &str) -> Option<&str> {
     message[start..].strip_suffix('"')
 }
 
-/// The observing part of `emit_log_hook` (src/hooks.rs, after masking): records denials.
+/// The observing part of `emit_log_hook` (src/surface/hooks.rs, after masking): records denials.
 ///
 /// # Safety
 /// `edata` must be null or the error being reported.

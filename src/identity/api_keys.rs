@@ -3,7 +3,7 @@
 //! the digest: timing can only tell an attacker about digests of keys they already hold. The row
 //! found is then compared in constant time. The key format is `verify::api_key_format`.
 
-use super::Identity;
+use super::model::Identity;
 use crate::plumbing::{fresh, pinned_context};
 use crate::verify::api_key_format::{check_shape, constant_time_eq, hex};
 use crate::verify::{sha256, Denial, Reason};

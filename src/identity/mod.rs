@@ -11,6 +11,9 @@
 
 mod api_keys;
 mod issuers;
+mod model;
+
+pub use model::Identity;
 
 use crate::plumbing::errors::error;
 use crate::plumbing::{fresh, pinned_context};
@@ -22,22 +25,6 @@ use pgrx::{pg_sys, PgSqlErrorCode};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
-
-/// What a verified token and the membership rows agree on.
-#[derive(Debug, Clone)]
-pub struct Identity {
-    pub workspace_id: Option<String>,
-    pub organization_id: Option<String>,
-    pub user_id: String,
-    pub role: Option<String>,
-    pub permissions: Vec<String>,
-    pub session_id: Option<String>,
-    pub issuer: String,
-    pub expires_at: i64,
-    pub claims: serde_json::Value,
-    /// Set when the identity comes from an API key (`tenancy.api_key`).
-    pub api_key_id: Option<String>,
-}
 
 /// SHA-256 of a token: the cache key.
 type Digest = [u8; 32];

@@ -80,7 +80,7 @@ pub(crate) fn scrub_reported_activity() {
     }
 }
 
-/// The masking part of `emit_log_hook` (src/hooks.rs): credentials in a message before the log
+/// The masking part of `emit_log_hook` (src/surface/hooks.rs): credentials in a message before the log
 /// or the client sees it, and in the statement text that `log_min_error_statement` appends
 /// (`log_statement` runs before parsing).
 ///

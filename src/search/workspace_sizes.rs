@@ -11,7 +11,7 @@
 //! among the most common values has its own frequency, any other the average of the rest. They
 //! are read once per table and kept until the table's next relcache invalidation (`ANALYZE`
 //! sends one when it updates `reltuples`) or `FRESH_FOR`. Only a workspace the estimate puts near
-//! the shared-index threshold is still counted (`nearest.rs`); a table never analyzed is counted
+//! the shared-index threshold is still counted (`strategy.rs`); a table never analyzed is counted
 //! as before. A wrong estimate costs speed, never rows: every strategy returns min(k, n) rows.
 
 use pgrx::pg_sys;

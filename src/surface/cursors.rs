@@ -63,7 +63,7 @@ thread_local! {
     static HELD: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
 }
 
-/// The check `ProcessUtility` runs (src/hooks.rs) before a utility statement: a held cursor
+/// The check `ProcessUtility` runs (src/surface/hooks.rs) before a utility statement: a held cursor
 /// under a transaction-scoped credential is refused, one declared without is remembered.
 ///
 /// # Safety
@@ -79,7 +79,7 @@ pub(crate) unsafe fn check_utility(stmt: *mut pg_sys::Node) {
     }
 }
 
-/// At pre-commit (src/hooks.rs): refuses the COMMIT of a transaction that would hand a held
+/// At pre-commit (src/surface/hooks.rs): refuses the COMMIT of a transaction that would hand a held
 /// cursor filled under a transaction-scoped credential to the connection's next client, after
 /// closing those cursors.
 pub(crate) fn at_pre_commit() {

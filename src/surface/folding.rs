@@ -291,7 +291,7 @@ unsafe fn folded_fingerprint(items: *mut pg_sys::List) -> Option<u64> {
     Some((half(FINGERPRINT_TAGS[0])? << 32) | half(FINGERPRINT_TAGS[1])?)
 }
 
-/// The check `ExecutorStart` runs (src/hooks.rs): a plan that folded an identity runs only while
+/// The check `ExecutorStart` runs (src/surface/hooks.rs): a plan that folded an identity runs only while
 /// that identity is valid, and only for it.
 ///
 /// # Safety
