@@ -2,6 +2,8 @@
 //! single-writer lock, and the companion's cursors in `tenancy.sync_state`.
 
 use crate::config::Secret;
+use crate::error::SyncError;
+use crate::workos::model::parse_time;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use tokio_postgres::{Client, GenericClient};
@@ -20,14 +22,19 @@ pub enum Cursor {
     Since(DateTime<Utc>),
 }
 
-/// Connects to `url` and pins `search_path`; the connection runs on its own task. `channels` are
-/// LISTENed to, and their notifications sent to `notifications`.
+/// Connects to `url` and pins `search_path`. The connection runs on a task of its own, which is
+/// not supervised: it lives exactly as long as the connection, and its end (a lost connection, or
+/// a panic) closes the `Client`, whose owner notices (`is_closed`, a failing statement) and
+/// reconnects. Notifications of the channels LISTENed to are sent to `notifications`.
 pub async fn connect(
     url: &Secret,
     application: &str,
     notifications: Option<tokio::sync::mpsc::UnboundedSender<(String, String)>>,
-) -> Result<Client, String> {
-    let mut config: tokio_postgres::Config = url.expose().parse().map_err(|e| format!("database URL: {e}"))?;
+) -> Result<Client, SyncError> {
+    let mut config: tokio_postgres::Config = url
+        .expose()
+        .parse()
+        .map_err(|e: tokio_postgres::Error| SyncError::DatabaseUrl(e.to_string()))?;
     config.application_name(application);
     // A dead peer is noticed within about a minute, not TCP's two hours: a half-open connection
     // would otherwise keep holding the writer's or a sink's advisory lock. (A URL can still set
@@ -38,9 +45,12 @@ pub async fn connect(
     config.keepalives_interval(std::time::Duration::from_secs(10));
     config.keepalives_retries(3);
     config.tcp_user_timeout(std::time::Duration::from_secs(60));
-    let connector = native_tls::TlsConnector::new().map_err(|e| format!("TLS: {e}"))?;
+    let connector = native_tls::TlsConnector::new().map_err(|e| SyncError::Tls(e.to_string()))?;
     let tls = postgres_native_tls::MakeTlsConnector::new(connector);
-    let (client, mut connection) = config.connect(tls).await.map_err(|e| format!("database: {e}"))?;
+    let (client, mut connection) = config
+        .connect(tls)
+        .await
+        .map_err(|e| SyncError::Database(e.to_string()))?;
     tokio::spawn(async move {
         let mut stream = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
         use futures_util::StreamExt;
@@ -53,7 +63,7 @@ pub async fn connect(
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    crate::log::warn("database connection lost", &[("problem", e.to_string().into())]);
+                    tracing::warn!(problem = %e, "database connection lost");
                     break;
                 }
             }
@@ -62,7 +72,7 @@ pub async fn connect(
     client
         .batch_execute("SET search_path = pg_catalog, pg_temp")
         .await
-        .map_err(|e| format!("database: {e}"))?;
+        .map_err(|e| SyncError::Database(e.to_string()))?;
     Ok(client)
 }
 
@@ -79,12 +89,7 @@ pub async fn read_cursor(tx: &impl GenericClient) -> Result<Cursor, tokio_postgr
         return Ok(Cursor::None);
     };
     let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-    let at = |field: &str| {
-        value
-            .get(field)
-            .and_then(Value::as_str)
-            .and_then(crate::model::parse_time)
-    };
+    let at = |field: &str| value.get(field).and_then(Value::as_str).and_then(parse_time);
     Ok(match (value.get("after").and_then(Value::as_str), at("since")) {
         (Some(id), _) if !id.is_empty() => Cursor::After {
             id: id.to_string(),
@@ -107,7 +112,7 @@ pub async fn write_cursor(tx: &impl GenericClient, cursor: &Cursor) -> Result<()
 
 /// A timestamp kept in `tenancy.sync_state` (such as `reconciled_at`).
 pub async fn read_time(db: &impl GenericClient, name: &str) -> Result<Option<DateTime<Utc>>, tokio_postgres::Error> {
-    Ok(read_state(db, name).await?.and_then(|v| crate::model::parse_time(&v)))
+    Ok(read_state(db, name).await?.and_then(|v| parse_time(&v)))
 }
 
 /// Sets a timestamp in `tenancy.sync_state`.
@@ -132,18 +137,4 @@ pub async fn write_state(db: &impl GenericClient, name: &str, value: &str) -> Re
     )
     .await?;
     Ok(())
-}
-
-/// A database error as one line: SQLSTATE, message, and hint when there is one.
-pub fn describe(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => {
-            let mut text = format!("{} ({})", db.message(), db.code().code());
-            if let Some(hint) = db.hint() {
-                text.push_str(&format!("; hint: {hint}"));
-            }
-            text
-        }
-        None => e.to_string(),
-    }
 }

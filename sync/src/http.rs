@@ -3,7 +3,9 @@
 //! checks out (the body is never applied: webhooks are unordered and may repeat).
 
 use crate::config::Secret;
+use crate::error::SyncError;
 use crate::metrics::Metrics;
+use crate::workos::webhook;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -24,8 +26,10 @@ pub struct State {
     pub stale_after: Duration,
 }
 
-/// Serves connections until the process ends.
-pub async fn serve(listener: tokio::net::TcpListener, state: Arc<State>) {
+/// Serves connections until the process ends (never returns; the service supervises it). Each
+/// connection is a task of its own, not supervised: it ends with its connection, and a panic in
+/// one ends that connection only.
+pub async fn serve(listener: tokio::net::TcpListener, state: Arc<State>) -> Result<(), SyncError> {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
@@ -82,14 +86,14 @@ async fn handle(
                 Err(_) => return Ok(text(StatusCode::PAYLOAD_TOO_LARGE, "body too large\n".into())),
             };
             let now_ms = chrono::Utc::now().timestamp_millis();
-            match crate::webhook::verify(signature.as_deref(), &body, &state.webhook_secrets, now_ms) {
+            match webhook::verify(signature.as_deref(), &body, &state.webhook_secrets, now_ms) {
                 Ok(()) => {
                     state.trigger.notify_one();
                     text(StatusCode::ACCEPTED, "polling\n".into())
                 }
                 Err(why) => {
                     state.metrics.error("webhook_signature");
-                    crate::log::warn("webhook refused", &[("why", format!("{why:?}").to_lowercase().into())]);
+                    tracing::warn!(why = format!("{why:?}").to_lowercase(), "webhook refused");
                     text(StatusCode::UNAUTHORIZED, "bad signature\n".into())
                 }
             }

@@ -1,57 +1,56 @@
 //! pg-tenancy-sync: keeps pg_tenancy's side of the double check in step with WorkOS (signing
-//! keys, organizations, memberships, revoked sessions).
+//! keys, organizations, memberships, revoked sessions) and delivers its alerts.
 //!
-//! Usage: `pg-tenancy-sync [--config FILE] run|once|check`. Settings come from environment
-//! variables over the optional file (README: "Keeping the database in step with WorkOS").
+//! Usage: `pg-tenancy-sync [OPTIONS] <run|once|check>` (`--help` lists every setting). Settings
+//! come from flags and environment variables over the optional file (README: "Keeping the
+//! database in step with WorkOS").
+//!
+//! The modules, lowest layer first (scripts/check-layers keeps each using only its own layer and
+//! those below, with no cycle between modules or between the files of one):
+//! - `error`: SyncError, the one error type;
+//! - `config`, `log`, `metrics`, `retry`: settings and secrets, JSON log lines, counters, the
+//!   HTTP retry policy;
+//! - `workos`: the WorkOS API client, its objects, webhook signatures;
+//! - `db`: connections, the writer lock, cursors;
+//! - `decide`: what to do with one WorkOS object (pure);
+//! - `context`: what every step shares;
+//! - `mirror` (WorkOS to the database), `alerts` (alert delivery), `http` (the endpoint);
+//! - `service`: the subcommands and the supervision of the service's tasks;
+//! - `cli`: the command line; this file strings it together.
 
 mod alerts;
-mod apply;
+mod cli;
 mod config;
+mod context;
 mod db;
 mod decide;
 mod error;
-mod events;
 mod http;
-mod jwks;
 mod log;
 mod metrics;
-mod model;
-mod reconcile;
+mod mirror;
+mod retry;
 mod service;
-mod webhook;
 mod workos;
 
-const USAGE: &str = "usage: pg-tenancy-sync [--config FILE] run|once|check";
+use error::SyncError;
+
+/// Logs a configuration or usage problem and exits 2.
+fn configuration_error(problem: SyncError) -> ! {
+    tracing::error!(problem = %problem, "configuration");
+    std::process::exit(2);
+}
 
 fn main() {
-    let mut args = std::env::args().skip(1);
-    let (mut file, mut command) = (None, None);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--config" => file = args.next(),
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                return;
-            }
-            "run" | "once" | "check" if command.is_none() => command = Some(arg),
-            _ => {
-                eprintln!("{USAGE}");
-                std::process::exit(2);
-            }
-        }
+    let invocation = cli::parse();
+    if let Err(problem) = log::init(&invocation.log_filter) {
+        configuration_error(problem);
     }
-    let Some(command) = command else {
-        eprintln!("{USAGE}");
-        std::process::exit(2);
-    };
-    let config = config::Source::load(file.as_deref()).and_then(|s| config::Config::from_source(&s));
-    let config = match config {
-        Ok(c) => c,
-        Err(problem) => {
-            log::error("configuration", &[("problem", problem.into())]);
-            std::process::exit(2);
-        }
-    };
+    let config = invocation
+        .given()
+        .and_then(|given| config::Source::load(invocation.config_file.as_deref(), given))
+        .and_then(|source| config::Config::from_source(&source))
+        .unwrap_or_else(|problem| configuration_error(problem));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -59,22 +58,22 @@ fn main() {
     {
         Ok(r) => r,
         Err(e) => {
-            log::error("cannot start", &[("problem", e.to_string().into())]);
+            tracing::error!(problem = %e, "cannot start");
             std::process::exit(1);
         }
     };
     let code = runtime.block_on(async move {
-        let ctx = match service::Ctx::new(config) {
+        let ctx = match context::Ctx::new(config) {
             Ok(c) => c,
             Err(problem) => {
-                log::error("cannot start", &[("problem", problem.into())]);
+                tracing::error!(problem = %problem, "cannot start");
                 return 1;
             }
         };
-        match command.as_str() {
-            "run" => service::run(ctx).await,
-            "once" => service::once(ctx).await,
-            _ => service::check(ctx).await,
+        match invocation.command {
+            cli::Command::Run => service::run(ctx).await,
+            cli::Command::Once => service::once(ctx).await,
+            cli::Command::Check => service::check(ctx).await,
         }
     });
     std::process::exit(code);

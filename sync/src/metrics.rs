@@ -25,6 +25,8 @@ struct Inner {
     /// Per sink: the time of the oldest row not yet acknowledged (None: nothing pending).
     alert_pending: BTreeMap<String, Option<f64>>,
     alert_delivered_at: BTreeMap<String, f64>,
+    /// Restarts of the service's supervised tasks, by task.
+    task_restarts: BTreeMap<String, u64>,
 }
 
 /// Seconds since the Unix epoch, as a float.
@@ -95,6 +97,11 @@ impl Metrics {
         });
     }
 
+    /// A supervised task restarted after it panicked or ended.
+    pub fn task_restarted(&self, task: &str) {
+        self.with(|m| *m.task_restarts.entry(task.to_string()).or_default() += 1);
+    }
+
     /// Seconds since the last successful poll, if any.
     pub fn poll_age(&self) -> Option<f64> {
         self.with(|m| m.last_poll_success.map(|t| now() - t))
@@ -139,6 +146,10 @@ impl Metrics {
             out.push_str("# HELP pg_tenancy_sync_errors_total Failures, by kind\n# TYPE pg_tenancy_sync_errors_total counter\n");
             for (kind, n) in &m.errors {
                 out.push_str(&format!("pg_tenancy_sync_errors_total{{kind=\"{kind}\"}} {n}\n"));
+            }
+            out.push_str("# HELP pg_tenancy_sync_task_restarts_total Restarts of the service's tasks after a panic or an end, by task\n# TYPE pg_tenancy_sync_task_restarts_total counter\n");
+            for (task, n) in &m.task_restarts {
+                out.push_str(&format!("pg_tenancy_sync_task_restarts_total{{task=\"{task}\"}} {n}\n"));
             }
             out
         })

@@ -14,8 +14,11 @@ mod sinks;
 mod source;
 
 use crate::config::Config;
+use crate::context::APPLICATION;
+use crate::db;
+use crate::error::{audit, SyncError};
 use crate::metrics::Metrics;
-use crate::{db, log};
+use crate::retry;
 use sinks::{Outcome, Request, Sink};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -36,40 +39,16 @@ pub struct Deliverer {
     http: reqwest::Client,
 }
 
-/// Why a drain stopped before the sink had everything.
-#[derive(Debug)]
-pub enum DrainError {
-    /// The audit database failed: reconnect and resume from the stored cursor.
-    Database(String),
-    /// The deadline passed while the sink kept failing (`once` only).
-    GaveUp(String),
-}
-
-impl From<tokio_postgres::Error> for DrainError {
-    fn from(e: tokio_postgres::Error) -> Self {
-        DrainError::Database(db::describe(&e))
-    }
-}
-
-impl std::fmt::Display for DrainError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            DrainError::Database(e) => write!(f, "audit database: {e}"),
-            DrainError::GaveUp(e) => write!(f, "sink unreachable until the deadline: {e}"),
-        }
-    }
-}
-
 impl Deliverer {
     /// A deliverer for `config`'s sinks.
-    pub fn new(config: Arc<Config>, metrics: Arc<Metrics>) -> Result<Deliverer, String> {
+    pub fn new(config: Arc<Config>, metrics: Arc<Metrics>) -> Result<Deliverer, SyncError> {
         let http = reqwest::Client::builder()
             .user_agent(concat!("pg-tenancy-sync/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(config.request_timeout)
             .timeout(config.request_timeout)
             .redirect(reqwest::redirect::Policy::none())
             .build()
-            .map_err(|e| format!("HTTP client: {e}"))?;
+            .map_err(|e| SyncError::HttpClient(e.to_string()))?;
         Ok(Deliverer { config, metrics, http })
     }
 
@@ -78,15 +57,15 @@ impl Deliverer {
     /// the same numbers: a holder that is not alert delivery (a member of `tenancy_alerts`; not
     /// even a `tenancy_sync` login, which could so hold back the alert of its own key change) is
     /// ignored, and the sink delivered anyway, rather than letting it silence the alerts.
-    async fn claim(&self, sink: &Sink) -> Result<Option<Client>, String> {
-        let db = db::connect(&self.config.alert_database_url, crate::service::APPLICATION, None).await?;
+    async fn claim(&self, sink: &Sink) -> Result<Option<Client>, SyncError> {
+        let db = db::connect(&self.config.alert_database_url, APPLICATION, None).await?;
         let row = db
             .query_one(
                 "SELECT pg_catalog.pg_try_advisory_lock($1, $2)",
                 &[&LOCK_CLASS, &sink.number()],
             )
             .await
-            .map_err(|e| db::describe(&e))?;
+            .map_err(audit)?;
         if row.get::<_, bool>(0) {
             return Ok(Some(db));
         }
@@ -102,14 +81,14 @@ impl Deliverer {
                 &[&LOCK_CLASS, &sink.number()],
             )
             .await
-            .map_err(|e| db::describe(&e))?
+            .map_err(audit)?
             .get::<_, bool>(0);
         if companion {
             return Ok(None);
         }
-        log::error(
-            "an alert sink's lock is held by a role that is no companion; delivering anyway",
-            &[("sink", sink.name().into())],
+        tracing::error!(
+            sink = sink.name(),
+            "an alert sink's lock is held by a role that is no companion; delivering anyway"
         );
         Ok(Some(db))
     }
@@ -123,11 +102,13 @@ impl Deliverer {
         db: &Client,
         deadline: Option<Instant>,
         last_request: &mut Option<Instant>,
-    ) -> Result<u64, DrainError> {
-        let mut position = source::cursor(db, sink.name()).await?;
+    ) -> Result<u64, SyncError> {
+        let mut position = source::cursor(db, sink.name()).await.map_err(audit)?;
         let mut delivered = 0;
         loop {
-            let batch = source::after(db, position, self.config.alerts.min_severity, sink.batch_rows()).await?;
+            let batch = source::after(db, position, self.config.alerts.min_severity, sink.batch_rows())
+                .await
+                .map_err(audit)?;
             if batch.is_empty() {
                 self.metrics.alert_pending(sink.name(), None);
                 return Ok(delivered);
@@ -138,7 +119,7 @@ impl Deliverer {
                 // Every row folded into incidents triggered lately.
                 self.metrics.alerts(sink.name(), "folded", batch.len() as u64);
                 position = batch[batch.len() - 1].id;
-                source::write(db, sink.name(), position).await?;
+                source::write(db, sink.name(), position).await.map_err(audit)?;
                 continue;
             }
             for request in requests {
@@ -153,13 +134,11 @@ impl Deliverer {
                 }
                 if let Outcome::Rejected { status, body } = &outcome {
                     rejected = true;
-                    log::error(
-                        "an alert sink rejected a request; skipped",
-                        &[
-                            ("sink", sink.name().into()),
-                            ("status", (*status).into()),
-                            ("answer", body.clone().into()),
-                        ],
+                    tracing::error!(
+                        sink = sink.name(),
+                        status = *status,
+                        answer = body.as_str(),
+                        "an alert sink rejected a request; skipped"
                     );
                 }
                 if let Some(last) = request.completes {
@@ -168,7 +147,7 @@ impl Deliverer {
                     self.metrics.alerts(sink.name(), kind, rows);
                     delivered += rows;
                     position = batch[last].id;
-                    source::write(db, sink.name(), position).await?;
+                    source::write(db, sink.name(), position).await.map_err(audit)?;
                     (done, rejected) = (last + 1, false);
                 }
             }
@@ -176,7 +155,7 @@ impl Deliverer {
     }
 
     /// Sends `request` until the sink acknowledges or rejects it; retries the rest with backoff.
-    async fn send(&self, sink: &Sink, request: &Request, deadline: Option<Instant>) -> Result<Outcome, DrainError> {
+    async fn send(&self, sink: &Sink, request: &Request, deadline: Option<Instant>) -> Result<Outcome, SyncError> {
         let mut attempt = 0;
         loop {
             let now_ms = chrono::Utc::now().timestamp_millis();
@@ -191,35 +170,33 @@ impl Deliverer {
                         .headers()
                         .get("retry-after")
                         .and_then(|v| v.to_str().ok())
-                        .and_then(crate::workos::parse_retry_after);
+                        .and_then(retry::parse_retry_after);
                     let body = response.text().await.unwrap_or_default();
                     sinks::outcome(status, retry_after, &body)
                 }
                 // Without the URL: Slack's carries its secret.
                 Err(e) => Outcome::Retry {
                     wait: None,
-                    problem: crate::workos::without_url(e),
+                    problem: retry::without_url(e),
                 },
             };
             let Outcome::Retry { wait, problem } = outcome else {
                 return Ok(outcome);
             };
             // A `Retry-After` of 0 (or a tiny one) must not become a hot loop.
-            let backoff = crate::workos::backoff(attempt);
+            let backoff = retry::backoff(attempt);
             let wait = wait.map_or(backoff, |w| w.max(backoff).min(MAX_RETRY_AFTER));
             if deadline.is_some_and(|d| Instant::now() + wait >= d) {
-                return Err(DrainError::GaveUp(problem));
+                return Err(SyncError::SinkUnavailable(problem));
             }
             self.metrics.alerts(sink.name(), "retried", 1);
             if attempt == 0 || attempt % 10 == 0 {
-                log::warn(
-                    "an alert sink failed; retrying",
-                    &[
-                        ("sink", sink.name().into()),
-                        ("attempt", (attempt + 1).into()),
-                        ("problem", problem.into()),
-                        ("wait_ms", (wait.as_millis() as u64).into()),
-                    ],
+                tracing::warn!(
+                    sink = sink.name(),
+                    attempt = attempt + 1,
+                    problem = problem.as_str(),
+                    wait_ms = wait.as_millis() as u64,
+                    "an alert sink failed; retrying"
                 );
             }
             tokio::time::sleep(wait).await;
@@ -229,8 +206,8 @@ impl Deliverer {
 
     /// `run`: delivers to `sink` for ever, woken by `wake` (a `NOTIFY tenancy_alert`) or the
     /// timer; reconnects after a database failure and stands by while another companion holds
-    /// the sink.
-    pub async fn follow(self: Arc<Self>, sink: Sink, mut wake: watch::Receiver<u64>) {
+    /// the sink. Never returns (the service supervises it).
+    pub async fn follow(self: Arc<Self>, sink: Sink, mut wake: watch::Receiver<u64>) -> Result<(), SyncError> {
         let interval = self.config.alerts.interval;
         let (mut standing_by, mut last_request) = (false, None);
         loop {
@@ -238,9 +215,9 @@ impl Deliverer {
                 Ok(Some(db)) => db,
                 Ok(None) => {
                     if !standing_by {
-                        log::info(
-                            "another companion delivers to this sink; standing by",
-                            &[("sink", sink.name().into())],
+                        tracing::info!(
+                            sink = sink.name(),
+                            "another companion delivers to this sink; standing by"
                         );
                         standing_by = true;
                     }
@@ -249,9 +226,10 @@ impl Deliverer {
                 }
                 Err(problem) => {
                     self.metrics.error("alert_database");
-                    log::warn(
-                        "cannot reach the audit database for alerts; retrying",
-                        &[("sink", sink.name().into()), ("problem", problem.into())],
+                    tracing::warn!(
+                        sink = sink.name(),
+                        problem = %problem,
+                        "cannot reach the audit database for alerts; retrying"
                     );
                     tokio::time::sleep(Duration::from_secs(2)).await;
                     continue;
@@ -261,10 +239,7 @@ impl Deliverer {
             while !db.is_closed() {
                 if let Err(e) = self.drain(&sink, &db, None, &mut last_request).await {
                     self.metrics.error("alert_database");
-                    log::warn(
-                        "alert delivery interrupted; resuming",
-                        &[("sink", sink.name().into()), ("problem", e.to_string().into())],
-                    );
+                    tracing::warn!(sink = sink.name(), problem = %e, "alert delivery interrupted; resuming");
                     break;
                 }
                 tokio::select! {
@@ -290,25 +265,16 @@ impl Deliverer {
         for sink in configured(&self.config.alerts) {
             let deadline = Instant::now() + self.config.give_up;
             let result = match self.claim(&sink).await {
-                Ok(Some(db)) => self
-                    .drain(&sink, &db, Some(deadline), &mut None)
-                    .await
-                    .map_err(|e| e.to_string()),
-                Ok(None) => Err("another companion delivers to this sink".into()),
+                Ok(Some(db)) => self.drain(&sink, &db, Some(deadline), &mut None).await,
+                Ok(None) => Err(SyncError::SinkClaimed),
                 Err(problem) => Err(problem),
             };
             match result {
-                Ok(rows) => log::info(
-                    "alerts delivered",
-                    &[("sink", sink.name().into()), ("rows", rows.into())],
-                ),
+                Ok(rows) => tracing::info!(sink = sink.name(), rows, "alerts delivered"),
                 Err(problem) => {
                     ok = false;
                     self.metrics.error("alert_delivery");
-                    log::error(
-                        "alert delivery incomplete",
-                        &[("sink", sink.name().into()), ("problem", problem.into())],
-                    );
+                    tracing::error!(sink = sink.name(), problem = %problem, "alert delivery incomplete");
                 }
             }
         }

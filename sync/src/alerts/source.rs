@@ -28,18 +28,12 @@ pub async fn cursor(db: &Client, sink: &str) -> Result<Position, tokio_postgres:
         if let Some(id) = value.get("id").and_then(Value::as_i64) {
             return Ok(id);
         }
-        crate::log::warn(
-            "an alert cursor is unreadable; starting after the newest row",
-            &[("sink", sink.into())],
-        );
+        tracing::warn!(sink, "an alert cursor is unreadable; starting after the newest row");
     }
     let newest: Option<i64> = db.query_one("SELECT max(id) FROM tenancy.audit_log", &[]).await?.get(0);
     let start = newest.unwrap_or(0);
     write(db, sink, start).await?;
-    crate::log::info(
-        "a new alert sink starts after the newest audit row",
-        &[("sink", sink.into()), ("id", start.into())],
-    );
+    tracing::info!(sink, id = start, "a new alert sink starts after the newest audit row");
     Ok(start)
 }
 

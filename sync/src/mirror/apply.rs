@@ -4,7 +4,7 @@
 
 use crate::config::WorkspaceMode;
 use crate::decide::{self, Action, Decision, Known, MemberRow, Outcome, Record, WorkspaceRow};
-use crate::model::{Membership, Organization};
+use crate::workos::model::{Membership, Organization};
 use chrono::{DateTime, Utc};
 use tokio_postgres::{Error, GenericClient, Row};
 

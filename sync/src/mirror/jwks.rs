@@ -2,8 +2,8 @@
 //! handed to `tenancy.sync_set_jwks`, which applies them only when they differ and only when they
 //! pass the extension's key policy. Anything else leaves the current keys in place.
 
-use crate::error::SyncError;
-use crate::service::Ctx;
+use crate::context::Ctx;
+use crate::error::{describe, SyncError};
 use serde_json::Value;
 use std::time::Instant;
 use tokio_postgres::Client;
@@ -25,12 +25,7 @@ pub async fn refresh(ctx: &Ctx, db: &Client, deadline: Instant) -> Result<bool, 
     let changed = db
         .query_one("SELECT tenancy.sync_set_jwks($1, $2)", &[&ctx.config.issuer, &jwks])
         .await
-        .map_err(|e| {
-            SyncError::Refused(format!(
-                "JWKS not applied, current keys kept: {}",
-                crate::db::describe(&e)
-            ))
-        })?
+        .map_err(|e| SyncError::Refused(format!("JWKS not applied, current keys kept: {}", describe(&e))))?
         .get::<_, bool>(0);
     let ids: Vec<&str> = keys
         .into_iter()
@@ -38,9 +33,10 @@ pub async fn refresh(ctx: &Ctx, db: &Client, deadline: Instant) -> Result<bool, 
         .filter_map(|k| k.get("kid").and_then(Value::as_str))
         .collect();
     if changed {
-        crate::log::info(
-            "JWKS applied",
-            &[("issuer", ctx.config.issuer.clone().into()), ("kids", ids.into())],
+        tracing::info!(
+            issuer = ctx.config.issuer.as_str(),
+            kids = ids.join(","),
+            "JWKS applied"
         );
     }
     ctx.metrics.jwks_refreshed(changed);

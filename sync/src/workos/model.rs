@@ -1,6 +1,7 @@
 //! The WorkOS objects the companion reads, checked field by field: an object missing an id or a
 //! timestamp is malformed and reported, never guessed at.
 
+use crate::error::SyncError;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
@@ -47,11 +48,11 @@ pub const EVENT_TYPES: &[&str] = &[
 ];
 
 /// A required, non-empty string field.
-fn text(object: &Value, field: &str) -> Result<String, String> {
+fn text(object: &Value, field: &str) -> Result<String, SyncError> {
     match object.get(field).and_then(Value::as_str) {
         Some(v) if !v.is_empty() && v.len() <= 512 => Ok(v.to_string()),
-        Some(_) => Err(format!("\"{field}\" is empty or too long")),
-        None => Err(format!("\"{field}\" is missing")),
+        Some(_) => Err(SyncError::Malformed(format!("\"{field}\" is empty or too long"))),
+        None => Err(SyncError::Malformed(format!("\"{field}\" is missing"))),
     }
 }
 
@@ -65,9 +66,9 @@ fn optional_text(object: &Value, field: &str) -> Option<String> {
 }
 
 /// An ISO 8601 timestamp (WorkOS writes RFC 3339 with milliseconds; older payloads a space).
-pub fn timestamp(object: &Value, field: &str) -> Result<DateTime<Utc>, String> {
+pub fn timestamp(object: &Value, field: &str) -> Result<DateTime<Utc>, SyncError> {
     let raw = text(object, field)?;
-    parse_time(&raw).ok_or_else(|| format!("\"{field}\" is not a timestamp: \"{raw}\""))
+    parse_time(&raw).ok_or_else(|| SyncError::Malformed(format!("\"{field}\" is not a timestamp: \"{raw}\"")))
 }
 
 /// Parses RFC 3339, or `YYYY-MM-DD HH:MM:SS[.fff]` taken as UTC.
@@ -82,10 +83,12 @@ pub fn parse_time(raw: &str) -> Option<DateTime<Utc>> {
 
 impl Organization {
     /// An organization object.
-    pub fn parse(object: &Value) -> Result<Organization, String> {
+    pub fn parse(object: &Value) -> Result<Organization, SyncError> {
         let id = text(object, "id")?;
         if !id.starts_with("org_") {
-            return Err(format!("organization id \"{id}\" does not start with org_"));
+            return Err(SyncError::Malformed(format!(
+                "organization id \"{id}\" does not start with org_"
+            )));
         }
         Ok(Organization {
             id,
@@ -98,12 +101,12 @@ impl Organization {
 
 impl Membership {
     /// An organization membership object.
-    pub fn parse(object: &Value) -> Result<Membership, String> {
+    pub fn parse(object: &Value) -> Result<Membership, SyncError> {
         let status = text(object, "status")?;
         if !matches!(status.as_str(), "active" | "inactive" | "pending") {
-            return Err(format!(
+            return Err(SyncError::Malformed(format!(
                 "membership status \"{status}\" is not active, inactive or pending"
-            ));
+            )));
         }
         let role = match object.get("role") {
             Some(Value::Object(r)) => r
@@ -127,7 +130,7 @@ impl Membership {
 
 impl Event {
     /// An event object (its `data` is parsed when applied).
-    pub fn parse(object: &Value) -> Result<Event, String> {
+    pub fn parse(object: &Value) -> Result<Event, SyncError> {
         Ok(Event {
             id: text(object, "id")?,
             event: text(object, "event")?,
@@ -165,7 +168,7 @@ mod tests {
                 "timestamp",
             ),
         ] {
-            let err = Membership::parse(&broken).unwrap_err();
+            let err = Membership::parse(&broken).unwrap_err().to_string();
             assert!(err.contains(why), "{err}");
         }
     }

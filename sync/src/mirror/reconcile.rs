@@ -5,12 +5,12 @@
 //! Deletions WorkOS no longer lists are found by absence: a membership or organization the
 //! companion applied before and that the complete listing lacks is treated as deleted.
 
-use crate::apply;
+use super::apply;
+use crate::context::Ctx;
 use crate::db::{self, Cursor};
 use crate::decide::{self, Context, Known, MemberRow, Outcome, Record, WorkspaceRow};
 use crate::error::SyncError;
-use crate::model::{Membership, Organization};
-use crate::service::Ctx;
+use crate::workos::model::{Membership, Organization};
 use chrono::{DateTime, Utc};
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
@@ -90,16 +90,14 @@ pub async fn reconcile(
     .await?;
     report.seconds = started.elapsed().as_secs_f64();
     ctx.metrics.reconciled(report.differences);
-    crate::log::info(
-        "reconcile complete",
-        &[
-            ("organizations", report.organizations.into()),
-            ("memberships", report.memberships.into()),
-            ("differences", report.differences.into()),
-            ("held", report.held.into()),
-            ("unmapped", report.unmapped.into()),
-            ("seconds", report.seconds.into()),
-        ],
+    tracing::info!(
+        organizations = report.organizations,
+        memberships = report.memberships,
+        differences = report.differences,
+        held = report.held,
+        unmapped = report.unmapped,
+        seconds = report.seconds,
+        "reconcile complete"
     );
     Ok(report)
 }

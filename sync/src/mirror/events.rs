@@ -2,13 +2,12 @@
 //! moving the cursor past it, so a crash at any point loses nothing and applies nothing twice;
 //! `tenancy.sync_log`'s primary key refuses a second application of one event regardless.
 
-use crate::apply;
+use super::apply;
+use crate::context::Ctx;
 use crate::db::{self, Cursor};
 use crate::decide::Outcome;
 use crate::error::SyncError;
-use crate::model::{self, Event, Membership, Organization, EVENT_TYPES};
-use crate::service::Ctx;
-use crate::workos::ApiError;
+use crate::workos::model::{self, Event, Membership, Organization, EVENT_TYPES};
 use serde_json::Value;
 use std::time::Instant;
 use tokio_postgres::{Client, GenericClient};
@@ -43,7 +42,7 @@ pub async fn drain(ctx: &Ctx, db: &mut Client, deadline: Instant) -> Result<Drai
                 if chrono::Utc::now() - *at
                     > chrono::Duration::from_std(ctx.config.event_retention).unwrap_or(chrono::Duration::MAX) =>
             {
-                crate::log::warn("event cursor older than the API's retention; reconciling", &[]);
+                tracing::warn!("event cursor older than the API's retention; reconciling");
                 drained.needs_reconcile = true;
                 drained.resume_from = Some(resume_point(ctx, Some(*at)));
                 return Ok(drained);
@@ -54,12 +53,13 @@ pub async fn drain(ctx: &Ctx, db: &mut Client, deadline: Instant) -> Result<Drai
         let page_deadline = deadline.max(Instant::now() + ctx.config.give_up);
         let page = match ctx.workos.get("/events", &query, true, page_deadline).await {
             Ok(page) => page,
-            Err(ApiError::Refused { status, body })
+            Err(SyncError::ApiRefused { status, body })
                 if matches!(cursor, Cursor::After { .. }) && matches!(status, 400 | 404 | 410 | 422) =>
             {
-                crate::log::warn(
-                    "the Events API refused the cursor; reconciling",
-                    &[("status", status.into()), ("answer", body.into())],
+                tracing::warn!(
+                    status,
+                    answer = body.as_str(),
+                    "the Events API refused the cursor; reconciling"
                 );
                 drained.needs_reconcile = true;
                 let at = match &cursor {
@@ -69,12 +69,12 @@ pub async fn drain(ctx: &Ctx, db: &mut Client, deadline: Instant) -> Result<Drai
                 drained.resume_from = Some(resume_point(ctx, at));
                 return Ok(drained);
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(e),
         };
         let data = page
             .get("data")
             .and_then(Value::as_array)
-            .ok_or_else(|| ApiError::Decode("/events: no \"data\" array".into()))?;
+            .ok_or_else(|| SyncError::ApiDecode("/events: no \"data\" array".into()))?;
         if data.is_empty() {
             ctx.metrics.poll_succeeded();
             return Ok(drained);
@@ -134,13 +134,11 @@ async fn apply_page(
             .await?;
             if outcome.starts_with("malformed") {
                 drained.malformed += 1;
-                crate::log::error(
-                    "malformed WorkOS event skipped; a reconcile will follow",
-                    &[
-                        ("event_id", event.id.clone().into()),
-                        ("event", event.event.clone().into()),
-                        ("problem", outcome.clone().into()),
-                    ],
+                tracing::error!(
+                    event_id = event.id.as_str(),
+                    event = event.event.as_str(),
+                    problem = outcome.as_str(),
+                    "malformed WorkOS event skipped; a reconcile will follow"
                 );
             }
             outcomes.push((outcome, event.created_at));
@@ -174,7 +172,7 @@ async fn apply_page(
 /// Applies one event; returns its outcome for `tenancy.sync_log`.
 async fn apply_event(ctx: &Ctx, tx: &impl GenericClient, event: &Event) -> Result<String, SyncError> {
     let mode = ctx.config.workspaces;
-    let outcome: Result<Outcome, String> = match event.event.as_str() {
+    let outcome: Result<Outcome, SyncError> = match event.event.as_str() {
         "organization.created" | "organization.updated" | "organization.deleted" => {
             match Organization::parse(&event.data) {
                 Ok(o) => Ok(apply::organization(tx, &o, event.event == "organization.deleted", mode).await?),
@@ -196,7 +194,9 @@ async fn apply_event(ctx: &Ctx, tx: &impl GenericClient, event: &Event) -> Resul
             let at = model::timestamp(&event.data, "updated_at").ok().or(event.created_at);
             match (id, at) {
                 (Some(id), Some(at)) => Ok(apply::user_deleted(tx, id, at).await?),
-                _ => Err("user.deleted without a user id or a timestamp".into()),
+                _ => Err(SyncError::Malformed(
+                    "user.deleted without a user id or a timestamp".into(),
+                )),
             }
         }
         "session.revoked" => match event
@@ -206,7 +206,7 @@ async fn apply_event(ctx: &Ctx, tx: &impl GenericClient, event: &Event) -> Resul
             .filter(|s| !s.is_empty() && s.len() <= 512)
         {
             Some(sid) => Ok(apply::session_revoked(tx, sid).await?),
-            None => Err("session.revoked without a session id".into()),
+            None => Err(SyncError::Malformed("session.revoked without a session id".into())),
         },
         _ => return Ok("ignored".into()),
     };
