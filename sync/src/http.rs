@@ -17,6 +17,10 @@ use tokio::sync::Notify;
 /// Largest webhook body read.
 const MAX_BODY: usize = 1 << 20;
 
+/// The first wait after a failed accept, and the longest.
+const ACCEPT_PAUSE_FIRST: Duration = Duration::from_millis(10);
+const ACCEPT_PAUSE_MAX: Duration = Duration::from_secs(1);
+
 /// What the handlers share.
 pub struct State {
     pub metrics: Arc<Metrics>,
@@ -28,11 +32,26 @@ pub struct State {
 
 /// Serves connections until the process ends (never returns; the service supervises it). Each
 /// connection is a task of its own, not supervised: it ends with its connection, and a panic in
-/// one ends that connection only.
+/// one ends that connection only. A failed accept (out of file descriptors, most often: a flood
+/// of idle connections) is logged and waited out, 10 ms doubling up to 1 s, instead of retried at
+/// once: retried at once it spun a core and kept no descriptor free for the database or WorkOS.
 pub async fn serve(listener: tokio::net::TcpListener, state: Arc<State>) -> Result<(), SyncError> {
+    let mut pause = ACCEPT_PAUSE_FIRST;
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => {
+                pause = ACCEPT_PAUSE_FIRST;
+                stream
+            }
+            Err(error) => {
+                if pause == ACCEPT_PAUSE_FIRST {
+                    tracing::warn!(problem = %error, "the endpoint cannot accept connections; waiting");
+                }
+                state.metrics.error("accept");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(ACCEPT_PAUSE_MAX);
+                continue;
+            }
         };
         let state = state.clone();
         tokio::spawn(async move {

@@ -344,3 +344,43 @@ fn killed_mid_delivery_and_restarted_repeats_only_under_the_same_key() {
         "the restart kept the cursor: {log}"
     );
 }
+
+#[test]
+fn a_claim_no_client_library_can_read_holds_back_no_alert() {
+    let _serial = serial();
+    let f = setup();
+    let receiver = Receiver::start(false);
+    let audit = audit_url();
+    let running = start(
+        &f,
+        &alert_env(
+            &[
+                ("PG_TENANCY_ALERT_WEBHOOK_URL", &receiver.url),
+                ("PG_TENANCY_ALERT_WEBHOOK_SECRET", WEBHOOK_SECRET),
+            ],
+            &audit,
+        ),
+    );
+    following("webhook");
+    // An unsigned token with exp = 9e12 s: stored as 287168-08-24, beyond what the companion's
+    // date type holds. It once failed every drain of the sink, so nothing after it arrived.
+    deny(&f, "far-future-exp", Denial::FarFutureExpiry, false);
+    deny(&f, "after-it", Denial::Critical, false);
+    let got = wait_for(&receiver, 2, 30);
+    let bodies: Vec<Value> = got.iter().map(|r| r.json()).collect();
+    assert_eq!(apps_of(&got), ["far-future-exp", "after-it"], "{bodies:?}");
+    assert_eq!(bodies[0]["reason"], "bad_signature", "{}", bodies[0]);
+    assert!(
+        bodies[0]["token"]["exp"].is_null() && bodies[0]["token"]["sub"] == "user_alice",
+        "delivered without the unreadable claim, with the others: {}",
+        bodies[0]
+    );
+    assert!(
+        bodies[1]["token"]["exp"].is_string(),
+        "an ordinary exp is delivered: {}",
+        bodies[1]
+    );
+    let log = stop(running);
+    assert!(log.contains("does not decode"), "the row is logged: {log}");
+    assert!(!log.contains("panicked"), "{log}");
+}

@@ -695,3 +695,59 @@ fn alert_cursors_belong_to_alert_delivery_and_neither_login_can_stall_the_other(
     assert_eq!(touched, 0, "the events cursor is invisible to tenancy_alerts");
     let _ = f;
 }
+
+/// CPU time (user + system) `pid` has used, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn an_endpoint_out_of_file_descriptors_waits_instead_of_spinning() {
+    let _serial = serial();
+    let (f, _admin) = acme();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    drop(listener);
+    let running = start_with_file_limit(
+        &f,
+        &[
+            ("PG_TENANCY_SYNC_LISTEN", &address),
+            ("PG_TENANCY_SYNC_EVENTS_INTERVAL", "3600"),
+        ],
+        48,
+    );
+    let health = || -> u16 {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::net::TcpStream::connect(&address) else {
+            return 0;
+        };
+        let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+        if write!(s, "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").is_err() {
+            return 0;
+        }
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+    };
+    eventually("health ok after the first pass", 20, || (health() == 200).then_some(()));
+    // Idle connections until the companion has no descriptor left to accept with.
+    let held: Vec<std::net::TcpStream> = (0..120)
+        .filter_map(|_| std::net::TcpStream::connect(&address).ok())
+        .collect();
+    assert!(held.len() >= 60, "the kernel queued the connections: {}", held.len());
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let before = cpu_ticks(running.pid());
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let used = cpu_ticks(running.pid()) - before;
+    // A loop retrying accept at once used about 1.2 cores: some 360 ticks in 3 s.
+    assert!(used < 60, "{used} ticks of CPU in 3 s while out of descriptors");
+    drop(held);
+    eventually("health ok once descriptors are free", 30, || {
+        (health() == 200).then_some(())
+    });
+    let log = stop(running);
+    assert!(log.contains("cannot accept connections"), "the wait is logged: {log}");
+}

@@ -9,6 +9,7 @@
 use super::format::Alert;
 use crate::config::Severity;
 use crate::db;
+use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use tokio_postgres::{Client, Row};
 
@@ -53,7 +54,8 @@ pub async fn after(
     let rows = db
         .query(
             "SELECT id, at, reason, critical, alert, pid, database, role, client_addr,
-                    application_name, iss, sub, org_id, sid, kid, exp
+                    application_name, iss, sub, org_id, sid, kid,
+                    CAST(pg_catalog.date_part('epoch', exp) AS pg_catalog.int8)
                FROM tenancy.audit_log
               WHERE id > $1 AND ($2 OR alert IS NOT NULL)
               ORDER BY id
@@ -64,24 +66,62 @@ pub async fn after(
     Ok(rows.iter().map(alert_of).collect())
 }
 
-/// An alert from a row of `after`'s query.
+/// An alert from a row of `after`'s query. No value of a row stops delivery: a column that does
+/// not decode (a claim's `exp` is the client's, and PostgreSQL's timestamps reach 294276 AD where
+/// chrono's stop at 262142; text that is not UTF-8 in a `SQL_ASCII` audit database) is delivered
+/// as absent, or as a placeholder where the payload needs a value, and logged. One such row
+/// once made every drain of the sink fail, for good: nothing after it was delivered.
 fn alert_of(row: &Row) -> Alert {
+    let id: i64 = row.try_get(0).unwrap_or_default();
+    let undecodable = |column: &str| {
+        tracing::warn!(
+            id,
+            column,
+            "an audit row's column does not decode; delivered without it"
+        )
+    };
+    let text = |i: usize, column: &str| {
+        row.try_get::<_, String>(i).unwrap_or_else(|_| {
+            undecodable(column);
+            "(undecodable)".to_string()
+        })
+    };
+    let optional = |i: usize, column: &str| {
+        row.try_get::<_, Option<String>>(i).unwrap_or_else(|_| {
+            undecodable(column);
+            None
+        })
+    };
+    let exp = match row.try_get::<_, Option<i64>>(15) {
+        Ok(Some(seconds)) => DateTime::<Utc>::from_timestamp(seconds, 0).or_else(|| {
+            undecodable("exp");
+            None
+        }),
+        Ok(None) => None,
+        Err(_) => {
+            undecodable("exp");
+            None
+        }
+    };
     Alert {
-        id: row.get(0),
-        at: row.get(1),
-        reason: row.get(2),
-        critical: row.get(3),
-        alert: row.get(4),
-        pid: row.get(5),
-        database: row.get(6),
-        role: row.get(7),
-        client_addr: row.get(8),
-        application_name: row.get(9),
-        iss: row.get(10),
-        sub: row.get(11),
-        org_id: row.get(12),
-        sid: row.get(13),
-        kid: row.get(14),
-        exp: row.get(15),
+        id,
+        at: row.try_get(1).unwrap_or_else(|_| {
+            undecodable("at");
+            DateTime::<Utc>::UNIX_EPOCH
+        }),
+        reason: text(2, "reason"),
+        critical: row.try_get(3).unwrap_or(true),
+        alert: optional(4, "alert"),
+        pid: row.try_get(5).unwrap_or_default(),
+        database: text(6, "database"),
+        role: text(7, "role"),
+        client_addr: optional(8, "client_addr"),
+        application_name: text(9, "application_name"),
+        iss: optional(10, "iss"),
+        sub: optional(11, "sub"),
+        org_id: optional(12, "org_id"),
+        sid: optional(13, "sid"),
+        kid: optional(14, "kid"),
+        exp,
     }
 }

@@ -40,7 +40,8 @@ pub fn verify(header: Option<&str>, body: &[u8], secrets: &[Secret], now_ms: i64
     let (t, v1) = (t.ok_or(Refusal::Malformed)?, v1.ok_or(Refusal::Malformed)?);
     let at: i64 = t.parse().map_err(|_| Refusal::Malformed)?;
     let given = hex::decode(v1).map_err(|_| Refusal::Malformed)?;
-    if (now_ms - at).abs() > TOLERANCE_MS {
+    // Saturating: `t` is the sender's, any i64 (an overflow must not panic or wrap into range).
+    if now_ms.saturating_sub(at).saturating_abs() > TOLERANCE_MS {
         return Err(Refusal::Stale);
     }
     let mut message = format!("{t}.").into_bytes();
@@ -93,6 +94,16 @@ mod tests {
             ),
             ("no header", None, Err(Refusal::Missing)),
             ("no v1", Some(format!("t={now}")), Err(Refusal::Malformed)),
+            (
+                "the smallest i64 as the time",
+                Some(format!("t={}, v1=00", i64::MIN)),
+                Err(Refusal::Stale),
+            ),
+            (
+                "the largest i64 as the time",
+                Some(format!("t={}, v1=00", i64::MAX)),
+                Err(Refusal::Stale),
+            ),
             ("not hex", Some(format!("t={now}, v1=zz")), Err(Refusal::Malformed)),
         ];
         for (name, header, expected) in cases {

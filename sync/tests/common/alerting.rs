@@ -59,6 +59,9 @@ pub enum Denial {
     Critical,
     /// Text that is no token: `malformed`, not critical on its own.
     Malformed,
+    /// A token of the trusted issuer with a random signature (`bad_signature`, critical) and an
+    /// `exp` PostgreSQL can store but chrono cannot read (year 287168).
+    FarFutureExpiry,
 }
 
 /// Raises one denial as the application role with `application_name`; `rolled_back` makes it
@@ -97,6 +100,15 @@ pub fn credential(f: &Fixture, how: Denial) -> String {
             String::from_utf8(bytes).unwrap()
         }
         Denial::Malformed => "not-a-token".to_string(),
+        Denial::FarFutureExpiry => {
+            use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+            use base64::Engine;
+            let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"RS256","kid":"k1","typ":"JWT"}"#);
+            let claims = serde_json::json!({"iss": f.issuer(), "sub": "user_alice", "org_id": "org_acme",
+                                            "exp": 9_000_000_000_000_i64});
+            let claims = URL_SAFE_NO_PAD.encode(claims.to_string());
+            format!("{header}.{claims}.{}", URL_SAFE_NO_PAD.encode([7_u8; 256]))
+        }
     }
 }
 

@@ -217,6 +217,34 @@ pub fn start(fixture: &Fixture, extra: &[(&str, &str)]) -> Running {
     Running { child, log }
 }
 
+/// Starts `run` like `start`, with at most `files` open file descriptors (`prlimit`, which
+/// executes the companion in its own process: `Running::pid` is the companion's).
+pub fn start_with_file_limit(fixture: &Fixture, extra: &[(&str, &str)], files: u32) -> Running {
+    let log = std::env::temp_dir().join(format!("pg-tenancy-sync-{}-limited.log", std::process::id()));
+    let file = std::fs::File::create(&log).unwrap();
+    let inner = command(fixture, "run", extra);
+    let mut cmd = Command::new("prlimit");
+    cmd.arg(format!("--nofile={files}:{files}"))
+        .arg("--")
+        .arg(inner.get_program())
+        .args(inner.get_args())
+        .env_clear();
+    for (key, value) in inner.get_envs() {
+        if let Some(value) = value {
+            cmd.env(key, value);
+        }
+    }
+    let child = cmd.stdout(Stdio::null()).stderr(file).spawn().unwrap();
+    Running { child, log }
+}
+
+impl Running {
+    /// The companion's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 /// Stops a `run` with SIGTERM and checks its log for secrets; returns the log.
 pub fn stop(mut running: Running) -> String {
     let _ = Command::new("kill").arg(running.child.id().to_string()).status();
