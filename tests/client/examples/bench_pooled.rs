@@ -1,0 +1,256 @@
+//! The pooled pattern decomposed (scripts/bench-identity, issue 37): what a per-transaction
+//! identity costs a protected statement, against the same statement with the workspace written
+//! in, in the same run.
+//!
+//! Every transaction is what a driver behind a transaction pooler sends, each statement on its
+//! own (`pgbench -M prepared`: parsed once, then bound): `BEGIN`, the credential line, one select,
+//! `COMMIT`. Three rows per credential form and statement shape:
+//! - control: the credential line sets a setting pg_tenancy does not know to a value as long as
+//!   the token, and the select names the workspace literally on an unprotected copy;
+//! - token + literal: the real credential line, the same literal select (what the line costs);
+//! - token + protected: the real credential line, the select without a workspace on the protected
+//!   table (what the policy costs).
+//!
+//! Credential forms: `SET LOCAL tenancy.token = '…'` and `set_config('tenancy.token', $1, true)`
+//! with a bound value. Shapes: a point select by id, a 50-row range of ids, `count(*)` of the
+//! workspace (2,000 rows). Tables: 200,000 rows over 100 workspaces, an index on
+//! `(workspace_id, id)`, identical but for `tenancy.protect`.
+//!
+//! `BENCH_RUNS` runs (default 3), each the median of `BENCH_ROUNDS` interleaved rounds (default
+//! 3) of `BENCH_SECONDS` seconds (default 4) per script, 2 clients; every run is printed.
+
+#[path = "../tests/common/mod.rs"]
+#[allow(dead_code)]
+mod common;
+
+use common::{connect_with, fixture_jwks, mint, recreate_database, unix_now, ISSUER};
+use serde_json::json;
+use std::process::Command;
+
+const DATABASE: &str = "tenancy_bench_pooled";
+const APP_ROLE: &str = "tenancy_bench_app";
+
+/// A setting from the environment, or its default.
+fn setting(name: &str, default: u32) -> u32 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// Creates the database: one workspace with a member, the unprotected and the protected table.
+fn set_up() {
+    recreate_database(DATABASE, APP_ROLE);
+    let jwks = fixture_jwks();
+    let mut db = connect_with("postgres", DATABASE, "").unwrap();
+    db.batch_execute(&format!(
+        "CREATE EXTENSION pg_tenancy;
+         SELECT tenancy.add_issuer('{ISSUER}', '{jwks}'::jsonb);
+         INSERT INTO tenancy.workspaces
+             SELECT 'ws_' || i, CASE WHEN i = 0 THEN 'org_bench' ELSE 'org_' || i END, NULL, NULL
+               FROM generate_series(0, 99) i;
+         INSERT INTO tenancy.members VALUES ('ws_0', 'user_bench', NULL, NULL);
+         CREATE TABLE pooled_plain (id bigint NOT NULL, workspace_id text NOT NULL, v int NOT NULL);
+         INSERT INTO pooled_plain SELECT i, 'ws_' || (i % 100), i FROM generate_series(1, 200000) i;
+         CREATE INDEX ON pooled_plain (workspace_id, id);
+         CREATE TABLE pooled_items (LIKE pooled_plain INCLUDING ALL);
+         INSERT INTO pooled_items SELECT * FROM pooled_plain;
+         SELECT tenancy.protect('pooled_items');
+         GRANT SELECT ON pooled_plain, pooled_items TO {APP_ROLE};"
+    ))
+    .unwrap();
+    // Both tables all-visible (index-only scans for the counts): a VACUUM that an older snapshot
+    // held back is repeated until it is.
+    for _ in 0..10 {
+        db.batch_execute("VACUUM (ANALYZE) pooled_plain").unwrap();
+        db.batch_execute("VACUUM (ANALYZE) pooled_items").unwrap();
+        let visible: bool = db
+            .query_one(
+                "SELECT bool_and(relallvisible = relpages) FROM pg_class WHERE relname IN ('pooled_plain', 'pooled_items')",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        if visible {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+    panic!("the benchmark tables never became all-visible");
+}
+
+/// TPS reported by pgbench for one script (`-M prepared`, 2 clients) with `defines`.
+fn pgbench(script: &str, seconds: u32, defines: &[String]) -> f64 {
+    let dir = std::env::temp_dir().join(format!("pg_tenancy_bench_pooled_{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("script.sql");
+    std::fs::write(&file, script).unwrap();
+    let port = std::env::var("PG_TENANCY_TEST_PORT").unwrap();
+    let out = Command::new("pgbench")
+        .args([
+            "-n",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-U",
+            APP_ROLE,
+            "-c",
+            "2",
+            "-j",
+            "2",
+        ])
+        .args(["-M", "prepared"])
+        .args(defines.iter().flat_map(|d| ["-D".to_string(), d.clone()]))
+        .args(["-T", &seconds.to_string(), "-f", file.to_str().unwrap(), DATABASE])
+        .output()
+        .expect("pgbench on PATH");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "pgbench failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text.lines()
+        .find_map(|l| l.strip_prefix("tps = "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no tps in: {text}"))
+}
+
+/// The median of `values`.
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// A statement shape: its pgbench variables, and its select with the workspace written in on the
+/// unprotected table and without it on the protected one.
+struct Shape {
+    name: &'static str,
+    pick: &'static str,
+    literal: &'static str,
+    protected: &'static str,
+}
+
+/// A credential form: how the line is written for a setting and a value (or the variable that
+/// holds it).
+struct Form {
+    name: &'static str,
+    control: String,
+    token: String,
+}
+
+/// One row of the table: its label, its script, and the row it is compared with.
+struct Row {
+    label: String,
+    script: String,
+    control: usize,
+}
+
+fn main() {
+    set_up();
+    let token = mint(
+        &json!({"iss": ISSUER, "sub": "user_bench", "org_id": "org_bench", "role": "member",
+                             "sid": "session_bench", "iat": unix_now(), "exp": unix_now() + 7200}),
+    );
+    let filler = "x".repeat(token.len());
+    // Ids of ws_0 are the multiples of 100.
+    let shapes = [
+        Shape {
+            name: "point select",
+            pick: "\\set id 100 * random(1, 1999)\n",
+            literal: "SELECT v FROM pooled_plain WHERE workspace_id = 'ws_0' AND id = :id;",
+            protected: "SELECT v FROM pooled_items WHERE id = :id;",
+        },
+        Shape {
+            name: "50-row range",
+            pick: "\\set lo 100 * random(1, 1949)\n",
+            literal: "SELECT v FROM pooled_plain WHERE workspace_id = 'ws_0' AND id BETWEEN :lo AND :lo + 4999;",
+            protected: "SELECT v FROM pooled_items WHERE id BETWEEN :lo AND :lo + 4999;",
+        },
+        Shape {
+            name: "count(*) of the workspace",
+            pick: "",
+            literal: "SELECT count(*) FROM pooled_plain WHERE workspace_id = 'ws_0';",
+            protected: "SELECT count(*) FROM pooled_items;",
+        },
+    ];
+    let forms = [
+        Form {
+            name: "SET LOCAL",
+            control: format!("SET LOCAL bench.control = '{filler}';"),
+            token: format!("SET LOCAL tenancy.token = '{token}';"),
+        },
+        Form {
+            name: "set_config($1)",
+            control: "SELECT set_config('bench.control', :ctl, true);".to_string(),
+            token: "SELECT set_config('tenancy.token', :tok, true);".to_string(),
+        },
+    ];
+    let mut rows = Vec::new();
+    for shape in &shapes {
+        for form in &forms {
+            let tx = |set: &str, select: &str| format!("{}BEGIN;\n{set}\n{select}\nCOMMIT;\n", shape.pick);
+            let control = rows.len();
+            let label = |what: &str| format!("{}, {}: {what}", shape.name, form.name);
+            rows.push(Row {
+                label: label("control (unknown setting, literal `WHERE`)"),
+                script: tx(&form.control, shape.literal),
+                control,
+            });
+            rows.push(Row {
+                label: label("token + literal `WHERE`"),
+                script: tx(&form.token, shape.literal),
+                control,
+            });
+            rows.push(Row {
+                label: label("token + protected"),
+                script: tx(&form.token, shape.protected),
+                control,
+            });
+        }
+    }
+    let defines = [format!("tok={token}"), format!("ctl={filler}")];
+    let (runs, rounds, seconds) = (
+        setting("BENCH_RUNS", 3),
+        setting("BENCH_ROUNDS", 3),
+        setting("BENCH_SECONDS", 4),
+    );
+    let mut protected_ratios: Vec<Vec<f64>> = Vec::new();
+    for run in 1..=runs {
+        let mut samples: Vec<Vec<f64>> = vec![Vec::new(); rows.len()];
+        for _ in 0..rounds {
+            for (tps, row) in samples.iter_mut().zip(&rows) {
+                tps.push(pgbench(&row.script, seconds, &defines));
+            }
+        }
+        let tps: Vec<f64> = samples.into_iter().map(median).collect();
+        println!();
+        println!("Run {run} of {runs}: median of {rounds} interleaved rounds of {seconds} s, 2 clients, `-M prepared`");
+        println!();
+        println!("| transaction | TPS | vs control | protected vs token + literal |");
+        println!("|---|---:|---:|---:|");
+        let mut ratios = Vec::new();
+        for (i, row) in rows.iter().enumerate() {
+            let against_literal = if i % 3 == 2 {
+                let ratio = tps[i] / tps[i - 1];
+                ratios.push(tps[i] / tps[row.control]);
+                format!("{ratio:.3}")
+            } else {
+                String::new()
+            };
+            println!(
+                "| {} | {:.0} | {:.3} | {against_literal} |",
+                row.label,
+                tps[i],
+                tps[i] / tps[row.control]
+            );
+        }
+        protected_ratios.push(ratios);
+    }
+    println!();
+    println!("Protected rows against their controls, per run (target ≥ 0.98 in every run):");
+    for (i, ratios) in protected_ratios.iter().enumerate() {
+        let shown: Vec<String> = ratios.iter().map(|r| format!("{r:.3}")).collect();
+        let lowest = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+        println!("- run {}: {} (lowest {lowest:.3})", i + 1, shown.join(", "));
+    }
+}
