@@ -121,7 +121,7 @@ fn keep_call() -> Internal {
 }
 
 /// Name of the output column of the subquery `once_per_statement` builds.
-pub(super) const ONCE_PER_STATEMENT: &CStr = c"tenancy_identity";
+const ONCE_PER_STATEMENT: &CStr = c"tenancy_identity";
 
 /// `(SELECT call)`: a scalar subquery without references to the outer query, which the planner
 /// turns into an initPlan, run once per execution. The query is built as the parser would have.
@@ -167,8 +167,7 @@ unsafe fn reads_rows(query: *mut pg_sys::Query) -> bool {
 }
 
 /// What an identity call asks for.
-#[derive(Clone)]
-pub(super) enum Asked {
+enum Asked {
     Workspace,
     User,
     Permission(String),
@@ -176,7 +175,7 @@ pub(super) enum Asked {
 
 /// What `call` asks for, or `None` when it cannot be answered once per statement (an unknown
 /// function, or `has_permission` of anything but a constant, which may differ from row to row).
-pub(super) unsafe fn what_is_asked(call: *mut pg_sys::FuncExpr) -> Option<Asked> {
+unsafe fn what_is_asked(call: *mut pg_sys::FuncExpr) -> Option<Asked> {
     let name = unsafe { pg_sys::get_func_name((*call).funcid) };
     if name.is_null() {
         return None;
@@ -215,7 +214,7 @@ impl Asked {
 }
 
 /// The only argument of `call` when it is a non-null text constant.
-pub(super) unsafe fn constant_text_argument(call: *mut pg_sys::FuncExpr) -> Option<String> {
+unsafe fn constant_text_argument(call: *mut pg_sys::FuncExpr) -> Option<String> {
     let args = unsafe { PgList::<pg_sys::Node>::from_pg((*call).args) };
     let arg = args.get_ptr(0)?;
     unsafe {

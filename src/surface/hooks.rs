@@ -7,9 +7,7 @@
 //! - `ExecutorStart`: take in pending invalidations, note the credentials bound to the portal
 //!   (`state::bound_values`, before masking), mask (a literal in `set_config`), note writes
 //!   to identity tables and to protected tables (`write_targets`), refuse a plan folded for another
-//!   identity (`folding`), then the statement's start, and once its executor state exists the
-//!   current identity's values into the parameters of its identity initPlans
-//!   (`statement_identity`);
+//!   identity (`folding`), then the statement;
 //! - `emit_log_hook`: mask the message and the statement first, then observe denials (so the
 //!   audit's copy is masked too), then the previous hook;
 //! - `get_relation_info_hook`: the previous hook, then which vector indexes the planner may use
@@ -158,15 +156,7 @@ unsafe extern "C-unwind" fn executor_start(query_desc: *mut pg_sys::QueryDesc, e
             Some(previous) => previous(query_desc, eflags),
             None => unguarded_standard_executor_start(query_desc, eflags),
         }
-        after_executor_start(query_desc, eflags);
     }
-}
-
-/// pg_tenancy's part of `ExecutorStart` once the executor state exists: the identity's values
-/// into the parameters of the plan's identity initPlans (`statement_identity`).
-#[pgrx::pg_guard]
-unsafe extern "C-unwind" fn after_executor_start(query_desc: *mut pg_sys::QueryDesc, eflags: c_int) {
-    unsafe { super::statement_identity::fill(query_desc, eflags) };
 }
 
 /// pg_tenancy's part of `emit_log_hook`: masking, then the denial observer.

@@ -10,7 +10,6 @@ pub mod folding;
 pub mod functions;
 pub mod hooks;
 pub mod key_vetting;
-pub mod statement_identity;
 pub mod write_targets;
 
 /// Defines the derived settings, installs the hooks, and lets folded plans hear of identity
