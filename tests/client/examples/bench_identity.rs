@@ -8,13 +8,13 @@
 //! 4. pgbench TPS of `BEGIN; SET LOCAL tenancy.token …; SELECT …; COMMIT` against the same
 //!    transaction without the token line, and against a protected table.
 
+mod bench_support;
 #[path = "../tests/common/mod.rs"]
 #[allow(dead_code)]
 mod common;
 
-use common::{connect_with, fixture_jwks, mint, recreate_database, unix_now, ISSUER};
+use common::{connect_with, mint, unix_now, ISSUER};
 use serde_json::json;
-use std::process::Command;
 
 const DATABASE: &str = "tenancy_bench";
 const APP_ROLE: &str = "tenancy_bench_app";
@@ -56,17 +56,9 @@ fn bench_token(jti: usize) -> String {
 
 /// Creates the benchmark database: the extension, one workspace, a plain and a protected table.
 fn set_up() {
-    recreate_database(DATABASE, APP_ROLE);
-    let jwks = fixture_jwks();
-    let mut db = connect_with("postgres", DATABASE, "").unwrap();
+    let mut db = bench_support::bench_database(DATABASE, APP_ROLE);
     db.batch_execute(&format!(
-        "CREATE EXTENSION pg_tenancy;
-         SELECT tenancy.add_issuer('{ISSUER}', '{jwks}'::jsonb);
-         INSERT INTO tenancy.workspaces
-             SELECT 'ws_' || i, CASE WHEN i = 0 THEN 'org_bench' ELSE 'org_' || i END, NULL, NULL
-               FROM generate_series(0, 99) i;
-         INSERT INTO tenancy.members VALUES ('ws_0', 'user_bench', NULL, NULL);
-         CREATE TABLE plain_items (id int PRIMARY KEY, workspace_id text NOT NULL, v int NOT NULL);
+        "CREATE TABLE plain_items (id int PRIMARY KEY, workspace_id text NOT NULL, v int NOT NULL);
          INSERT INTO plain_items SELECT i, 'ws_' || (i % 100), i FROM generate_series(1, 100000) i;
          CREATE TABLE items (LIKE plain_items INCLUDING ALL);
          INSERT INTO items SELECT * FROM plain_items;
@@ -100,46 +92,7 @@ fn pgbench(script: &str, seconds: u32) -> f64 {
 
 /// TPS reported by pgbench for one script with extra options (`-M prepared`, `-D name=value`).
 fn pgbench_with(script: &str, seconds: u32, extra: &[String]) -> f64 {
-    let dir = std::env::temp_dir().join(format!("pg_tenancy_bench_{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("script.sql");
-    std::fs::write(&file, script).unwrap();
-    let port = std::env::var("PG_TENANCY_TEST_PORT").unwrap();
-    let out = Command::new("pgbench")
-        .args([
-            "-n",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-U",
-            APP_ROLE,
-            "-c",
-            "2",
-            "-j",
-            "2",
-        ])
-        .args(extra)
-        .args(["-T", &seconds.to_string(), "-f", file.to_str().unwrap(), DATABASE])
-        .output()
-        .expect("pgbench on PATH");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "pgbench failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    text.lines()
-        .find_map(|l| l.strip_prefix("tps = "))
-        .and_then(|l| l.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no tps in: {text}"))
-}
-
-/// The median of `values`.
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
+    bench_support::pgbench(DATABASE, APP_ROLE, script, seconds, extra)
 }
 
 /// The pooled pattern: what a driver behind PgBouncer sends per transaction, each statement on
@@ -225,7 +178,7 @@ fn pooled_pattern(token: &str, key: &str) {
             tps.push(pgbench_with(script, 5, &options));
         }
     }
-    let tps: Vec<f64> = runs.into_iter().map(median).collect();
+    let tps: Vec<f64> = runs.into_iter().map(bench_support::median).collect();
     println!();
     println!(
         "| pooled pattern (`-M prepared`, separate statements, 2 clients, median of 3 × 5 s) | TPS | vs its control |"

@@ -19,13 +19,13 @@
 //! `BENCH_RUNS` runs (default 3), each the median of `BENCH_ROUNDS` interleaved rounds (default
 //! 3) of `BENCH_SECONDS` seconds (default 4) per script, 2 clients; every run is printed.
 
+mod bench_support;
 #[path = "../tests/common/mod.rs"]
 #[allow(dead_code)]
 mod common;
 
-use common::{connect_with, fixture_jwks, mint, recreate_database, unix_now, ISSUER};
+use common::{mint, unix_now, ISSUER};
 use serde_json::json;
-use std::process::Command;
 
 const DATABASE: &str = "tenancy_bench_pooled";
 const APP_ROLE: &str = "tenancy_bench_app";
@@ -37,17 +37,9 @@ fn setting(name: &str, default: u32) -> u32 {
 
 /// Creates the database: one workspace with a member, the unprotected and the protected table.
 fn set_up() {
-    recreate_database(DATABASE, APP_ROLE);
-    let jwks = fixture_jwks();
-    let mut db = connect_with("postgres", DATABASE, "").unwrap();
+    let mut db = bench_support::bench_database(DATABASE, APP_ROLE);
     db.batch_execute(&format!(
-        "CREATE EXTENSION pg_tenancy;
-         SELECT tenancy.add_issuer('{ISSUER}', '{jwks}'::jsonb);
-         INSERT INTO tenancy.workspaces
-             SELECT 'ws_' || i, CASE WHEN i = 0 THEN 'org_bench' ELSE 'org_' || i END, NULL, NULL
-               FROM generate_series(0, 99) i;
-         INSERT INTO tenancy.members VALUES ('ws_0', 'user_bench', NULL, NULL);
-         CREATE TABLE pooled_plain (id bigint NOT NULL, workspace_id text NOT NULL, v int NOT NULL);
+        "CREATE TABLE pooled_plain (id bigint NOT NULL, workspace_id text NOT NULL, v int NOT NULL);
          INSERT INTO pooled_plain SELECT i, 'ws_' || (i % 100), i FROM generate_series(1, 200000) i;
          CREATE INDEX ON pooled_plain (workspace_id, id);
          CREATE TABLE pooled_items (LIKE pooled_plain INCLUDING ALL);
@@ -79,47 +71,9 @@ fn set_up() {
 
 /// TPS reported by pgbench for one script (`-M prepared`, 2 clients) with `defines`.
 fn pgbench(script: &str, seconds: u32, defines: &[String]) -> f64 {
-    let dir = std::env::temp_dir().join(format!("pg_tenancy_bench_pooled_{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("script.sql");
-    std::fs::write(&file, script).unwrap();
-    let port = std::env::var("PG_TENANCY_TEST_PORT").unwrap();
-    let out = Command::new("pgbench")
-        .args([
-            "-n",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-U",
-            APP_ROLE,
-            "-c",
-            "2",
-            "-j",
-            "2",
-        ])
-        .args(["-M", "prepared"])
-        .args(defines.iter().flat_map(|d| ["-D".to_string(), d.clone()]))
-        .args(["-T", &seconds.to_string(), "-f", file.to_str().unwrap(), DATABASE])
-        .output()
-        .expect("pgbench on PATH");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "pgbench failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    text.lines()
-        .find_map(|l| l.strip_prefix("tps = "))
-        .and_then(|l| l.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no tps in: {text}"))
-}
-
-/// The median of `values`.
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
+    let mut extra = vec!["-M".to_string(), "prepared".to_string()];
+    extra.extend(defines.iter().flat_map(|d| ["-D".to_string(), d.clone()]));
+    bench_support::pgbench(DATABASE, APP_ROLE, script, seconds, &extra)
 }
 
 /// A statement shape: its pgbench variables, and its select with the workspace written in on the
@@ -223,7 +177,7 @@ fn main() {
                 tps.push(pgbench(&row.script, seconds, &defines));
             }
         }
-        let tps: Vec<f64> = samples.into_iter().map(median).collect();
+        let tps: Vec<f64> = samples.into_iter().map(bench_support::median).collect();
         println!();
         println!("Run {run} of {runs}: median of {rounds} interleaved rounds of {seconds} s, 2 clients, `-M prepared`");
         println!();
