@@ -329,13 +329,11 @@ pub fn note_denial(denial: &Denial) {
 /// Raises a denial as an error with SQLSTATE 28000.
 pub fn deny(denial: Denial) -> ! {
     note_denial(&denial);
-    let report = error(PgSqlErrorCode::ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION)
+    error(PgSqlErrorCode::ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION)
         .message(describe(&denial))
-        .detail(denial.detail.clone());
-    match denial.reason.hint() {
-        Some(hint) => report.hint(hint).raise(),
-        None => report.raise(),
-    }
+        .detail(denial.detail.clone())
+        .hint_if_any(denial.reason.hint())
+        .raise()
 }
 
 /// The current identity, raising SQLSTATE 28000 when there is none.

@@ -41,6 +41,12 @@ impl Error {
         self
     }
 
+    /// A hint when there is one (a denial's reason has a hint or not).
+    pub fn hint_if_any(mut self, hint: Option<impl Into<String>>) -> Error {
+        self.hint = hint.map(Into::into);
+        self
+    }
+
     /// Raises the error at level ERROR; does not return.
     pub fn raise(self) -> ! {
         let mut report = ErrorReport::new(self.code, self.message, "pg_tenancy");

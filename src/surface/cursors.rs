@@ -49,13 +49,11 @@ fn refuse_if_transaction_scoped() {
 fn refuse(detail: String) -> ! {
     let denial = Denial::new(Reason::HeldCursor, detail);
     crate::audit::record(&denial);
-    let report = crate::plumbing::errors::error(PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE)
+    crate::plumbing::errors::error(PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE)
         .message(denial.reason.message())
-        .detail(denial.detail.clone());
-    match denial.reason.hint() {
-        Some(hint) => report.hint(hint).raise(),
-        None => report.raise(),
-    }
+        .detail(denial.detail.clone())
+        .hint_if_any(denial.reason.hint())
+        .raise()
 }
 
 thread_local! {

@@ -28,11 +28,10 @@ fn _vet_jwks(jwks: JsonB, algorithms: Vec<String>) -> Vec<String> {
 fn _deny_admin(message: &str, hint: Option<&str>) {
     let denial = crate::verify::Denial::new(crate::verify::Reason::AdminRefused, message);
     crate::audit::record(&denial);
-    let report = crate::plumbing::errors::error(pgrx::PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE).message(message);
-    match hint {
-        Some(hint) => report.hint(hint).raise(),
-        None => report.raise(),
-    }
+    crate::plumbing::errors::error(pgrx::PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE)
+        .message(message)
+        .hint_if_any(hint)
+        .raise()
 }
 
 /// Records that the key set of trusted issuer `issuer` changed through `via`: the key ids added,

@@ -25,15 +25,6 @@ pub struct Parsed<'t> {
     signature: Vec<u8>,
 }
 
-/// Whether `b` is a base64url character or the segment separator, as comparisons only (the same
-/// set as `masking::is_token_byte`'s table; `token_bytes_match_the_masking_table` checks it).
-#[inline(always)]
-fn is_token_byte(b: u8) -> bool {
-    // ASCII letters differ from their upper case by the 0x20 bit only.
-    let folded = b | 0x20;
-    (b.wrapping_sub(b'0') < 10) | (folded.wrapping_sub(b'a') < 26) | (b == b'-') | (b == b'_') | (b == b'.')
-}
-
 /// Cheap shape check: size, exactly three non-empty base64url segments. Used by the SET hook.
 pub fn check_shape(token: &str) -> Result<(), Denial> {
     if token.len() > MAX_TOKEN_BYTES {
@@ -50,7 +41,7 @@ pub fn check_shape(token: &str) -> Result<(), Denial> {
         let mut chunk_dots = 0_u8;
         for &b in chunk {
             chunk_dots += u8::from(b == b'.');
-            outside |= u8::from(!is_token_byte(b));
+            outside |= u8::from(!super::masking::is_token_byte_by_comparison(b));
         }
         dots += usize::from(chunk_dots);
     }
@@ -153,18 +144,4 @@ pub fn verify_signature(parsed: &Parsed, keys: &KeySet, allowed: &[Algorithm]) -
         ));
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn token_bytes_match_the_masking_table() {
-        for b in 0..=255_u8 {
-            assert_eq!(
-                super::is_token_byte(b),
-                super::super::masking::is_token_byte(b),
-                "byte {b}"
-            );
-        }
-    }
 }

