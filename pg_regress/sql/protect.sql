@@ -111,10 +111,16 @@ SET enable_seqscan = off;
 SET enable_bitmapscan = off;
 EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) SELECT * FROM documents;
 EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) SELECT * FROM documents WHERE title = 'acme plan';
--- With SET LOCAL (a pooler's pattern) it is an initPlan, evaluated once per statement, so that
--- one cached plan serves every transaction's identity.
+-- With SET LOCAL (a pooler's pattern) it is a parameter of the plan, computed once per statement
+-- when first needed, so that one cached plan serves every transaction's identity. PostgreSQL
+-- plans it as an initPlan; pg_tenancy runs it without one (and with the initPlan when
+-- tenancy.identity_parameters is off).
 BEGIN;
 SELECT set_config('tenancy.token', :'alice', true) IS NOT NULL AS signed_in;
+EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) SELECT * FROM documents;
+RESET ROLE;
+SET LOCAL tenancy.identity_parameters = off;
+SET ROLE regress_app;
 EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) SELECT * FROM documents;
 -- An identity call whose argument changes from row to row stays a call, in either case.
 SELECT count(*) FROM documents WHERE tenancy.has_permission(title);

@@ -7,7 +7,10 @@
 //! - `ExecutorStart`: take in pending invalidations, note the credentials bound to the portal
 //!   (`state::bound_values`, before masking), mask (a literal in `set_config`), note writes
 //!   to identity tables and to protected tables (`write_targets`), refuse a plan folded for another
-//!   identity (`folding`), then the statement;
+//!   identity (`folding`), then the statement; after it, the evaluators of identity parameters (`identity_params`);
+//! - `ExecutorRun`: take in pending invalidations, then the statement;
+//! - `planner_hook`: the statement's plan, then identity initPlans made parameters
+//!   (`identity_params`);
 //! - `emit_log_hook`: mask the message and the statement first, then observe denials (so the
 //!   audit's copy is masked too), then the previous hook;
 //! - `get_relation_info_hook`: the previous hook, then which vector indexes the planner may use
@@ -37,6 +40,8 @@ static mut PREV_PROCESS_UTILITY: pg_sys::ProcessUtility_hook_type = None;
 static mut PREV_EXECUTOR_START: pg_sys::ExecutorStart_hook_type = None;
 static mut PREV_EMIT_LOG: pg_sys::emit_log_hook_type = None;
 static mut PREV_GET_RELATION_INFO: pg_sys::get_relation_info_hook_type = None;
+static mut PREV_PLANNER: pg_sys::planner_hook_type = None;
+static mut PREV_EXECUTOR_RUN: pg_sys::ExecutorRun_hook_type = None;
 
 // PostgreSQL's standard routines, declared without pgrx's error guard (see the module comment).
 extern "C-unwind" {
@@ -53,6 +58,28 @@ extern "C-unwind" {
     );
     #[link_name = "standard_ExecutorStart"]
     fn unguarded_standard_executor_start(query_desc: *mut pg_sys::QueryDesc, eflags: c_int);
+    #[cfg(feature = "pg15")]
+    #[link_name = "standard_ExecutorRun"]
+    fn unguarded_standard_executor_run(
+        query_desc: *mut pg_sys::QueryDesc,
+        direction: pg_sys::ScanDirection::Type,
+        count: u64,
+        execute_once: bool,
+    );
+    #[cfg(not(feature = "pg15"))]
+    #[link_name = "standard_ExecutorRun"]
+    fn unguarded_standard_executor_run(
+        query_desc: *mut pg_sys::QueryDesc,
+        direction: pg_sys::ScanDirection::Type,
+        count: u64,
+    );
+    #[link_name = "standard_planner"]
+    fn unguarded_standard_planner(
+        parse: *mut pg_sys::Query,
+        query_string: *const c_char,
+        cursor_options: c_int,
+        bound_params: pg_sys::ParamListInfo,
+    ) -> *mut pg_sys::PlannedStmt;
     #[link_name = "AcceptInvalidationMessages"]
     fn unguarded_accept_invalidation_messages();
 }
@@ -68,6 +95,10 @@ pub fn init() {
         pg_sys::emit_log_hook = Some(emit_log);
         PREV_GET_RELATION_INFO = pg_sys::get_relation_info_hook;
         pg_sys::get_relation_info_hook = Some(get_relation_info);
+        PREV_EXECUTOR_RUN = pg_sys::ExecutorRun_hook;
+        pg_sys::ExecutorRun_hook = Some(executor_run);
+        PREV_PLANNER = pg_sys::planner_hook;
+        pg_sys::planner_hook = Some(planner);
         pg_sys::RegisterXactCallback(Some(on_xact_event), std::ptr::null_mut());
         pg_sys::RegisterSubXactCallback(Some(on_subxact_event), std::ptr::null_mut());
     }
@@ -156,6 +187,77 @@ unsafe extern "C-unwind" fn executor_start(query_desc: *mut pg_sys::QueryDesc, e
             Some(previous) => previous(query_desc, eflags),
             None => unguarded_standard_executor_start(query_desc, eflags),
         }
+        if super::identity_params::has_parameters((*query_desc).plannedstmt) {
+            after_executor_start(query_desc);
+        }
+    }
+}
+
+/// `ExecutorRun` hook (unguarded): takes in pending invalidations before a portal produces rows.
+/// A protocol-level portal (Bind, then Execute) runs without passing `ExecutorStart` or
+/// `ProcessUtility` again, and its identity is read when it first needs it: a revocation committed
+/// between Bind and the first Execute is seen there.
+#[cfg(feature = "pg15")]
+unsafe extern "C-unwind" fn executor_run(
+    query_desc: *mut pg_sys::QueryDesc,
+    direction: pg_sys::ScanDirection::Type,
+    count: u64,
+    execute_once: bool,
+) {
+    unsafe {
+        take_in_invalidations();
+        match PREV_EXECUTOR_RUN {
+            Some(previous) => previous(query_desc, direction, count, execute_once),
+            None => unguarded_standard_executor_run(query_desc, direction, count, execute_once),
+        }
+    }
+}
+
+/// `ExecutorRun` hook (unguarded), PostgreSQL 16 and later: as above.
+#[cfg(not(feature = "pg15"))]
+unsafe extern "C-unwind" fn executor_run(
+    query_desc: *mut pg_sys::QueryDesc,
+    direction: pg_sys::ScanDirection::Type,
+    count: u64,
+) {
+    unsafe {
+        take_in_invalidations();
+        match PREV_EXECUTOR_RUN {
+            Some(previous) => previous(query_desc, direction, count),
+            None => unguarded_standard_executor_run(query_desc, direction, count),
+        }
+    }
+}
+
+/// pg_tenancy's part of `ExecutorStart` after the standard routine, for a plan whose identity
+/// initPlans became parameters: their evaluators.
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn after_executor_start(query_desc: *mut pg_sys::QueryDesc) {
+    unsafe { super::identity_params::evaluator::install(query_desc) };
+}
+
+/// pg_tenancy's part of planning, once the plan is finished: identity initPlans become parameters.
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn after_planner(stmt: *mut pg_sys::PlannedStmt) {
+    unsafe { super::identity_params::strip::strip(stmt) };
+}
+
+/// `planner_hook` (unguarded, like the others).
+unsafe extern "C-unwind" fn planner(
+    parse: *mut pg_sys::Query,
+    query_string: *const c_char,
+    cursor_options: c_int,
+    bound_params: pg_sys::ParamListInfo,
+) -> *mut pg_sys::PlannedStmt {
+    unsafe {
+        let stmt = match PREV_PLANNER {
+            Some(previous) => previous(parse, query_string, cursor_options, bound_params),
+            None => unguarded_standard_planner(parse, query_string, cursor_options, bound_params),
+        };
+        if !(*stmt).subplans.is_null() {
+            after_planner(stmt);
+        }
+        stmt
     }
 }
 

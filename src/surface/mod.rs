@@ -9,6 +9,7 @@ pub mod derived_settings;
 pub mod folding;
 pub mod functions;
 pub mod hooks;
+pub mod identity_params;
 pub mod key_vetting;
 pub mod write_targets;
 
@@ -16,6 +17,7 @@ pub mod write_targets;
 /// changes.
 pub fn init() {
     derived_settings::init();
+    identity_params::init();
     hooks::init();
     crate::state::counters::on_identity_change(folding::identity_changed);
 }

@@ -16,8 +16,13 @@
 //! workspace (2,000 rows). Tables: 200,000 rows over 100 workspaces, an index on
 //! `(workspace_id, id)`, identical but for `tenancy.protect`.
 //!
-//! `BENCH_RUNS` runs (default 3), each the median of `BENCH_ROUNDS` interleaved rounds (default
-//! 3) of `BENCH_SECONDS` seconds (default 4) per script, 2 clients; every run is printed.
+//! `BENCH_RUNS` runs (default 3); in each, every control and its two variants run back to back in
+//! `BENCH_ROUNDS` rounds (default 7) of `BENCH_SECONDS` seconds (default 2) per script, the order
+//! rotated from round to round, 2 clients; every run is printed. A ratio is the median of the
+//! rounds' ratios, each taken between scripts that ran seconds apart: measured on this machine,
+//! the medians of 3 rounds of 4 s with the 18 scripts in one sequence (a control and its variant
+//! 8 s apart, a round 72 s long) moved identical work by ±0.04 between runs, as much as the
+//! effect measured.
 
 mod bench_support;
 #[path = "../tests/common/mod.rs"]
@@ -93,11 +98,11 @@ struct Form {
     token: String,
 }
 
-/// One row of the table: its label, its script, and the row it is compared with.
+/// One row of the table: its label and its script. Rows come in threes: control, token +
+/// literal, token + protected.
 struct Row {
     label: String,
     script: String,
-    control: usize,
 }
 
 fn main() {
@@ -144,60 +149,63 @@ fn main() {
     for shape in &shapes {
         for form in &forms {
             let tx = |set: &str, select: &str| format!("{}BEGIN;\n{set}\n{select}\nCOMMIT;\n", shape.pick);
-            let control = rows.len();
             let label = |what: &str| format!("{}, {}: {what}", shape.name, form.name);
             rows.push(Row {
                 label: label("control (unknown setting, literal `WHERE`)"),
                 script: tx(&form.control, shape.literal),
-                control,
             });
             rows.push(Row {
                 label: label("token + literal `WHERE`"),
                 script: tx(&form.token, shape.literal),
-                control,
             });
             rows.push(Row {
                 label: label("token + protected"),
                 script: tx(&form.token, shape.protected),
-                control,
             });
         }
     }
     let defines = [format!("tok={token}"), format!("ctl={filler}")];
     let (runs, rounds, seconds) = (
         setting("BENCH_RUNS", 3),
-        setting("BENCH_ROUNDS", 3),
-        setting("BENCH_SECONDS", 4),
+        setting("BENCH_ROUNDS", 7),
+        setting("BENCH_SECONDS", 2),
     );
     let mut protected_ratios: Vec<Vec<f64>> = Vec::new();
     for run in 1..=runs {
-        let mut samples: Vec<Vec<f64>> = vec![Vec::new(); rows.len()];
-        for _ in 0..rounds {
-            for (tps, row) in samples.iter_mut().zip(&rows) {
-                tps.push(pgbench(&row.script, seconds, &defines));
-            }
-        }
-        let tps: Vec<f64> = samples.into_iter().map(bench_support::median).collect();
         println!();
-        println!("Run {run} of {runs}: median of {rounds} interleaved rounds of {seconds} s, 2 clients, `-M prepared`");
+        println!(
+            "Run {run} of {runs}: each control and its variants back to back, {rounds} rounds of {seconds} s \
+             in rotated order, 2 clients, `-M prepared`; TPS the median of the rounds, ratios the median \
+             of the rounds' ratios"
+        );
         println!();
         println!("| transaction | TPS | vs control | protected vs token + literal |");
         println!("|---|---:|---:|---:|");
         let mut ratios = Vec::new();
-        for (i, row) in rows.iter().enumerate() {
-            let against_literal = if i % 3 == 2 {
-                let ratio = tps[i] / tps[i - 1];
-                ratios.push(tps[i] / tps[row.control]);
-                format!("{ratio:.3}")
-            } else {
-                String::new()
-            };
-            println!(
-                "| {} | {:.0} | {:.3} | {against_literal} |",
-                row.label,
-                tps[i],
-                tps[i] / tps[row.control]
-            );
+        for group in rows.chunks(3) {
+            let mut tps: Vec<Vec<f64>> = vec![Vec::new(); 3];
+            for round in 0..rounds as usize {
+                for step in 0..3 {
+                    let variant = (round + step) % 3;
+                    tps[variant].push(pgbench(&group[variant].script, seconds, &defines));
+                }
+            }
+            let ratio_of =
+                |a: usize, b: usize| bench_support::median(tps[a].iter().zip(&tps[b]).map(|(x, y)| x / y).collect());
+            for (i, row) in group.iter().enumerate() {
+                let against_literal = if i == 2 {
+                    format!("{:.3}", ratio_of(2, 1))
+                } else {
+                    String::new()
+                };
+                println!(
+                    "| {} | {:.0} | {:.3} | {against_literal} |",
+                    row.label,
+                    bench_support::median(tps[i].clone()),
+                    ratio_of(i, 0)
+                );
+            }
+            ratios.push(ratio_of(2, 0));
         }
         protected_ratios.push(ratios);
     }

@@ -175,3 +175,54 @@ fn every_statement_kind_stops_serving_a_revoked_identity_in_an_open_transaction(
         .unwrap();
     assert_eq!(refused.len(), 20);
 }
+
+/// A cursor reads its identity when it first needs it: declared (in SQL, or bound as a
+/// protocol-level portal, which runs without passing `ExecutorStart` again) under a valid
+/// identity, then the identity is revoked and the revocation committed, then the first fetch is
+/// refused with 28000.
+#[test]
+fn a_cursor_fetched_after_a_revocation_is_refused() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut admin = admin();
+    admin
+        .batch_execute(&format!(
+            "DO $$ BEGIN
+                 IF NOT EXISTS (SELECT FROM tenancy.issuers WHERE issuer = '{REVOCATION_ISSUER}') THEN
+                     PERFORM tenancy.add_issuer('{REVOCATION_ISSUER}', '{}'::jsonb);
+                 END IF;
+             END $$",
+            fixture_jwks()
+        ))
+        .unwrap();
+    admin
+        .execute(
+            "SELECT tenancy.set_jwks($1, $2::text::jsonb)",
+            &[&REVOCATION_ISSUER, &fixture_jwks()],
+        )
+        .unwrap();
+    for portal in [false, true] {
+        let case = unique("cur").replace('-', "_");
+        let (token, _) = fixtures(&mut admin, &case);
+        let mut app = app();
+        let mut tx = app.transaction().unwrap();
+        tx.execute("SELECT set_config('tenancy.token', $1, true)", &[&token])
+            .unwrap();
+        tx.query("SELECT count(*) FROM documents", &[]).unwrap();
+        let outcome = if portal {
+            let statement = tx.prepare("SELECT count(*)::int FROM documents").unwrap();
+            let bound = tx.bind(&statement, &[]).unwrap();
+            revoke(&mut admin, Revocation::MemberDisabled, &case);
+            tx.query_portal(&bound, 0).map(|_| ())
+        } else {
+            tx.batch_execute("DECLARE revoked_cursor CURSOR FOR SELECT count(*) FROM documents")
+                .unwrap();
+            revoke(&mut admin, Revocation::MemberDisabled, &case);
+            tx.query("FETCH ALL FROM revoked_cursor", &[]).map(|_| ())
+        };
+        match outcome {
+            Err(e) if sqlstate(&e) == "28000" => {}
+            Err(e) => panic!("portal {portal}: refused with {e}"),
+            Ok(()) => panic!("portal {portal}: the first fetch after the revocation served rows"),
+        }
+    }
+}
