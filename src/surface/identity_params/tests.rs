@@ -80,7 +80,11 @@ mod tests {
         // The policy's parameter goes; the role's own function keeps its initPlan and its value.
         let sql = "SELECT id FROM params_docs WHERE workspace_id = (SELECT pg_temp.workspace_id())";
         let plan = plan_of(sql);
-        assert_eq!(plan.matches("InitPlan").count(), 1, "{plan}");
+        let initplans = plan
+            .lines()
+            .filter(|line| line.trim_start().starts_with("InitPlan"))
+            .count();
+        assert_eq!(initplans, 1, "{plan}");
         assert_eq!(
             ids(sql),
             Vec::<i32>::new(),
@@ -216,8 +220,10 @@ mod tests {
                     .collect::<Vec<_>>()
                     .join("\n")
             });
+            // PostgreSQL 15 names the parameters a Gather evaluates for its workers; 18 does not.
+            #[cfg(feature = "pg15")]
             assert!(plan.contains("Params Evaluated: $0"), "{plan}");
-            assert!(!plan.contains("InitPlan"), "{plan}");
+            assert!(!plan.contains("InitPlan") && plan.contains("Gather"), "{plan}");
             assert_eq!(
                 Spi::get_one::<i64>("SELECT count(*) FROM params_docs").unwrap(),
                 Some(expected),
