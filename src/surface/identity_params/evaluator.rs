@@ -29,16 +29,18 @@ struct Evaluator {
 
 /// After `ExecutorStart` of a statement whose plan `has_parameters` (src/surface/hooks.rs): checks
 /// the EXECUTE right on each identity function, as the initPlan's initialization did, and gives
-/// each parameter its evaluator. Nothing in a parallel worker, which receives the values the
-/// leader computed.
+/// each parameter its evaluator. The part of a parallel plan a worker runs never comes here: the
+/// leader serializes it without its dependency list (`ExecSerializePlan` empties `invalItems`),
+/// so it carries no parameter to install and receives the values the leader computed. A statement
+/// planned inside a worker (SPI from a function marked parallel safe) does come here, and must:
+/// without an evaluator its parameter would be read as a zeroed slot (found by the adversarial
+/// pass: a server crash); with one, the identity read in the worker refuses with 28000, as the
+/// initPlan's call did.
 ///
 /// # Safety
 /// `query_desc` must have been started by `ExecutorStart`.
 pub unsafe fn install(query_desc: *mut pg_sys::QueryDesc) {
     unsafe {
-        if pg_sys::ParallelWorkerNumber >= 0 {
-            return;
-        }
         let (stmt, estate) = ((*query_desc).plannedstmt, (*query_desc).estate);
         let items: Vec<*mut pg_sys::PlanInvalItem> = list_cells((*stmt).invalItems).map(|i| i.cast()).collect();
         let count = usize::try_from(pg_sys::list_length((*stmt).paramExecTypes)).unwrap_or(0);

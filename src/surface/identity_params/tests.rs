@@ -231,4 +231,27 @@ mod tests {
             );
         }
     }
+
+    #[pg_test]
+    fn a_statement_planned_inside_a_parallel_worker_refuses_without_crashing() {
+        protected_table();
+        Spi::run(
+            "CREATE FUNCTION params_in_worker() RETURNS text LANGUAGE plpgsql PARALLEL SAFE AS $$
+                 DECLARE r text;
+                 BEGIN SELECT (SELECT tenancy.workspace_id()) INTO r FROM generate_series(1, 1); RETURN r; END $$;
+             GRANT EXECUTE ON FUNCTION params_in_worker() TO tenancy_test_params;
+             SELECT set_config(CASE WHEN current_setting('server_version_num')::int >= 160000
+                                    THEN 'debug_parallel_query' ELSE 'force_parallel_mode' END, 'on', true);
+             SET LOCAL parallel_setup_cost = 0; SET LOCAL parallel_tuple_cost = 0",
+        )
+        .unwrap();
+        as_member("user_a", "org_a");
+        // The leader's own statements see the identity; a statement planned in a worker has no
+        // transaction state to verify it with and refuses, as tenancy.workspace_id() does there.
+        assert_eq!(ids("SELECT id FROM params_docs ORDER BY id"), [1, 3]);
+        assert_eq!(
+            sqlstate_of("SELECT params_in_worker() FROM generate_series(1, 1)").as_deref(),
+            Some("28000")
+        );
+    }
 }
