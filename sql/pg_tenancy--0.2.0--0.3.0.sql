@@ -977,3 +977,313 @@ END
 $$;
 
 REVOKE ALL ON FUNCTION tenancy._deny_admin(text, text), tenancy._key_creator(), tenancy._key_expiry_bound() FROM PUBLIC;
+
+-- Issue 36: the recall of per-workspace HNSW indexes, measured (sql/calibration.sql); a new index
+-- is calibrated when tenancy.create_vector_index builds it.
+CREATE OR REPLACE FUNCTION tenancy.create_vector_index(tbl regclass, "column" name, workspace_id text,
+                                            metric text DEFAULT 'cosine', m integer DEFAULT 16,
+                                            ef_construction integer DEFAULT 160)
+RETURNS regclass LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp SET max_parallel_maintenance_workers = 0 AS $$
+DECLARE
+    existing regclass;
+BEGIN
+    IF tbl IS NULL OR workspace_id IS NULL THEN
+        RAISE EXCEPTION 'table and workspace_id must not be null' USING ERRCODE = '22004';
+    END IF;
+    PERFORM tenancy._require_owner(tbl);
+    existing := tenancy._vector_index_of(tbl, "column", metric, workspace_id);
+    IF existing IS NOT NULL THEN
+        RETURN existing;
+    END IF;
+    EXECUTE tenancy.vector_index_ddl(tbl, "column", workspace_id, metric, m, ef_construction, false);
+    existing := tenancy._vector_index_of(tbl, "column", metric, workspace_id);
+    -- Measured at once, so that tenancy.nearest meets tenancy.nearest_recall on it from its first
+    -- search (sql/calibration.sql). A caller who cannot read the workspace's rows gets the index
+    -- and a warning; the index is then searched at ef_search 40 until calibrated.
+    BEGIN
+        PERFORM tenancy.calibrate_vector_index(existing);
+    EXCEPTION WHEN invalid_authorization_specification OR object_not_in_prerequisite_state
+                   OR insufficient_privilege THEN
+        RAISE WARNING 'index % was built but not calibrated: %', existing, SQLERRM
+            USING HINT = 'Run SELECT * FROM tenancy.calibrate_vector_index(''' || existing::text
+                         || ''') as a role that sees the workspace''s rows (one that bypasses row-level security, or with its identity).';
+    END;
+    RETURN existing;
+END
+$$;
+
+CREATE FUNCTION tenancy."_calibrated_strategy"(
+	"ladder" jsonb, /* Option < JsonB > */
+	"exact_ms" double precision, /* Option < f64 > */
+	"calibrated_k" INT, /* Option < i32 > */
+	"target" double precision, /* Option < f64 > */
+	"k" INT /* Option < i32 > */
+) RETURNS TEXT /* String */
+IMMUTABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_calibrated_strategy_wrapper';
+CREATE FUNCTION tenancy."_search_caches_changed"(
+	"tbl" oid /* pg_sys :: Oid */
+) RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_search_caches_changed_wrapper';
+
+-- pg_tenancy: the recall of each workspace's own HNSW index, measured (issue 36). Runs after
+-- search.sql. tenancy.nearest meets tenancy.nearest_recall (default 0.99) with what is measured
+-- here: the smallest ef_search whose measured recall reaches the target, or the exact scan when
+-- that is cheaper or when no ef_search reaches it (src/search/calibration.rs, docs/search.md).
+
+-- One row per calibrated index: what the calibration measured. Written by
+-- tenancy.calibrate_vector_index as the table's owner (row-level security: an owner reads and
+-- writes the rows of its own tables' indexes), read by tenancy.nearest as tenancy_lookup, shown
+-- with the strategy it leads to by the view tenancy.vector_indexes. Not dumped: index OIDs change
+-- on restore; calibrate again after one (docs/search.md).
+CREATE TABLE tenancy._vector_calibrations (
+    index_oid            oid PRIMARY KEY,
+    table_oid            oid NOT NULL,
+    column_name          name NOT NULL,
+    metric               text NOT NULL,
+    workspace_id         text NOT NULL,
+    rows_at_calibration  bigint NOT NULL CHECK (rows_at_calibration >= 0),
+    k                    integer NOT NULL CHECK (k BETWEEN 1 AND 1000),
+    queries              integer NOT NULL CHECK (queries BETWEEN 1 AND 10000),
+    calibrated_at        timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    calibration_ms       double precision NOT NULL CHECK (calibration_ms >= 0),
+    exact_ms             double precision NOT NULL CHECK (exact_ms >= 0),
+    -- [{"ef_search": 40, "recall": 0.725, "ms": 1.96}, ...], ef_search ascending.
+    ladder               jsonb NOT NULL CHECK (pg_catalog.jsonb_typeof(ladder) OPERATOR(pg_catalog.=) 'array'),
+    -- false when the time budget ended the ladder before a step reached recall 1.
+    complete             boolean NOT NULL
+);
+COMMENT ON TABLE tenancy._vector_calibrations IS
+    'measured recall of per-workspace HNSW indexes (tenancy.calibrate_vector_index); see tenancy.vector_indexes';
+
+-- True when the current role owns table rel (or is a member of its owner), or rel is gone (a
+-- stale row its old owner's successors may overwrite).
+CREATE FUNCTION tenancy._owns_or_gone(rel oid) RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT coalesce((SELECT pg_has_role(current_user, c.relowner, 'USAGE')
+                       FROM pg_class c WHERE c.oid OPERATOR(pg_catalog.=) $1), true)
+$$;
+
+ALTER TABLE tenancy._vector_calibrations ENABLE ROW LEVEL SECURITY;
+CREATE POLICY owners ON tenancy._vector_calibrations
+    USING (tenancy._owns_or_gone(table_oid))
+    WITH CHECK (tenancy._owns_or_gone(table_oid) AND EXISTS (
+        SELECT FROM pg_catalog.pg_index i
+         WHERE i.indexrelid OPERATOR(pg_catalog.=) index_oid AND i.indrelid OPERATOR(pg_catalog.=) table_oid));
+CREATE POLICY readers ON tenancy._vector_calibrations FOR SELECT TO tenancy_admin, tenancy_auditor, tenancy_lookup
+    USING (true);
+REVOKE ALL ON tenancy._vector_calibrations FROM PUBLIC;
+-- No table-level UPDATE or DELETE for PUBLIC: either would let any role LOCK the table IN ACCESS
+-- EXCLUSIVE MODE and stall every tenancy.nearest that reads it. INSERT allows ROW EXCLUSIVE only;
+-- the upsert updates through column privileges.
+GRANT SELECT, INSERT ON tenancy._vector_calibrations TO PUBLIC;
+GRANT UPDATE (table_oid, column_name, metric, workspace_id, rows_at_calibration, k, queries, calibrated_at,
+              calibration_ms, exact_ms, ladder, complete) ON tenancy._vector_calibrations TO PUBLIC;
+GRANT SELECT ON tenancy._vector_calibrations TO tenancy_lookup;
+
+-- Measures the recall of a per-workspace HNSW index made by tenancy.create_vector_index, and
+-- records it (tenancy.vector_indexes shows it). Queries are drawn from the workspace's own rows
+-- (`queries` points made of its mean and two random rows, below); each is searched exactly (every row of the
+-- workspace, sorted) and through the index at each ef_search of a ladder (40 to 1000); recall@k
+-- is the share of the exact k found, averaged over the queries, and each step's time is the mean
+-- per query, planning included as for the exact scan.
+-- The ladder stops at recall 1, when a step costs three times the exact scan (a slower step can
+-- never be chosen), or when time_budget is spent (then `complete` is false). Reads as the caller:
+-- the caller must own the table and see the workspace's rows (a role that bypasses its
+-- row-level security, or one whose identity is that workspace). Takes no lock beyond reading.
+CREATE FUNCTION tenancy.calibrate_vector_index(index regclass, queries integer DEFAULT 50,
+                                               time_budget interval DEFAULT '60 seconds', k integer DEFAULT 10)
+RETURNS TABLE (ef_search integer, recall double precision, ms double precision)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET jit = off AS $$
+DECLARE
+    started constant timestamptz := pg_catalog.clock_timestamp();
+    steps constant integer[] := ARRAY[40, 64, 100, 160, 250, 400, 640, 1000];
+    tbl oid;
+    col name;
+    mark text;
+    m text;
+    metric text;
+    ws text;
+    tgt record;
+    n bigint;
+    vecs text[];
+    exact tid[][];
+    found tid[];
+    hits bigint;
+    wanted bigint;
+    t0 timestamptz;
+    spent double precision;
+    exact_ms double precision := 0;
+    ladder jsonb := '[]';
+    complete boolean := false;
+    ef integer;
+    saved_ef text := pg_catalog.current_setting('hnsw.ef_search', true);
+    saved_iterative text := pg_catalog.current_setting('hnsw.iterative_scan', true);
+    exact_sql text;
+    index_sql text;
+BEGIN
+    IF index IS NULL OR queries IS NULL OR time_budget IS NULL OR k IS NULL THEN
+        RAISE EXCEPTION 'index, queries, time_budget and k must not be null' USING ERRCODE = '22004';
+    END IF;
+    IF queries NOT BETWEEN 1 AND 10000 OR k NOT BETWEEN 1 AND 1000 OR time_budget OPERATOR(pg_catalog.<=) interval '0' THEN
+        RAISE EXCEPTION 'queries must be between 1 and 10000, k between 1 and 1000, time_budget positive'
+            USING ERRCODE = '22023';
+    END IF;
+    -- The index's table, column and mark (its comment: pg_tenancy:hnsw:<metric>:<column>:<workspace>).
+    SELECT i.indrelid, a.attname, d.description INTO tbl, col, mark
+      FROM pg_index i
+      JOIN pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) i.indrelid
+                         AND a.attnum OPERATOR(pg_catalog.=) i.indkey[0]
+      LEFT JOIN pg_description d ON d.objoid OPERATOR(pg_catalog.=) i.indexrelid
+                                AND d.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::regclass
+                                AND d.objsubid OPERATOR(pg_catalog.=) 0
+     WHERE i.indexrelid OPERATOR(pg_catalog.=) index;
+    FOREACH m IN ARRAY ARRAY['cosine', 'l2', 'inner_product'] LOOP
+        IF pg_catalog.starts_with(mark, tenancy._vector_index_mark(col, m, '')) THEN
+            metric := m;
+            ws := pg_catalog.substr(mark, pg_catalog.length(tenancy._vector_index_mark(col, m, '')) OPERATOR(pg_catalog.+) 1);
+        END IF;
+    END LOOP;
+    IF tbl IS NULL OR metric IS NULL THEN
+        RAISE EXCEPTION 'index % was not made by tenancy.create_vector_index', index USING ERRCODE = '22023',
+            HINT = 'Calibrate the per-workspace indexes tenancy.create_vector_index(es) made; they carry its comment.';
+    END IF;
+    PERFORM tenancy._require_owner(tbl);
+    tgt := tenancy._vector_target((SELECT c.reltype FROM pg_class c WHERE c.oid OPERATOR(pg_catalog.=) tbl), col, metric);
+    -- The queries: the workspace's mean (over up to 1,000 rows drawn at random) plus the
+    -- difference of two other random rows divided by the square root of two: for a workspace
+    -- whose rows scatter around one centre, new points drawn like the rows; for one of several
+    -- topics, points among and between them, which are harder (a conservative estimate). Never
+    -- the rows themselves: a row is a node of the graph, whose links lead straight to its
+    -- nearest neighbours, so rows as queries overstated recall (measured on an isotropic cloud of
+    -- 8,000 rows of 64 dimensions at ef_search 40: 0.976 with rows, 0.942 with midpoints of two
+    -- rows, 0.91 for new queries drawn like the data). Read as the caller (row-level security
+    -- applies).
+    EXECUTE format('WITH s AS (SELECT CAST(t.%1$I AS real[]) AS r, pg_catalog.row_number() OVER (ORDER BY pg_catalog.random()) AS i
+                                 FROM %2$s t
+                                WHERE t.%3$I OPERATOR(pg_catalog.=) CAST(%4$L AS %6$s) AND t.%1$I IS NOT NULL),
+                         m AS (SELECT pg_catalog.array_agg(d.v ORDER BY d.o) AS r
+                                 FROM (SELECT u.o, pg_catalog.avg(u.x) AS v
+                                         FROM s, ROWS FROM (pg_catalog.unnest(s.r)) WITH ORDINALITY u(x, o)
+                                        WHERE s.i OPERATOR(pg_catalog.<=) 1000 GROUP BY u.o) d)
+                    SELECT (SELECT count(*) FROM s),
+                           (SELECT pg_catalog.array_agg(CAST(CAST(CAST(ARRAY(
+                                       SELECT u.z OPERATOR(pg_catalog.+) ((u.x OPERATOR(pg_catalog.-) u.y) OPERATOR(pg_catalog./) pg_catalog.sqrt(2))
+                                         FROM ROWS FROM (pg_catalog.unnest(a.r), pg_catalog.unnest(b.r), pg_catalog.unnest(m.r))
+                                              WITH ORDINALITY u(x, y, z, o) ORDER BY u.o)
+                                       AS real[]) AS %7$s) AS text))
+                              FROM s a JOIN s b ON b.i OPERATOR(pg_catalog.=) (a.i OPERATOR(pg_catalog.+) 1) CROSS JOIN m
+                             WHERE (a.i OPERATOR(pg_catalog.%%) 2) OPERATOR(pg_catalog.=) 1
+                               AND a.i OPERATOR(pg_catalog.<) (2 OPERATOR(pg_catalog.*) %5$s))',
+                   col, tgt.rel_name, tgt.workspace_column, ws, queries, tgt.workspace_type, tgt.vector_base)
+        INTO n, vecs;
+    IF n OPERATOR(pg_catalog.<) 2 THEN
+        RAISE EXCEPTION 'the caller sees % rows of workspace % in %', n, ws, tgt.rel_name USING ERRCODE = '55000',
+            HINT = 'Calibrate as a role that bypasses the table''s row-level security, or with that workspace''s identity.';
+    END IF;
+    -- The exact answer: every row of the workspace, sorted (OFFSET 0 keeps the index out, as in
+    -- tenancy.nearest's exact plan).
+    exact_sql := format('SELECT pg_catalog.array_agg(e.tid ORDER BY e.distance) FROM (
+                           SELECT x.tid, x.distance FROM (
+                               SELECT t.ctid AS tid, t.%1$I %2$s CAST($1 AS %3$s) AS distance FROM %4$s t
+                                WHERE t.%5$I OPERATOR(pg_catalog.=) CAST(%6$L AS %7$s) AND t.%1$I IS NOT NULL OFFSET 0) x
+                            ORDER BY x.distance LIMIT %8$s) e',
+                        col, tgt.op, tgt.vector_base, tgt.rel_name, tgt.workspace_column, ws, tgt.workspace_type, k);
+    -- Through the index, as tenancy.nearest's own-index plan reads it (the workspace a literal, so
+    -- that the planner matches the partial index; relaxed iterative scan).
+    index_sql := format('SELECT pg_catalog.array_agg(h.tid) FROM (
+                           SELECT t.ctid AS tid FROM %4$s t
+                            WHERE t.%5$I OPERATOR(pg_catalog.=) CAST(%6$L AS %7$s)
+                            ORDER BY t.%1$I %2$s CAST($1 AS %3$s) LIMIT %8$s) h',
+                        col, tgt.op, tgt.vector_base, tgt.rel_name, tgt.workspace_column, ws, tgt.workspace_type, k);
+    t0 := pg_catalog.clock_timestamp();
+    exact := ARRAY[]::tid[];
+    FOR i IN 1 .. pg_catalog.cardinality(vecs) LOOP
+        EXECUTE exact_sql INTO found USING vecs[i];
+        exact := exact OPERATOR(pg_catalog.||) ARRAY[coalesce(found, ARRAY[]::tid[])
+                                                     OPERATOR(pg_catalog.||) pg_catalog.array_fill('(0,0)'::tid, ARRAY[k OPERATOR(pg_catalog.-) coalesce(pg_catalog.cardinality(found), 0)])];
+    END LOOP;
+    exact_ms := extract(epoch FROM pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) t0) * 1000 / pg_catalog.cardinality(vecs);
+    PERFORM pg_catalog.set_config('hnsw.iterative_scan', 'relaxed_order', true);
+    PERFORM pg_catalog.set_config('enable_seqscan', 'off', true);
+    PERFORM pg_catalog.set_config('enable_bitmapscan', 'off', true);
+    PERFORM pg_catalog.set_config('enable_sort', 'off', true);
+    FOREACH ef IN ARRAY steps LOOP
+        IF pg_catalog.clock_timestamp() OPERATOR(pg_catalog.>) (started OPERATOR(pg_catalog.+) time_budget) THEN
+            EXIT;
+        END IF;
+        PERFORM pg_catalog.set_config('hnsw.ef_search', GREATEST(ef, k)::text, true);
+        hits := 0;
+        wanted := 0;
+        t0 := pg_catalog.clock_timestamp();
+        FOR i IN 1 .. pg_catalog.cardinality(vecs) LOOP
+            EXECUTE index_sql INTO found USING vecs[i];
+            SELECT hits OPERATOR(pg_catalog.+) count(*) FILTER (WHERE e OPERATOR(pg_catalog.=) ANY (found)),
+                   wanted OPERATOR(pg_catalog.+) count(*)
+              INTO hits, wanted
+              FROM pg_catalog.unnest(exact[i:i]) e WHERE e OPERATOR(pg_catalog.<>) '(0,0)'::tid;
+        END LOOP;
+        spent := extract(epoch FROM pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) t0) * 1000 / pg_catalog.cardinality(vecs);
+        ef_search := GREATEST(ef, k);
+        recall := CASE WHEN wanted OPERATOR(pg_catalog.=) 0 THEN 1 ELSE hits::double precision / wanted END;
+        ms := spent;
+        ladder := ladder OPERATOR(pg_catalog.||) jsonb_build_array(jsonb_build_object('ef_search', ef_search, 'recall', recall, 'ms', ms));
+        RETURN NEXT;
+        IF recall OPERATOR(pg_catalog.>=) 1 THEN
+            complete := true;
+            EXIT;
+        END IF;
+        IF spent OPERATOR(pg_catalog.>) 3 * exact_ms OR ef OPERATOR(pg_catalog.=) steps[pg_catalog.cardinality(steps)] THEN
+            complete := true;
+            EXIT;
+        END IF;
+    END LOOP;
+    PERFORM pg_catalog.set_config('hnsw.ef_search', coalesce(saved_ef, '40'), true);
+    PERFORM pg_catalog.set_config('hnsw.iterative_scan', coalesce(saved_iterative, 'off'), true);
+    PERFORM pg_catalog.set_config('enable_seqscan', 'on', true);
+    PERFORM pg_catalog.set_config('enable_bitmapscan', 'on', true);
+    PERFORM pg_catalog.set_config('enable_sort', 'on', true);
+    -- The exact scan as the ladder's zeroth step: what tenancy.nearest compares each step with.
+    ef_search := 0;
+    recall := 1;
+    ms := exact_ms;
+    RETURN NEXT;
+    INSERT INTO tenancy._vector_calibrations AS v
+        (index_oid, table_oid, column_name, metric, workspace_id, rows_at_calibration, k, queries,
+         calibrated_at, calibration_ms, exact_ms, ladder, complete)
+    VALUES (index, tbl, col, metric, ws, n, k, pg_catalog.cardinality(vecs), pg_catalog.now(),
+            extract(epoch FROM pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) started) * 1000, exact_ms, ladder, complete)
+    ON CONFLICT (index_oid) DO UPDATE SET
+        table_oid = excluded.table_oid, column_name = excluded.column_name, metric = excluded.metric,
+        workspace_id = excluded.workspace_id, rows_at_calibration = excluded.rows_at_calibration, k = excluded.k,
+        queries = excluded.queries, calibrated_at = excluded.calibrated_at, calibration_ms = excluded.calibration_ms,
+        exact_ms = excluded.exact_ms, ladder = excluded.ladder, complete = excluded.complete;
+    -- Every backend's search caches of the table drop the old figures at commit.
+    PERFORM tenancy._search_caches_changed(tbl);
+END
+$$;
+
+-- Every per-workspace HNSW index tenancy.create_vector_index made, with its calibration (NULL
+-- columns: never calibrated; tenancy.nearest then uses ef_search 40 as before calibration
+-- existed) and the strategy tenancy.nearest takes for it at the caller's tenancy.nearest_recall.
+-- Index names and predicates are in the catalogs every role reads; the figures are shown to the
+-- table's owner, tenancy_admin and tenancy_auditor.
+CREATE VIEW tenancy.vector_indexes WITH (security_barrier) AS
+SELECT i.indexrelid::regclass AS index_name, i.indrelid::regclass AS table_name, c.column_name, c.metric,
+       c.workspace_id, c.rows_at_calibration, c.calibrated_at, c.calibration_ms, c.exact_ms, c.k, c.queries,
+       c.ladder, c.complete,
+       tenancy._calibrated_strategy(c.ladder, c.exact_ms, c.k,
+                                    CAST(pg_catalog.current_setting('tenancy.nearest_recall', true) AS double precision), c.k) AS strategy
+  FROM pg_catalog.pg_index i
+  JOIN pg_catalog.pg_description d ON d.objoid OPERATOR(pg_catalog.=) i.indexrelid
+                                  AND d.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::regclass
+                                  AND d.objsubid OPERATOR(pg_catalog.=) 0
+  LEFT JOIN tenancy._vector_calibrations c ON c.index_oid OPERATOR(pg_catalog.=) i.indexrelid
+ WHERE pg_catalog.starts_with(d.description, 'pg_tenancy:hnsw:');
+GRANT SELECT ON tenancy.vector_indexes TO PUBLIC;
+
+GRANT EXECUTE ON FUNCTION tenancy.calibrate_vector_index(regclass, integer, interval, integer) TO PUBLIC;

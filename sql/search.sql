@@ -167,6 +167,7 @@ LANGUAGE c VOLATILE ROWS 10 AS 'MODULE_PATHNAME', 'tenancy_nearest';
 -- transaction, holding a SHARE lock that blocks writes to the table until it commits (for a
 -- non-blocking build run the statement tenancy.vector_index_ddl returns, with CONCURRENTLY).
 -- Idempotent: an existing valid index for the same workspace, column and metric is returned.
+-- A new index is calibrated at once (tenancy.calibrate_vector_index, sql/calibration.sql).
 -- The defaults (m 16 as pgvector's, ef_construction 160, 2.5 times pgvector's) matter: one
 -- workspace's rows form a few tight topics, and with ef_construction 64 the graph linked them
 -- poorly (docs/benchmarks.md: recall@10 of a 36,000-row clustered workspace 0.988, one query at
@@ -191,6 +192,17 @@ BEGIN
     END IF;
     EXECUTE tenancy.vector_index_ddl(tbl, "column", workspace_id, metric, m, ef_construction, false);
     existing := tenancy._vector_index_of(tbl, "column", metric, workspace_id);
+    -- Measured at once, so that tenancy.nearest meets tenancy.nearest_recall on it from its first
+    -- search (sql/calibration.sql). A caller who cannot read the workspace's rows gets the index
+    -- and a warning; the index is then searched at ef_search 40 until calibrated.
+    BEGIN
+        PERFORM tenancy.calibrate_vector_index(existing);
+    EXCEPTION WHEN invalid_authorization_specification OR object_not_in_prerequisite_state
+                   OR insufficient_privilege THEN
+        RAISE WARNING 'index % was built but not calibrated: %', existing, SQLERRM
+            USING HINT = 'Run SELECT * FROM tenancy.calibrate_vector_index(''' || existing::text
+                         || ''') as a role that sees the workspace''s rows (one that bypasses row-level security, or with its identity).';
+    END;
     RETURN existing;
 END
 $$;

@@ -65,7 +65,8 @@ pgrx::extension_sql_file!(
     ]
 );
 pgrx::extension_sql_file!("../sql/coverage.sql", name = "coverage", requires = ["protect"]);
-pgrx::extension_sql_file!("../sql/search.sql", name = "search", finalize);
+pgrx::extension_sql_file!("../sql/search.sql", name = "search", requires = ["coverage"]);
+pgrx::extension_sql_file!("../sql/calibration.sql", name = "calibration", finalize);
 
 /// Registers settings and callbacks when the library is loaded (preloaded or on first use).
 #[pgrx::pg_guard]

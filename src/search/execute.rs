@@ -53,7 +53,7 @@ pub unsafe fn search(call: &Call, store: *mut pg_sys::Tuplestorestate, desc: pg_
             Choice::OwnOnly
         };
         if !strategy.is_exact() {
-            set_hnsw_options(call.k, strategy);
+            set_hnsw_options(call.k, strategy, scope.ef_search);
         }
         // The kept plan of a strategy for this call's table, column, metric and k.
         let plan_of = |strategy: Strategy| {
@@ -250,13 +250,14 @@ fn ef_floor(strategy: Strategy) -> i32 {
     }
 }
 
-/// Raises hnsw.ef_search to at least the strategy's floor (and k), turns on relaxed iterative
+/// Raises hnsw.ef_search to at least the strategy's floor, or the calibrated value (and k), turns
+/// on relaxed iterative
 /// scans and turns JIT off (planning and executing, which may replan), until the pinned
 /// search_path's nest level ends (which restores all three). JIT: these plans run in
 /// milliseconds, and a compile costs hundreds (measured: `enable_sort = off`, tried to keep the
 /// planner off B-tree-and-sort plans, pushed the cost past `jit_above_cost`, and the whales'
 /// p50 went from 1.6 to 230 ms, 292 ms of each call compiling).
-unsafe fn set_hnsw_options(k: i32, strategy: Strategy) {
+unsafe fn set_hnsw_options(k: i32, strategy: Strategy, calibrated: Option<i32>) {
     unsafe {
         let current = pg_sys::GetConfigOption(c"hnsw.ef_search".as_ptr(), true, false);
         let current = if current.is_null() {
@@ -268,7 +269,8 @@ unsafe fn set_hnsw_options(k: i32, strategy: Strategy) {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(40)
         };
-        let ef = CString::new(ef_floor(strategy).max(k).max(current).to_string()).unwrap_or_default();
+        let floor = calibrated.unwrap_or_else(|| ef_floor(strategy));
+        let ef = CString::new(floor.max(k).max(current).to_string()).unwrap_or_default();
         set_at_nest_level(c"hnsw.ef_search", &ef);
         set_at_nest_level(c"hnsw.iterative_scan", c"relaxed_order");
         set_at_nest_level(c"jit", c"off");

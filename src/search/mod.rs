@@ -5,6 +5,8 @@
 //! Files, each one concern, in the order a call meets them:
 //! - `entry_points.rs`: the C functions and their arguments;
 //! - `strategy.rs`: which plan answers the caller's scope (own index, exact scan, shared index);
+//! - `calibration.rs`: the recall target, and the `ef_search` or exact scan that meets it on a
+//!   workspace's own index, from what calibration measured;
 //! - `sql_text.rs`: the SQL text of each plan (pure; unit-tested without a server);
 //! - `execute.rs`: the checked target, the query's cast, the HNSW settings, running the plan;
 //! - `plan_cache.rs`: what is kept per backend between calls, and its invalidation;
@@ -17,6 +19,7 @@
 //! checks, a capped count of the workspace, planning a dynamic statement); a cache hit here is a
 //! few hash lookups, a `search_path` pin and the execution of a kept generic plan.
 
+pub mod calibration;
 pub mod entry_points;
 pub mod execute;
 pub mod index_choice;
@@ -26,8 +29,10 @@ pub mod sql_text;
 pub mod strategy;
 pub mod workspace_sizes;
 
-/// Registers the cache's relcache callback and defines `tenancy.shared_vector_indexes`.
+/// Registers the cache's relcache callback and defines `tenancy.shared_vector_indexes` and
+/// `tenancy.nearest_recall`.
 pub fn init() {
     plan_cache::init();
     index_choice::init();
+    calibration::init();
 }

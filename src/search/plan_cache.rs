@@ -1,6 +1,6 @@
 //! What `tenancy.nearest` keeps between calls, per backend: each searchable column's target
-//! (checked once by `tenancy._vector_target`), the workspaces that have their own HNSW index,
-//! the capped row count that picks the exact scan or the shared index, and the prepared plans.
+//! (checked once by `tenancy._vector_target`), the workspaces that have their own HNSW index and
+//! what calibration measured of those indexes, the capped row count that picks the exact scan or the shared index, and the prepared plans.
 //!
 //! A relcache invalidation of the table (DDL, a new or dropped index, a policy change) drops its
 //! entries at the next call; the index list and the counts also expire after `FRESH_FOR`, since
@@ -9,6 +9,7 @@
 //! only queued by the callback (it may run in the middle of a call) and applied when a call
 //! starts, so no entry is freed while it is in use.
 
+use super::calibration::Calibration;
 use super::model::{Strategy, Target};
 use super::workspace_sizes;
 use pgrx::pg_sys;
@@ -86,6 +87,8 @@ pub struct Plan(pub pg_sys::SPIPlanPtr);
 type TargetKey = (pg_sys::Oid, String, String);
 /// When the list of workspaces with their own index was read, and the list.
 type OwnIndexes = (Instant, Rc<HashSet<String>>);
+/// When the calibrations of a table's indexes were read, and them by workspace.
+type Calibrations = (Instant, Rc<HashMap<String, Calibration>>);
 /// (table, workspace, user) of a capped count.
 type CountKey = (pg_sys::Oid, String, Option<String>);
 
@@ -93,6 +96,7 @@ thread_local! {
     static TARGETS: RefCell<HashMap<TargetKey, Rc<Target>>> = RefCell::new(HashMap::new());
     static OWN_INDEXES: RefCell<HashMap<TargetKey, OwnIndexes>> = RefCell::new(HashMap::new());
     static COUNTS: RefCell<HashMap<CountKey, (Instant, i64)>> = RefCell::new(HashMap::new());
+    static CALIBRATIONS: RefCell<HashMap<TargetKey, Calibrations>> = RefCell::new(HashMap::new());
     static PLANS: RefCell<HashMap<PlanKey, Plan>> = RefCell::new(HashMap::new());
     /// Relations invalidated since the last call (applied by `apply_invalidations`).
     static STALE: RefCell<Vec<pg_sys::Oid>> = const { RefCell::new(Vec::new()) };
@@ -143,6 +147,7 @@ pub fn apply_invalidations() {
     TARGETS.with_borrow_mut(|t| t.retain(|key, target| !hit(&key.0) && !hit(&target.rel)));
     OWN_INDEXES.with_borrow_mut(|o| o.retain(|key, _| !hit(&key.0)));
     COUNTS.with_borrow_mut(|c| c.retain(|key, _| !hit(&key.0)));
+    CALIBRATIONS.with_borrow_mut(|c| c.retain(|key, _| !hit(&key.0)));
     workspace_sizes::forget(hit);
     // The plans are forgotten, not freed: a call nested inside a running search (a policy or a
     // function that calls tenancy.nearest) would otherwise free a plan its caller is executing.
@@ -182,6 +187,32 @@ pub fn remember_own_indexes(rel: pg_sys::Oid, column: &str, metric: &str, set: H
         )
     });
     set
+}
+
+/// The calibrations of `rel`'s own indexes on (column, metric), by workspace, when fresh.
+pub fn calibrations(rel: pg_sys::Oid, column: &str, metric: &str) -> Option<Rc<HashMap<String, Calibration>>> {
+    CALIBRATIONS.with_borrow(|c| {
+        c.get(&(rel, column.to_string(), metric.to_string()))
+            .filter(|(at, _)| at.elapsed() < FRESH_FOR)
+            .map(|(_, map)| map.clone())
+    })
+}
+
+/// Remembers the calibrations of `rel`'s own indexes on (column, metric).
+pub fn remember_calibrations(
+    rel: pg_sys::Oid,
+    column: &str,
+    metric: &str,
+    map: HashMap<String, Calibration>,
+) -> Rc<HashMap<String, Calibration>> {
+    let map = Rc::new(map);
+    CALIBRATIONS.with_borrow_mut(|c| {
+        c.insert(
+            (rel, column.to_string(), metric.to_string()),
+            (Instant::now(), map.clone()),
+        )
+    });
+    map
 }
 
 /// A workspace's (and user's) capped row count in `rel`, when fresh.

@@ -1,10 +1,13 @@
-//! Which plan answers a call: the workspace's own HNSW index when it has one; else the exact
+//! Which plan answers a call: the workspace's own HNSW index when it has one (at the `ef_search`
+//! calibration chose for `tenancy.nearest_recall`, or the exact scan when calibration found that
+//! cheaper or the only way to the target: `calibration.rs`); else the exact
 //! scan when the table's statistics estimate at most half of `EXACT_MAX_ROWS` rows for the
 //! workspace (`workspace_sizes.rs`) or, past that or without statistics, a count capped at
 //! `EXACT_MAX_ROWS + 1` rows (remembered for a minute) finds at most `EXACT_MAX_ROWS`; else the
 //! shared HNSW index with iterative scan. A wrong guess costs speed, never rows: every strategy
 //! returns min(k, n) rows (docs/search.md).
 
+use super::calibration::{self, Decision};
 use super::model::{Call, Strategy, Target};
 use super::plan_cache::{self as cache, PlanKey};
 use super::sql_text;
@@ -29,6 +32,9 @@ pub struct Scope {
     /// The user, for a user-scoped table.
     pub user: Option<String>,
     pub strategy: Strategy,
+    /// The `ef_search` calibration chose for the workspace's own index (`WorkspaceHnsw` only;
+    /// None: never calibrated).
+    pub ef_search: Option<i32>,
 }
 
 /// The caller's scope (workspace, and user for a user-scoped table) from the verified identity,
@@ -42,32 +48,53 @@ pub unsafe fn caller_scope(call: &Call, target: &Target) -> Scope {
     let user = target.user_column.as_ref().map(|_| identity.user_id.clone());
     let column = call.column.as_deref().unwrap_or_default();
     let metric = call.metric.as_deref().unwrap_or_default();
-    let strategy = unsafe { strategy_of(target, column, metric, &workspace, user.as_deref()) };
+    let (strategy, ef_search) = unsafe { strategy_of(target, column, metric, &workspace, user.as_deref(), call.k) };
     Scope {
         workspace,
         user,
         strategy,
+        ef_search,
     }
 }
 
-/// The strategy for a scope (see the module's comment).
-unsafe fn strategy_of(target: &Target, column: &str, metric: &str, workspace: &str, user: Option<&str>) -> Strategy {
+/// The strategy for a scope (see the module's comment), and the calibrated `ef_search` of the
+/// workspace's own index.
+unsafe fn strategy_of(
+    target: &Target,
+    column: &str,
+    metric: &str,
+    workspace: &str,
+    user: Option<&str>,
+    k: i32,
+) -> (Strategy, Option<i32>) {
     let own = cache::own_indexes(target.rel, column, metric).unwrap_or_else(|| {
         cache::remember_own_indexes(target.rel, column, metric, unsafe {
             own_indexes(target, column, metric)
         })
     });
     if own.contains(workspace) {
-        return Strategy::WorkspaceHnsw;
+        let calibrations = cache::calibrations(target.rel, column, metric).unwrap_or_else(|| {
+            cache::remember_calibrations(target.rel, column, metric, unsafe {
+                calibration::read(target, column, metric)
+            })
+        });
+        return match calibrations
+            .get(workspace)
+            .map(|measured| calibration::decide(measured, calibration::target(), k))
+        {
+            None => (Strategy::WorkspaceHnsw, None),
+            Some(Decision::Index { ef_search }) => (Strategy::WorkspaceHnsw, Some(ef_search)),
+            Some(Decision::Exact) => (Strategy::Exact, None),
+        };
     }
     // The planner's estimate decides, unless it puts the workspace near the shared-index
     // threshold or the table has no statistics: then a capped count does.
     if let Some(estimate) = unsafe { estimated_rows(target, workspace) } {
         if estimate <= SMALL_MAX_ROWS as f64 {
-            return Strategy::ExactSmall;
+            return (Strategy::ExactSmall, None);
         }
         if estimate <= (EXACT_MAX_ROWS / 2) as f64 {
-            return Strategy::Exact;
+            return (Strategy::Exact, None);
         }
     }
     let n = cache::count(target.rel, workspace, user).unwrap_or_else(|| {
@@ -75,13 +102,14 @@ unsafe fn strategy_of(target: &Target, column: &str, metric: &str, workspace: &s
         cache::remember_count(target.rel, workspace, user, n);
         n
     });
-    if n <= SMALL_MAX_ROWS {
+    let strategy = if n <= SMALL_MAX_ROWS {
         Strategy::ExactSmall
     } else if n <= EXACT_MAX_ROWS {
         Strategy::Exact
     } else {
         Strategy::SharedHnsw
-    }
+    };
+    (strategy, None)
 }
 
 /// The workspaces with their own valid index on (column, metric): the indexes whose comment
