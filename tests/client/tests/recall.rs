@@ -234,3 +234,48 @@ fn calibration_refuses_what_it_cannot_measure() {
         .get(0);
     assert_eq!(visible, 0);
 }
+
+#[test]
+fn indexes_never_calibrated_or_outgrown_are_calibrated_again() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let index = recall_items();
+    let mut db = admin();
+    let recalibrated = |db: &mut postgres::Client| -> Vec<(String, Option<i64>, i64)> {
+        db.query(
+            "SELECT CAST(index AS text), rows_then, rows_now
+               FROM tenancy.calibrate_vector_indexes('recall_items', 'embedding', 0.5)",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2)))
+        .collect()
+    };
+    db.batch_execute(&format!("SELECT * FROM tenancy.calibrate_vector_index('{index}')"))
+        .unwrap();
+    assert_eq!(recalibrated(&mut db), vec![], "calibrated at 8,000 rows, still 8,000");
+    // As if calibrated when the workspace had 5,000 rows: 8,000 is more than half again as many.
+    db.batch_execute(&format!(
+        "UPDATE tenancy._vector_calibrations SET rows_at_calibration = 5000 WHERE index_oid = CAST('{index}' AS regclass)"
+    ))
+    .unwrap();
+    assert_eq!(recalibrated(&mut db), vec![(index.clone(), Some(5_000), 8_000)]);
+    assert_eq!(recalibrated(&mut db), vec![], "measured again at 8,000");
+    db.batch_execute(&format!(
+        "DELETE FROM tenancy._vector_calibrations WHERE index_oid = CAST('{index}' AS regclass)"
+    ))
+    .unwrap();
+    assert_eq!(
+        recalibrated(&mut db),
+        vec![(index.clone(), None, 8_000)],
+        "never calibrated"
+    );
+    let mut app = app();
+    assert_eq!(
+        sqlstate(
+            &app.batch_execute("SELECT * FROM tenancy.calibrate_vector_indexes('recall_items', 'embedding')")
+                .unwrap_err()
+        ),
+        "42501"
+    );
+}
