@@ -1267,6 +1267,58 @@ BEGIN
 END
 $$;
 
+-- Calibrates again every index of tbl's column (and metric) that was never calibrated or whose
+-- workspace has grown by more than `growth` (a fraction: 0.5 = half again as many rows) since:
+-- recall at a given ef_search falls as a graph grows. For the nightly job that runs
+-- tenancy.create_vector_indexes; returns what it calibrated, with the rows then and now. Counts
+-- every workspace: the caller must own the table and bypass its row-level security.
+CREATE FUNCTION tenancy.calibrate_vector_indexes(tbl regclass, "column" name, growth double precision DEFAULT 0.5,
+                                                 metric text DEFAULT 'cosine')
+RETURNS TABLE (index regclass, workspace_id text, rows_then bigint, rows_now bigint)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    tgt record;
+    r record;
+    prefix text;
+BEGIN
+    IF tbl IS NULL OR growth IS NULL OR growth OPERATOR(pg_catalog.<) 0 THEN
+        RAISE EXCEPTION 'table must not be null and growth must be a fraction of at least 0' USING ERRCODE = '22023';
+    END IF;
+    PERFORM tenancy._require_owner(tbl);
+    tgt := tenancy._vector_target((SELECT c.reltype FROM pg_class c WHERE c.oid OPERATOR(pg_catalog.=) tbl),
+                                  "column", metric);
+    prefix := tenancy._vector_index_mark("column", metric, '');
+    IF row_security_active(tbl) THEN
+        RAISE EXCEPTION 'counting rows per workspace of % needs a role that bypasses its row-level security', tbl
+            USING ERRCODE = '42501',
+                  HINT = 'Run it as a superuser or a BYPASSRLS role that owns the table, or calibrate each index with tenancy.calibrate_vector_index.';
+    END IF;
+    FOR r IN
+        SELECT CAST(i.indexrelid AS regclass) AS idx, c.rows_at_calibration,
+               pg_catalog.substr(d.description, pg_catalog.length(prefix) OPERATOR(pg_catalog.+) 1) AS ws
+          FROM pg_index i
+          JOIN pg_description d ON d.objoid OPERATOR(pg_catalog.=) i.indexrelid
+                               AND d.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::regclass
+                               AND d.objsubid OPERATOR(pg_catalog.=) 0
+          LEFT JOIN tenancy._vector_calibrations c ON c.index_oid OPERATOR(pg_catalog.=) i.indexrelid
+         WHERE i.indrelid OPERATOR(pg_catalog.=) tbl AND i.indisvalid
+           AND pg_catalog.starts_with(d.description, prefix)
+         ORDER BY 1
+    LOOP
+        index := r.idx;
+        workspace_id := r.ws;
+        rows_then := r.rows_at_calibration;
+        EXECUTE format('SELECT count(*) FROM %s t WHERE t.%I OPERATOR(pg_catalog.=) CAST(%L AS %s) AND t.%I IS NOT NULL',
+                       tgt.rel_name, tgt.workspace_column, workspace_id, tgt.workspace_type, "column")
+            INTO rows_now;
+        IF rows_then IS NULL OR rows_now OPERATOR(pg_catalog.>) (rows_then OPERATOR(pg_catalog.*) (1 OPERATOR(pg_catalog.+) growth)) THEN
+            PERFORM tenancy.calibrate_vector_index(index);
+            RETURN NEXT;
+        END IF;
+    END LOOP;
+END
+$$;
+
 -- Every per-workspace HNSW index tenancy.create_vector_index made, with its calibration (NULL
 -- columns: never calibrated; tenancy.nearest then uses ef_search 40 as before calibration
 -- existed) and the strategy tenancy.nearest takes for it at the caller's tenancy.nearest_recall.
@@ -1286,4 +1338,5 @@ SELECT i.indexrelid::regclass AS index_name, i.indrelid::regclass AS table_name,
  WHERE pg_catalog.starts_with(d.description, 'pg_tenancy:hnsw:');
 GRANT SELECT ON tenancy.vector_indexes TO PUBLIC;
 
-GRANT EXECUTE ON FUNCTION tenancy.calibrate_vector_index(regclass, integer, interval, integer) TO PUBLIC;
+GRANT EXECUTE ON FUNCTION tenancy.calibrate_vector_index(regclass, integer, interval, integer),
+                          tenancy.calibrate_vector_indexes(regclass, name, double precision, text) TO PUBLIC;
