@@ -3,6 +3,24 @@
 -- here: the smallest ef_search whose measured recall reaches the target, or the exact scan when
 -- that is cheaper or when no ef_search reaches it (src/search/calibration.rs, docs/search.md).
 
+-- Whether a ladder is what tenancy.calibrate_vector_index writes: an array of at most 16 steps,
+-- each with a number ef_search in 1..1000, a recall in 0..1 and a time in 0..1e9 ms. The table's
+-- owner can write its rows by hand: this bounds them where they enter.
+CREATE FUNCTION tenancy._valid_ladder(ladder jsonb) RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT pg_catalog.jsonb_typeof($1) OPERATOR(pg_catalog.=) 'array'
+       AND pg_catalog.jsonb_array_length($1) OPERATOR(pg_catalog.<=) 16
+       AND NOT EXISTS (
+           SELECT FROM pg_catalog.jsonb_array_elements($1) s
+            WHERE pg_catalog.jsonb_typeof(s) OPERATOR(pg_catalog.<>) 'object'
+               OR pg_catalog.jsonb_typeof(s OPERATOR(pg_catalog.->) 'ef_search') IS DISTINCT FROM 'number'
+               OR pg_catalog.jsonb_typeof(s OPERATOR(pg_catalog.->) 'recall') IS DISTINCT FROM 'number'
+               OR pg_catalog.jsonb_typeof(s OPERATOR(pg_catalog.->) 'ms') IS DISTINCT FROM 'number'
+               OR CAST(s OPERATOR(pg_catalog.->>) 'ef_search' AS numeric) NOT BETWEEN 1 AND 1000
+               OR CAST(s OPERATOR(pg_catalog.->>) 'recall' AS numeric) NOT BETWEEN 0 AND 1
+               OR CAST(s OPERATOR(pg_catalog.->>) 'ms' AS numeric) NOT BETWEEN 0 AND 1e9)
+$$;
+
 -- One row per calibrated index: what the calibration measured. Written by
 -- tenancy.calibrate_vector_index as the table's owner (row-level security: an owner reads and
 -- writes the rows of its own tables' indexes), read by tenancy.nearest as tenancy_lookup, shown
@@ -18,10 +36,10 @@ CREATE TABLE tenancy._vector_calibrations (
     k                    integer NOT NULL CHECK (k BETWEEN 1 AND 1000),
     queries              integer NOT NULL CHECK (queries BETWEEN 1 AND 10000),
     calibrated_at        timestamptz NOT NULL DEFAULT pg_catalog.now(),
-    calibration_ms       double precision NOT NULL CHECK (calibration_ms >= 0),
-    exact_ms             double precision NOT NULL CHECK (exact_ms >= 0),
+    calibration_ms       double precision NOT NULL CHECK (calibration_ms BETWEEN 0 AND 1e12),
+    exact_ms             double precision NOT NULL CHECK (exact_ms BETWEEN 0 AND 1e9),
     -- [{"ef_search": 40, "recall": 0.725, "ms": 1.96}, ...], ef_search ascending.
-    ladder               jsonb NOT NULL CHECK (pg_catalog.jsonb_typeof(ladder) OPERATOR(pg_catalog.=) 'array'),
+    ladder               jsonb NOT NULL CHECK (tenancy._valid_ladder(ladder)),
     -- false when the time budget ended the ladder before a step reached recall 1.
     complete             boolean NOT NULL
 );
@@ -52,6 +70,43 @@ GRANT SELECT, INSERT ON tenancy._vector_calibrations TO PUBLIC;
 GRANT UPDATE (table_oid, column_name, metric, workspace_id, rows_at_calibration, k, queries, calibrated_at,
               calibration_ms, exact_ms, ladder, complete) ON tenancy._vector_calibrations TO PUBLIC;
 GRANT SELECT ON tenancy._vector_calibrations TO tenancy_lookup;
+
+-- Forgets the calibration row of index idx when it no longer describes that index (the row of
+-- an index dropped while event triggers were off, whose OID a new index now has). Runs as the
+-- extension's owner, since such a row belongs to a table that may be gone or another's; removes
+-- nothing else. Called by tenancy.calibrate_vector_index before it records.
+CREATE FUNCTION tenancy._forget_orphan_calibration(idx oid) RETURNS void
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    DELETE FROM tenancy._vector_calibrations c
+     WHERE c.index_oid OPERATOR(pg_catalog.=) $1
+       AND NOT EXISTS (SELECT FROM pg_index i
+                        WHERE i.indexrelid OPERATOR(pg_catalog.=) c.index_oid
+                          AND i.indrelid OPERATOR(pg_catalog.=) c.table_oid)
+$$;
+REVOKE ALL ON FUNCTION tenancy._forget_orphan_calibration(oid) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION tenancy._forget_orphan_calibration(oid) TO PUBLIC;
+
+-- Event trigger (sql_drop): forgets the calibrations of dropped indexes and tables, so that no
+-- row outlives its index (an OID a later index reuses would otherwise find figures that are not
+-- its own). Runs as the extension's owner; a row some role keeps locked is left, not waited on.
+CREATE FUNCTION tenancy._forget_dropped_calibrations() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET lock_timeout = '1s' AS $$
+BEGIN
+    IF to_regclass('tenancy._vector_calibrations') IS NULL THEN
+        RETURN;
+    END IF;
+    BEGIN
+        DELETE FROM tenancy._vector_calibrations c USING pg_event_trigger_dropped_objects() d
+         WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::regclass
+           AND (d.objid OPERATOR(pg_catalog.=) c.index_oid OR d.objid OPERATOR(pg_catalog.=) c.table_oid);
+    EXCEPTION WHEN lock_not_available THEN
+        RAISE WARNING 'pg_tenancy could not forget the calibrations of the dropped indexes: a lock was not available'
+            USING HINT = 'tenancy.calibrate_vector_index forgets a stale row of the index it measures.';
+    END;
+END
+$$;
+CREATE EVENT TRIGGER tenancy_forget_dropped_calibrations ON sql_drop
+    EXECUTE FUNCTION tenancy._forget_dropped_calibrations();
 
 -- Measures the recall of a per-workspace HNSW index made by tenancy.create_vector_index, and
 -- records it (tenancy.vector_indexes shows it). Queries are drawn from the workspace's own rows
@@ -220,6 +275,7 @@ BEGIN
     recall := 1;
     ms := exact_ms;
     RETURN NEXT;
+    PERFORM tenancy._forget_orphan_calibration(index);
     INSERT INTO tenancy._vector_calibrations AS v
         (index_oid, table_oid, column_name, metric, workspace_id, rows_at_calibration, k, queries,
          calibrated_at, calibration_ms, exact_ms, ladder, complete)
@@ -287,23 +343,31 @@ BEGIN
 END
 $$;
 
--- Every per-workspace HNSW index tenancy.create_vector_index made, with its calibration (NULL
--- columns: never calibrated; tenancy.nearest then uses ef_search 40 as before calibration
--- existed) and the strategy tenancy.nearest takes for it at the caller's tenancy.nearest_recall.
--- Index names and predicates are in the catalogs every role reads; the figures are shown to the
--- table's owner, tenancy_admin and tenancy_auditor.
-CREATE VIEW tenancy.vector_indexes WITH (security_barrier) AS
-SELECT i.indexrelid::regclass AS index_name, i.indrelid::regclass AS table_name, c.column_name, c.metric,
-       c.workspace_id, c.rows_at_calibration, c.calibrated_at, c.calibration_ms, c.exact_ms, c.k, c.queries,
-       c.ladder, c.complete,
-       tenancy._calibrated_strategy(c.ladder, c.exact_ms, c.k,
+-- Every per-workspace HNSW index tenancy.create_vector_index made on a table the caller owns (all
+-- of them for tenancy_admin and tenancy_auditor), with its calibration (NULL columns: never
+-- calibrated; tenancy.nearest then uses ef_search 40 as before calibration existed) and the
+-- strategy tenancy.nearest takes for it at the caller's tenancy.nearest_recall. The view runs as
+-- its caller (security_invoker): the calibrations' row-level security applies too. A workspace's
+-- row count is not for other tenants to read (the adversarial pass found every figure readable
+-- by every role through a view that ran as its owner).
+CREATE VIEW tenancy.vector_indexes WITH (security_invoker) AS
+SELECT CAST(i.indexrelid AS regclass) AS index_name, CAST(i.indrelid AS regclass) AS table_name, c.column_name,
+       c.metric, c.workspace_id, c.rows_at_calibration, c.calibrated_at, c.calibration_ms, c.exact_ms, c.k,
+       c.queries, c.ladder, c.complete,
+       tenancy._calibrated_strategy(CAST(c.ladder AS text), c.exact_ms, c.k,
                                     CAST(pg_catalog.current_setting('tenancy.nearest_recall', true) AS double precision), c.k) AS strategy
   FROM pg_catalog.pg_index i
+  JOIN pg_catalog.pg_class t ON t.oid OPERATOR(pg_catalog.=) i.indrelid
   JOIN pg_catalog.pg_description d ON d.objoid OPERATOR(pg_catalog.=) i.indexrelid
                                   AND d.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::regclass
                                   AND d.objsubid OPERATOR(pg_catalog.=) 0
-  LEFT JOIN tenancy._vector_calibrations c ON c.index_oid OPERATOR(pg_catalog.=) i.indexrelid
- WHERE pg_catalog.starts_with(d.description, 'pg_tenancy:hnsw:');
+  LEFT JOIN tenancy._vector_calibrations c
+         ON c.index_oid OPERATOR(pg_catalog.=) i.indexrelid AND c.table_oid OPERATOR(pg_catalog.=) i.indrelid
+        AND d.description OPERATOR(pg_catalog.=) tenancy._vector_index_mark(c.column_name, c.metric, c.workspace_id)
+ WHERE pg_catalog.starts_with(d.description, 'pg_tenancy:hnsw:')
+   AND (pg_catalog.pg_has_role(current_user, t.relowner, 'USAGE')
+        OR pg_catalog.pg_has_role(current_user, 'tenancy_admin', 'USAGE')
+        OR pg_catalog.pg_has_role(current_user, 'tenancy_auditor', 'USAGE'));
 GRANT SELECT ON tenancy.vector_indexes TO PUBLIC;
 
 GRANT EXECUTE ON FUNCTION tenancy.calibrate_vector_index(regclass, integer, interval, integer),

@@ -201,7 +201,7 @@ BEGIN
                    OR insufficient_privilege THEN
         RAISE WARNING 'index % was built but not calibrated: %', existing, SQLERRM
             USING HINT = 'Run SELECT * FROM tenancy.calibrate_vector_index(''' || existing::text
-                         || ''') as a role that sees the workspace''s rows (one that bypasses row-level security, or with its identity).';
+                         || ''') as the table''s owner with that workspace''s identity (or an owner that bypasses row-level security).';
     END;
     RETURN existing;
 END

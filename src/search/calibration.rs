@@ -20,7 +20,6 @@ use crate::plumbing::{pinned_context, spi};
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
-use pgrx::JsonB;
 use serde::Deserialize;
 use std::collections::HashMap;
 
@@ -159,20 +158,23 @@ pub unsafe fn read(target: &Target, column: &str, metric: &str) -> HashMap<Strin
 
 /// The strategy `tenancy.nearest` takes for a calibrated index (or one never calibrated: all
 /// arguments but `target` and `k` NULL) at `target` recall and `k` neighbours, as
-/// `tenancy.vector_indexes` shows it: `exact` or `hnsw_workspace (ef_search N)`.
+/// `tenancy.vector_indexes` shows it: `exact` or `hnsw_workspace (ef_search N)`. The ladder comes
+/// as text and is parsed here: a ladder a table's owner wrote by hand that serde cannot read (a
+/// number past f64, nesting past its limit) reads as unreadable instead of failing the view for
+/// everyone (found by the adversarial pass: `1e400` made the view fail with XX000).
 #[pg_extern(immutable, parallel_safe)]
 fn _calibrated_strategy(
-    ladder: Option<JsonB>,
+    ladder: Option<&str>,
     exact_ms: Option<f64>,
     calibrated_k: Option<i32>,
     target: Option<f64>,
     k: Option<i32>,
 ) -> String {
     let target = target.unwrap_or(DEFAULT_RECALL);
-    let (Some(JsonB(ladder)), Some(exact_ms), Some(calibrated_k)) = (ladder, exact_ms, calibrated_k) else {
+    let (Some(ladder), Some(exact_ms), Some(calibrated_k)) = (ladder, exact_ms, calibrated_k) else {
         return "hnsw_workspace (ef_search 40, not calibrated)".to_string();
     };
-    let Ok(ladder) = serde_json::from_value::<Vec<Step>>(ladder) else {
+    let Ok(ladder) = serde_json::from_str::<Vec<Step>>(ladder) else {
         return "hnsw_workspace (ef_search 40, calibration unreadable)".to_string();
     };
     let calibration = Calibration {

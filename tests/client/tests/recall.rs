@@ -279,3 +279,87 @@ fn indexes_never_calibrated_or_outgrown_are_calibrated_again() {
         "42501"
     );
 }
+
+/// What the adversarial pass found: every role read every workspace's figures through the view,
+/// a row outlived its index (a later index with the same OID found figures not its own), and a
+/// hand-written ladder made the view fail for everyone.
+#[test]
+fn calibration_figures_stay_with_their_index_and_their_owner() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let index = recall_items();
+    let mut db = admin();
+    db.batch_execute(&format!("SELECT * FROM tenancy.calibrate_vector_index('{index}')"))
+        .unwrap();
+    let mut app = app();
+    let seen: i64 = app
+        .query_one("SELECT count(*) FROM tenancy.vector_indexes", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(seen, 0, "the application role owns no table with such an index");
+    let shown: i64 = db
+        .query_one(
+            "SELECT count(*) FROM tenancy.vector_indexes WHERE rows_at_calibration = 8000",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(shown, 1, "the owner sees its figures");
+    // A ladder no calibration writes is refused where it enters.
+    let refused = db
+        .batch_execute(&format!(
+            "UPDATE tenancy._vector_calibrations SET ladder = '[{{\"ef_search\": 40, \"recall\": 1e400, \"ms\": 1}}]'
+              WHERE index_oid = CAST('{index}' AS regclass)"
+        ))
+        .unwrap_err();
+    assert_eq!(sqlstate(&refused), "23514");
+    // A row that no longer describes its index (its table changed) is forgotten before the
+    // index is measured again.
+    db.batch_execute(&format!(
+        "UPDATE tenancy._vector_calibrations SET table_oid = CAST('pg_catalog.pg_class' AS regclass)
+          WHERE index_oid = CAST('{index}' AS regclass);
+         SELECT tenancy._forget_orphan_calibration(CAST('{index}' AS regclass))"
+    ))
+    .unwrap();
+    let left: i64 = db
+        .query_one(
+            "SELECT count(*) FROM tenancy._vector_calibrations WHERE index_oid = CAST(CAST($1 AS text) AS regclass)",
+            &[&index],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0);
+    db.batch_execute(&format!("SELECT * FROM tenancy.calibrate_vector_index('{index}')"))
+        .unwrap();
+    // Dropping an index or its table forgets its calibration.
+    db.batch_execute(&format!(
+        "CREATE TABLE recall_scratch (id int PRIMARY KEY, workspace_id text NOT NULL, embedding vector({DIMENSIONS}));
+         CREATE INDEX ON recall_scratch (workspace_id);
+         SELECT tenancy.protect('recall_scratch');
+         INSERT INTO recall_scratch SELECT id, workspace_id, embedding FROM recall_items WHERE id < 50;
+         SELECT tenancy.create_vector_index('recall_scratch', 'embedding', 'ws_acme');"
+    ))
+    .unwrap();
+    let count_for = |db: &mut postgres::Client| -> i64 {
+        db.query_one(
+            "SELECT count(*) FROM tenancy._vector_calibrations c JOIN pg_class t ON t.oid = c.table_oid
+              WHERE t.relname = 'recall_scratch'",
+            &[],
+        )
+        .unwrap()
+        .get(0)
+    };
+    assert_eq!(count_for(&mut db), 1);
+    let table_oid: u32 = db
+        .query_one("SELECT CAST(CAST('recall_scratch' AS regclass) AS oid)", &[])
+        .unwrap()
+        .get(0);
+    db.batch_execute("DROP TABLE recall_scratch").unwrap();
+    let left: i64 = db
+        .query_one(
+            "SELECT count(*) FROM tenancy._vector_calibrations WHERE table_oid = $1",
+            &[&table_oid],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0);
+}
