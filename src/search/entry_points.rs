@@ -38,7 +38,7 @@ pub unsafe extern "C-unwind" fn tenancy_nearest(fcinfo: pg_sys::FunctionCallInfo
         with_pinned_search_path(|| {
             begin();
             execute::search(&call, (*result).setResult, (*result).setDesc);
-            spi::finish();
+            execute::end();
         });
         pg_sys::Datum::from(0)
     }
@@ -73,7 +73,7 @@ pub unsafe extern "C-unwind" fn tenancy_nearest_strategy(fcinfo: pg_sys::Functio
             begin();
             let target = execute::target_of(&call);
             let strategy = caller_scope(&call, &target).strategy;
-            spi::finish();
+            execute::end();
             strategy.name()
         });
         spi::text_datum(name)

@@ -25,10 +25,18 @@ const EF_FLOOR: i32 = 200;
 /// each other; ef_search 200 with 100 candidates cost 2–3× the latency for the same recall.
 const OWN_EF_FLOOR: i32 = 40;
 
-/// Starts a call: applies the queued cache invalidations and connects to SPI.
+/// Starts a call: applies the queued cache invalidations (freeing dropped plans when no other
+/// call is running) and connects to SPI.
 pub fn begin() {
     cache::apply_invalidations();
+    cache::call_started();
     spi::connect();
+}
+
+/// Ends a call that began with `begin`: disconnects from SPI.
+pub fn end() {
+    crate::plumbing::spi::finish();
+    cache::call_ended();
 }
 
 /// Runs the search of `call` and puts its rows (item, distance) into `store`.
