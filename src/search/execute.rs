@@ -35,7 +35,7 @@ pub fn begin() {
 
 /// Ends a call that began with `begin`: disconnects from SPI.
 pub fn end() {
-    crate::plumbing::spi::finish();
+    spi::finish();
     cache::call_ended();
 }
 

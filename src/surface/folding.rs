@@ -29,6 +29,7 @@
 
 use crate::identity::{self, Identity};
 use crate::plumbing::errors::error;
+use crate::plumbing::plan_tags;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::{Internal, PgList};
@@ -264,11 +265,7 @@ unsafe fn record_fold(root: *mut pg_sys::PlannerInfo, function: pg_sys::Oid, fin
                 .into_iter()
                 .zip([(fingerprint >> 32) as u32, fingerprint as u32])
             {
-                let item = pg_sys::palloc0(size_of::<pg_sys::PlanInvalItem>()).cast::<pg_sys::PlanInvalItem>();
-                (*item).type_ = pg_sys::NodeTag::T_PlanInvalItem;
-                (*item).cacheId = tag;
-                (*item).hashValue = half;
-                (*glob).invalItems = pg_sys::lappend((*glob).invalItems, item.cast());
+                (*glob).invalItems = plan_tags::append((*glob).invalItems, tag, half);
             }
         }
     }
@@ -278,16 +275,8 @@ unsafe fn record_fold(root: *mut pg_sys::PlannerInfo, function: pg_sys::Oid, fin
 /// The fingerprint a plan's dependency list carries, when the plan folded an identity. Reads the
 /// list in place: this runs for every statement executed.
 unsafe fn folded_fingerprint(items: *mut pg_sys::List) -> Option<u64> {
-    let cells = match unsafe { items.as_ref() } {
-        Some(list) => unsafe { std::slice::from_raw_parts(list.elements, list.length as usize) },
-        None => return None,
-    };
-    let half = |tag: c_int| {
-        cells.iter().find_map(|cell| {
-            let item = unsafe { cell.ptr_value }.cast::<pg_sys::PlanInvalItem>();
-            (unsafe { (*item).cacheId } == tag).then(|| u64::from(unsafe { (*item).hashValue }))
-        })
-    };
+    let half =
+        |tag: c_int| unsafe { plan_tags::read(items) }.find_map(|(t, value)| (t == tag).then_some(u64::from(value)));
     Some((half(FINGERPRINT_TAGS[0])? << 32) | half(FINGERPRINT_TAGS[1])?)
 }
 

@@ -1,8 +1,9 @@
 //! The executor's side of identity parameters: the EXECUTE right checked and a lazy evaluator put
 //! in each parameter's slot when the statement starts (see the module above).
 
-use super::{list_cells, Kind, FUNCTION_TAG, GRANTED, PARAMETER_TAG};
+use super::{Kind, FUNCTION_TAG, GRANTED, PARAMETER_TAG};
 use crate::identity;
+use crate::plumbing::plan_tags;
 use pgrx::pg_sys;
 use std::ffi::c_int;
 use std::ptr;
@@ -42,21 +43,16 @@ struct Evaluator {
 pub unsafe fn install(query_desc: *mut pg_sys::QueryDesc) {
     unsafe {
         let (stmt, estate) = ((*query_desc).plannedstmt, (*query_desc).estate);
-        let items: Vec<*mut pg_sys::PlanInvalItem> = list_cells((*stmt).invalItems).map(|i| i.cast()).collect();
         let count = usize::try_from(pg_sys::list_length((*stmt).paramExecTypes)).unwrap_or(0);
-        for pair in items.windows(2) {
-            let (item, next) = (&*pair[0], &*pair[1]);
-            if item.cacheId != PARAMETER_TAG || next.cacheId != FUNCTION_TAG {
+        let tags = plan_tags::read((*stmt).invalItems).zip(plan_tags::read((*stmt).invalItems).skip(1));
+        for ((tag, code), (next_tag, oid)) in tags {
+            if tag != PARAMETER_TAG || next_tag != FUNCTION_TAG {
                 continue;
             }
-            let function = pg_sys::Oid::from(next.hashValue);
+            let function = pg_sys::Oid::from(oid);
             check_execute_right(function);
-            let parameter = (item.hashValue / 2) as usize;
-            let kind = if item.hashValue % 2 == 1 {
-                Kind::User
-            } else {
-                Kind::Workspace
-            };
+            let parameter = (code / 2) as usize;
+            let kind = if code % 2 == 1 { Kind::User } else { Kind::Workspace };
             if estate.is_null() || (*estate).es_param_exec_vals.is_null() || parameter >= count {
                 crate::plumbing::errors::internal("an identity parameter lies outside the statement's parameters");
             }
@@ -89,14 +85,20 @@ pub unsafe fn install(query_desc: *mut pg_sys::QueryDesc) {
 unsafe fn check_execute_right(function: pg_sys::Oid) {
     unsafe {
         let role = unguarded_get_user_id();
-        let known = GRANTED.with_borrow(|granted| granted.contains(&(role, function)));
-        let hook = pg_sys::object_access_hook;
-        if known {
-            if hook.is_some() {
-                pg_sys::RunFunctionExecuteHook(function);
-            }
-            return;
+        if !GRANTED.with_borrow(|granted| granted.contains(&(role, function))) {
+            check_and_remember(function, role);
         }
+        let hook = pg_sys::object_access_hook;
+        if hook.is_some() {
+            pg_sys::RunFunctionExecuteHook(function);
+        }
+    }
+}
+
+/// The EXECUTE right of `role` on `function`, checked by PostgreSQL (raising 42501) and
+/// remembered as granted.
+unsafe fn check_and_remember(function: pg_sys::Oid, role: pg_sys::Oid) {
+    unsafe {
         #[cfg(feature = "pg15")]
         let result = pg_sys::pg_proc_aclcheck(function, role, pg_sys::ACL_EXECUTE as pg_sys::AclMode);
         #[cfg(not(feature = "pg15"))]
@@ -119,9 +121,6 @@ unsafe fn check_execute_right(function: pg_sys::Oid) {
             }
             granted.push((role, function));
         });
-        if hook.is_some() {
-            pg_sys::RunFunctionExecuteHook(function);
-        }
     }
 }
 

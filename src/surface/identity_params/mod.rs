@@ -35,6 +35,7 @@ pub mod strip;
 #[cfg(any(test, feature = "pg_test"))]
 mod tests;
 
+use crate::plumbing::plan_tags;
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::pg_sys;
 use std::cell::RefCell;
@@ -144,15 +145,6 @@ unsafe fn learn(function: pg_sys::Oid) -> Option<Kind> {
     }
 }
 
-/// The pointers of a pointer list, read in place.
-unsafe fn list_cells<'a>(list: *mut pg_sys::List) -> impl Iterator<Item = *mut std::ffi::c_void> + 'a {
-    let cells: &[pg_sys::ListCell] = match unsafe { list.as_ref() } {
-        Some(list) => unsafe { std::slice::from_raw_parts(list.elements, list.length as usize) },
-        None => &[],
-    };
-    cells.iter().map(|cell| unsafe { cell.ptr_value })
-}
-
 /// Whether `stmt` carries rewritten identity parameters: the cheap test `ExecutorStart` makes on
 /// every statement before anything else (reads the dependency list in place, raises nothing).
 ///
@@ -160,8 +152,7 @@ unsafe fn list_cells<'a>(list: *mut pg_sys::List) -> impl Iterator<Item = *mut s
 /// `stmt` must be null or a valid plan.
 pub unsafe fn has_parameters(stmt: *mut pg_sys::PlannedStmt) -> bool {
     unsafe {
-        stmt.as_ref().is_some_and(|planned| {
-            list_cells(planned.invalItems).any(|item| (*item.cast::<pg_sys::PlanInvalItem>()).cacheId == PARAMETER_TAG)
-        })
+        stmt.as_ref()
+            .is_some_and(|planned| plan_tags::read(planned.invalItems).any(|(tag, _)| tag == PARAMETER_TAG))
     }
 }

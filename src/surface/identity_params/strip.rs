@@ -1,7 +1,8 @@
 //! The planner's side of identity parameters: the identity initPlans of a finished plan taken out
 //! and their parameters recorded (see the module above).
 
-use super::{kind_of, list_cells, Kind, FUNCTION_TAG, IDENTITY_PARAMETERS, PARAMETER_TAG};
+use super::{kind_of, Kind, FUNCTION_TAG, IDENTITY_PARAMETERS, PARAMETER_TAG};
+use crate::plumbing::plan_tags::{self, cells};
 use pgrx::pg_sys;
 use std::collections::HashSet;
 use std::ptr;
@@ -53,7 +54,7 @@ unsafe fn collect(plan: *mut pg_sys::Plan, below_gather: bool, wanted: &[bool], 
     unsafe { pg_sys::check_stack_depth() };
     pgrx::check_for_interrupts!();
     unsafe {
-        for cell in list_cells(node.initPlan) {
+        for cell in cells(node.initPlan) {
             let subplan = cell.cast::<pg_sys::SubPlan>();
             if (*subplan).xpr.type_ != pg_sys::NodeTag::T_SubPlan {
                 continue;
@@ -82,7 +83,7 @@ unsafe fn collect(plan: *mut pg_sys::Plan, below_gather: bool, wanted: &[bool], 
             }
             _ => ptr::null_mut(),
         };
-        for child in list_cells(children) {
+        for child in cells(children) {
             collect(child.cast(), below, wanted, found);
         }
     }
@@ -106,7 +107,7 @@ pub unsafe fn strip(stmt: *mut pg_sys::PlannedStmt) {
         {
             return;
         }
-        let plans: Vec<*mut pg_sys::Plan> = list_cells(planned.subplans).map(|p| p.cast()).collect();
+        let plans: Vec<*mut pg_sys::Plan> = cells(planned.subplans).map(|p| p.cast()).collect();
         let identities: Vec<Option<(Kind, pg_sys::Oid)>> = plans.iter().map(|&p| identity_plan(p)).collect();
         if identities.iter().all(Option::is_none) {
             return;
@@ -156,11 +157,7 @@ pub unsafe fn strip(stmt: *mut pg_sys::PlannedStmt) {
             (*cell).ptr_value = ptr::null_mut();
             let code = parameter * 2 + u32::from(kind == Kind::User);
             for (tag, value) in [(PARAMETER_TAG, code), (FUNCTION_TAG, u32::from(function))] {
-                let item = pg_sys::palloc0(size_of::<pg_sys::PlanInvalItem>()).cast::<pg_sys::PlanInvalItem>();
-                (*item).type_ = pg_sys::NodeTag::T_PlanInvalItem;
-                (*item).cacheId = tag;
-                (*item).hashValue = value;
-                planned.invalItems = pg_sys::lappend(planned.invalItems, item.cast());
+                planned.invalItems = plan_tags::append(planned.invalItems, tag, value);
             }
         }
         // Each node's initPlan list rebuilt once, without the stripped SubPlans.
@@ -168,7 +165,7 @@ pub unsafe fn strip(stmt: *mut pg_sys::PlannedStmt) {
         for node in nodes {
             pgrx::check_for_interrupts!();
             let mut kept: *mut pg_sys::List = ptr::null_mut();
-            for subplan in list_cells((*node).initPlan) {
+            for subplan in cells((*node).initPlan) {
                 if stripped.binary_search(&subplan.cast()).is_err() {
                     kept = pg_sys::lappend(kept, subplan);
                 }

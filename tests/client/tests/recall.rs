@@ -77,10 +77,9 @@ fn recall_items() -> String {
         .clone()
 }
 
-/// Mean recall@10 of tenancy.nearest against the exact answer for 20 queries drawn like the data
-/// (none of them a row), at `target`, as ws_acme's member; and the strategy nearest reported.
-fn measured_recall(target: f64) -> (f64, String) {
-    let mut app = app();
+/// A transaction of ws_acme's member at recall target `target`, and the strategy tenancy.nearest
+/// reports there.
+fn acme_at(app: &mut postgres::Client, target: f64) -> (postgres::Transaction<'_>, String) {
     let mut tx = app.transaction().unwrap();
     set_local_token(&mut tx, "user_alice", "org_acme");
     tx.execute(
@@ -88,10 +87,18 @@ fn measured_recall(target: f64) -> (f64, String) {
         &[&target.to_string()],
     )
     .unwrap();
-    let strategy: String = tx
+    let strategy = tx
         .query_one("SELECT tenancy.nearest_strategy(NULL::recall_items, 'embedding')", &[])
         .unwrap()
         .get(0);
+    (tx, strategy)
+}
+
+/// Mean recall@10 of tenancy.nearest against the exact answer for 20 queries drawn like the data
+/// (none of them a row), at `target`, as ws_acme's member; and the strategy nearest reported.
+fn measured_recall(target: f64) -> (f64, String) {
+    let mut app = app();
+    let (mut tx, strategy) = acme_at(&mut app, target);
     let (mut found, mut wanted) = (0usize, 0usize);
     for q in 0..20_u64 {
         let query = Vector::from(cloud_point(1_000_000 + q));
@@ -163,19 +170,7 @@ fn the_strategy_follows_the_recorded_calibration() {
          SELECT tenancy._search_caches_changed(CAST('recall_items' AS regclass))"
     ))
     .unwrap();
-    let strategy_at = |target: f64| -> String {
-        let mut app = app();
-        let mut tx = app.transaction().unwrap();
-        set_local_token(&mut tx, "user_alice", "org_acme");
-        tx.execute(
-            "SELECT set_config('tenancy.nearest_recall', $1, true)",
-            &[&target.to_string()],
-        )
-        .unwrap();
-        tx.query_one("SELECT tenancy.nearest_strategy(NULL::recall_items, 'embedding')", &[])
-            .unwrap()
-            .get(0)
-    };
+    let strategy_at = |target: f64| -> String { acme_at(&mut app(), target).1 };
     assert_eq!(strategy_at(0.8), "hnsw_workspace");
     assert_eq!(strategy_at(0.95), "exact", "no step reaches 0.955");
     let shown: String = db

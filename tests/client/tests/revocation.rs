@@ -109,10 +109,9 @@ fn revoke(db: &mut postgres::Client, revocation: Revocation, case: &str) {
     db.batch_execute(&sql).unwrap();
 }
 
-#[test]
-fn every_statement_kind_stops_serving_a_revoked_identity_in_an_open_transaction() {
-    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let mut admin = admin();
+/// Registers this file's issuer if it is not yet, with the fixture's keys (a test may have
+/// rotated them).
+fn revocation_issuer(admin: &mut postgres::Client) {
     admin
         .batch_execute(&format!(
             "DO $$ BEGIN
@@ -123,6 +122,19 @@ fn every_statement_kind_stops_serving_a_revoked_identity_in_an_open_transaction(
             fixture_jwks()
         ))
         .unwrap();
+    admin
+        .execute(
+            "SELECT tenancy.set_jwks($1, $2::text::jsonb)",
+            &[&REVOCATION_ISSUER, &fixture_jwks()],
+        )
+        .unwrap();
+}
+
+#[test]
+fn every_statement_kind_stops_serving_a_revoked_identity_in_an_open_transaction() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut admin = admin();
+    revocation_issuer(&mut admin);
     let mut refused = Vec::new();
     for revocation in [
         Revocation::MemberDisabled,
@@ -184,22 +196,7 @@ fn every_statement_kind_stops_serving_a_revoked_identity_in_an_open_transaction(
 fn a_cursor_fetched_after_a_revocation_is_refused() {
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let mut admin = admin();
-    admin
-        .batch_execute(&format!(
-            "DO $$ BEGIN
-                 IF NOT EXISTS (SELECT FROM tenancy.issuers WHERE issuer = '{REVOCATION_ISSUER}') THEN
-                     PERFORM tenancy.add_issuer('{REVOCATION_ISSUER}', '{}'::jsonb);
-                 END IF;
-             END $$",
-            fixture_jwks()
-        ))
-        .unwrap();
-    admin
-        .execute(
-            "SELECT tenancy.set_jwks($1, $2::text::jsonb)",
-            &[&REVOCATION_ISSUER, &fixture_jwks()],
-        )
-        .unwrap();
+    revocation_issuer(&mut admin);
     for portal in [false, true] {
         let case = unique("cur").replace('-', "_");
         let (token, _) = fixtures(&mut admin, &case);
