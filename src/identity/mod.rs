@@ -117,7 +117,9 @@ const KEY_USE_INTERVAL: i64 = 60;
 fn note_key_use(key: &str) {
     let now = unix_now();
     let due = KEY_USES.with_borrow(|uses| uses.get(key).is_none_or(|t| now - t >= KEY_USE_INTERVAL));
-    let cannot_write = unsafe { pg_sys::XactReadOnly || pg_sys::RecoveryInProgress() || pg_sys::IsInParallelMode() };
+    let cannot_write = unsafe {
+        pg_sys::XactReadOnly || pg_sys::RecoveryInProgress() || crate::plumbing::unguarded::is_in_parallel_mode()
+    };
     if !due || !readiness::lookups_can_run() || cannot_write {
         return;
     }

@@ -59,7 +59,7 @@ pub fn query(slot: &'static PlanSlot, sql: &CStr, args: &[Option<&str>]) -> Vec<
 /// plan: it reads with the statement's snapshot then (stale under REPEATABLE READ), so an identity
 /// verified there must not be cached beyond the statement.
 pub fn latest() -> bool {
-    !unsafe { pg_sys::IsInParallelMode() }
+    !super::unguarded::is_in_parallel_mode()
 }
 
 /// A boolean column as PostgreSQL prints it.

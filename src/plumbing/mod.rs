@@ -2,7 +2,7 @@
 //! queries under the latest snapshot, lookups as the least-privileged role under a pinned
 //! `search_path`, a libpq client connection, whether a table is protected, and keeping
 //! credentials out of statement text, `pg_stat_activity` and error messages; lists read in place and
-//! tags carried in a plan's dependency list.
+//! tags carried in a plan's dependency list; transaction-state questions asked without the FFI guard.
 
 pub mod errors;
 pub mod fresh;
@@ -13,3 +13,4 @@ pub mod plan_tags;
 pub mod protected_tables;
 pub mod redaction;
 pub mod spi;
+pub mod unguarded;

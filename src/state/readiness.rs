@@ -2,6 +2,7 @@
 //! transaction, the tables need the extension, and a parallel worker must never look anything up.
 
 use super::counters;
+use crate::plumbing::unguarded;
 use pgrx::pg_sys;
 use std::cell::Cell;
 
@@ -14,12 +15,10 @@ thread_local! {
 /// not in a parallel worker (which restores the leader's `tenancy.token` while it starts, where SPI
 /// cannot run; identity functions are PARALLEL RESTRICTED, so workers never need an identity).
 pub fn lookups_can_run() -> bool {
-    let healthy = unsafe {
-        pg_sys::ParallelWorkerNumber < 0
-            && !pg_sys::InitializingParallelWorker
-            && pg_sys::IsTransactionState()
-            && !pg_sys::IsAbortedTransactionBlockState()
-    };
+    let healthy = unguarded::parallel_worker_number() < 0
+        && !unsafe { pg_sys::InitializingParallelWorker }
+        && unguarded::is_transaction_state()
+        && !unguarded::is_aborted_transaction_block();
     healthy && extension_installed()
 }
 
