@@ -21,13 +21,15 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
                OR CAST(s OPERATOR(pg_catalog.->>) 'ms' AS numeric) NOT BETWEEN 0 AND 1e9)
 $$;
 
--- One row per calibrated index: what the calibration measured. Written by
+-- One row per calibrated index and workspace: what the calibration measured (a workspace's own
+-- index has one row; the shared index of a table, one per workspace that tenancy.nearest
+-- searches through it, `shared`). Written by
 -- tenancy.calibrate_vector_index as the table's owner (row-level security: an owner reads and
 -- writes the rows of its own tables' indexes), read by tenancy.nearest as tenancy_lookup, shown
 -- with the strategy it leads to by the view tenancy.vector_indexes. Not dumped: index OIDs change
 -- on restore; calibrate again after one (docs/search.md).
 CREATE TABLE tenancy._vector_calibrations (
-    index_oid            oid PRIMARY KEY,
+    index_oid            oid NOT NULL,
     table_oid            oid NOT NULL,
     column_name          name NOT NULL,
     metric               text NOT NULL,
@@ -41,7 +43,10 @@ CREATE TABLE tenancy._vector_calibrations (
     -- [{"ef_search": 40, "recall": 0.725, "ms": 1.96}, ...], ef_search ascending.
     ladder               jsonb NOT NULL CHECK (tenancy._valid_ladder(ladder)),
     -- false when the time budget ended the ladder before a step reached recall 1.
-    complete             boolean NOT NULL
+    complete             boolean NOT NULL,
+    -- true: a shared index (every workspace's rows), searched with the workspace as a filter.
+    shared               boolean NOT NULL DEFAULT false,
+    PRIMARY KEY (index_oid, workspace_id)
 );
 COMMENT ON TABLE tenancy._vector_calibrations IS
     'measured recall of per-workspace HNSW indexes (tenancy.calibrate_vector_index); see tenancy.vector_indexes';
@@ -68,7 +73,7 @@ REVOKE ALL ON tenancy._vector_calibrations FROM PUBLIC;
 -- the upsert updates through column privileges.
 GRANT SELECT, INSERT ON tenancy._vector_calibrations TO PUBLIC;
 GRANT UPDATE (table_oid, column_name, metric, workspace_id, rows_at_calibration, k, queries, calibrated_at,
-              calibration_ms, exact_ms, ladder, complete) ON tenancy._vector_calibrations TO PUBLIC;
+              calibration_ms, exact_ms, ladder, complete, shared) ON tenancy._vector_calibrations TO PUBLIC;
 GRANT SELECT ON tenancy._vector_calibrations TO tenancy_lookup;
 
 -- Forgets the calibration row of index idx when it no longer describes that index (the row of
@@ -108,8 +113,10 @@ $$;
 CREATE EVENT TRIGGER tenancy_forget_dropped_calibrations ON sql_drop
     EXECUTE FUNCTION tenancy._forget_dropped_calibrations();
 
--- Measures the recall of a per-workspace HNSW index made by tenancy.create_vector_index, and
--- records it (tenancy.vector_indexes shows it). Queries are drawn from the workspace's own rows
+-- Measures the recall of a per-workspace HNSW index made by tenancy.create_vector_index, or of a
+-- table's shared HNSW index for one workspace (`workspace`: tenancy.nearest searches a workspace
+-- of more than tenancy._exact_max_rows() rows without its own index through the shared index,
+-- filtered by workspace), and records it (tenancy.vector_indexes shows it). Queries are drawn from the workspace's own rows
 -- (`queries` points made of its mean and two random rows, below); each is searched exactly (every row of the
 -- workspace, sorted) and through the index at each ef_search of a ladder (40 to 1000); recall@k
 -- is the share of the exact k found, averaged over the queries, and each step's time is the mean
@@ -119,7 +126,8 @@ CREATE EVENT TRIGGER tenancy_forget_dropped_calibrations ON sql_drop
 -- the caller must own the table and see the workspace's rows (a role that bypasses its
 -- row-level security, or one whose identity is that workspace). Takes no lock beyond reading.
 CREATE FUNCTION tenancy.calibrate_vector_index(index regclass, queries integer DEFAULT 50,
-                                               time_budget interval DEFAULT '60 seconds', k integer DEFAULT 10)
+                                               time_budget interval DEFAULT '60 seconds', k integer DEFAULT 10,
+                                               workspace text DEFAULT NULL)
 RETURNS TABLE (ef_search integer, recall double precision, ms double precision)
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET jit = off AS $$
 DECLARE
@@ -128,6 +136,10 @@ DECLARE
     tbl oid;
     col name;
     mark text;
+    am_name name;
+    whole boolean;
+    opc text;
+    shared boolean := false;
     m text;
     metric text;
     ws text;
@@ -146,6 +158,7 @@ DECLARE
     ef integer;
     saved_ef text := pg_catalog.current_setting('hnsw.ef_search', true);
     saved_iterative text := pg_catalog.current_setting('hnsw.iterative_scan', true);
+    saved_shared text := pg_catalog.current_setting('tenancy.shared_vector_indexes', true);
     exact_sql text;
     index_sql text;
 BEGIN
@@ -156,11 +169,18 @@ BEGIN
         RAISE EXCEPTION 'queries must be between 1 and 10000, k between 1 and 1000, time_budget positive'
             USING ERRCODE = '22023';
     END IF;
-    -- The index's table, column and mark (its comment: pg_tenancy:hnsw:<metric>:<column>:<workspace>).
-    SELECT i.indrelid, a.attname, d.description INTO tbl, col, mark
+    -- The index's table, column, mark (its comment: pg_tenancy:hnsw:<metric>:<column>:<workspace>),
+    -- access method, whether it covers every row (no predicate) and its operator class.
+    SELECT i.indrelid, a.attname, d.description, am.amname, i.indpred IS NULL AND i.indexprs IS NULL,
+           format('%I.%I', ocn.nspname, oc.opcname)
+      INTO tbl, col, mark, am_name, whole, opc
       FROM pg_index i
+      JOIN pg_class ic ON ic.oid OPERATOR(pg_catalog.=) i.indexrelid
+      JOIN pg_am am ON am.oid OPERATOR(pg_catalog.=) ic.relam
       JOIN pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) i.indrelid
                          AND a.attnum OPERATOR(pg_catalog.=) i.indkey[0]
+      JOIN pg_opclass oc ON oc.oid OPERATOR(pg_catalog.=) i.indclass[0]
+      JOIN pg_namespace ocn ON ocn.oid OPERATOR(pg_catalog.=) oc.opcnamespace
       LEFT JOIN pg_description d ON d.objoid OPERATOR(pg_catalog.=) i.indexrelid
                                 AND d.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::regclass
                                 AND d.objsubid OPERATOR(pg_catalog.=) 0
@@ -171,9 +191,41 @@ BEGIN
             ws := pg_catalog.substr(mark, pg_catalog.length(tenancy._vector_index_mark(col, m, '')) OPERATOR(pg_catalog.+) 1);
         END IF;
     END LOOP;
+    IF metric IS NOT NULL AND workspace IS NOT NULL AND workspace OPERATOR(pg_catalog.<>) ws THEN
+        RAISE EXCEPTION 'index % is workspace %''s own index, not %''s', index, ws, workspace USING ERRCODE = '22023';
+    END IF;
+    IF tbl IS NOT NULL AND metric IS NULL AND am_name OPERATOR(pg_catalog.=) 'hnsw' AND whole THEN
+        -- A shared index: every row of the table in one graph; its metric is its operator class's.
+        PERFORM tenancy._require_owner(tbl);
+        FOREACH m IN ARRAY ARRAY['cosine', 'l2', 'inner_product'] LOOP
+            tgt := tenancy._vector_target((SELECT c.reltype FROM pg_class c WHERE c.oid OPERATOR(pg_catalog.=) tbl), col, m);
+            IF tgt.opclass OPERATOR(pg_catalog.=) opc THEN
+                metric := m;
+            END IF;
+        END LOOP;
+        IF metric IS NULL THEN
+            RAISE EXCEPTION 'index % uses operator class %, which tenancy.nearest does not search', index, opc
+                USING ERRCODE = '22023';
+        END IF;
+        IF workspace IS NULL THEN
+            RAISE EXCEPTION 'index % is shared by every workspace: calibrate it for one', index USING ERRCODE = '22004',
+                HINT = 'Pass workspace => ''…'' (a workspace tenancy.nearest searches through it), or use tenancy.calibrate_vector_indexes.';
+        END IF;
+        IF EXISTS (SELECT FROM pg_index i JOIN pg_description d ON d.objoid OPERATOR(pg_catalog.=) i.indexrelid
+                                            AND d.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::regclass
+                                            AND d.objsubid OPERATOR(pg_catalog.=) 0
+                    WHERE i.indrelid OPERATOR(pg_catalog.=) tbl AND i.indisvalid
+                      AND d.description OPERATOR(pg_catalog.=) tenancy._vector_index_mark(col, metric, workspace)) THEN
+            RAISE EXCEPTION 'workspace % has its own index on %', workspace, col USING ERRCODE = '22023',
+                HINT = 'tenancy.nearest searches it there: calibrate that index.';
+        END IF;
+        shared := true;
+        ws := workspace;
+    END IF;
     IF tbl IS NULL OR metric IS NULL THEN
-        RAISE EXCEPTION 'index % was not made by tenancy.create_vector_index', index USING ERRCODE = '22023',
-            HINT = 'Calibrate the per-workspace indexes tenancy.create_vector_index(es) made; they carry its comment.';
+        RAISE EXCEPTION 'index % is neither made by tenancy.create_vector_index nor a table''s shared HNSW index', index
+            USING ERRCODE = '22023',
+            HINT = 'Calibrate the per-workspace indexes tenancy.create_vector_index(es) made (they carry its comment), or an HNSW index on a protected table''s vector column without a predicate.';
     END IF;
     PERFORM tenancy._require_owner(tbl);
     tgt := tenancy._vector_target((SELECT c.reltype FROM pg_class c WHERE c.oid OPERATOR(pg_catalog.=) tbl), col, metric);
@@ -216,13 +268,26 @@ BEGIN
                                 WHERE t.%5$I OPERATOR(pg_catalog.=) CAST(%6$L AS %7$s) AND t.%1$I IS NOT NULL OFFSET 0) x
                             ORDER BY x.distance LIMIT %8$s) e',
                         col, tgt.op, tgt.vector_base, tgt.rel_name, tgt.workspace_column, ws, tgt.workspace_type, k);
-    -- Through the index, as tenancy.nearest's own-index plan reads it (the workspace a literal, so
-    -- that the planner matches the partial index; relaxed iterative scan).
+    -- Through the index, as tenancy.nearest's plans read it: the own index with the workspace a
+    -- literal, so that the planner matches the partial index; the shared index filtered by the
+    -- workspace, its first max(100, k) candidates re-ranked (CANDIDATES in
+    -- src/search/sql_text.rs); relaxed iterative scan.
+    IF shared THEN
+        index_sql := format('SELECT pg_catalog.array_agg(h.tid ORDER BY h.distance) FROM (
+                               SELECT c.tid, c.distance FROM (
+                                   SELECT t.ctid AS tid, t.%1$I %2$s CAST($1 AS %3$s) AS distance FROM %4$s t
+                                    WHERE t.%5$I OPERATOR(pg_catalog.=) CAST(%6$L AS %7$s)
+                                    ORDER BY t.%1$I %2$s CAST($1 AS %3$s) LIMIT %9$s) c
+                                ORDER BY c.distance LIMIT %8$s) h',
+                            col, tgt.op, tgt.vector_base, tgt.rel_name, tgt.workspace_column, ws, tgt.workspace_type, k,
+                            GREATEST(100, k));
+    ELSE
     index_sql := format('SELECT pg_catalog.array_agg(h.tid) FROM (
                            SELECT t.ctid AS tid FROM %4$s t
                             WHERE t.%5$I OPERATOR(pg_catalog.=) CAST(%6$L AS %7$s)
                             ORDER BY t.%1$I %2$s CAST($1 AS %3$s) LIMIT %8$s) h',
                         col, tgt.op, tgt.vector_base, tgt.rel_name, tgt.workspace_column, ws, tgt.workspace_type, k);
+    END IF;
     t0 := pg_catalog.clock_timestamp();
     exact := ARRAY[]::tid[];
     FOR i IN 1 .. pg_catalog.cardinality(vecs) LOOP
@@ -232,6 +297,8 @@ BEGIN
     END LOOP;
     exact_ms := extract(epoch FROM pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) t0) * 1000 / pg_catalog.cardinality(vecs);
     PERFORM pg_catalog.set_config('hnsw.iterative_scan', 'relaxed_order', true);
+    -- A shared index is out of plain SQL's sight on a protected table under its row-level security.
+    PERFORM pg_catalog.set_config('tenancy.shared_vector_indexes', 'on', true);
     PERFORM pg_catalog.set_config('enable_seqscan', 'off', true);
     PERFORM pg_catalog.set_config('enable_bitmapscan', 'off', true);
     PERFORM pg_catalog.set_config('enable_sort', 'off', true);
@@ -267,6 +334,7 @@ BEGIN
     END LOOP;
     PERFORM pg_catalog.set_config('hnsw.ef_search', coalesce(saved_ef, '40'), true);
     PERFORM pg_catalog.set_config('hnsw.iterative_scan', coalesce(saved_iterative, 'off'), true);
+    PERFORM pg_catalog.set_config('tenancy.shared_vector_indexes', coalesce(saved_shared, 'off'), true);
     PERFORM pg_catalog.set_config('enable_seqscan', 'on', true);
     PERFORM pg_catalog.set_config('enable_bitmapscan', 'on', true);
     PERFORM pg_catalog.set_config('enable_sort', 'on', true);
@@ -278,14 +346,15 @@ BEGIN
     PERFORM tenancy._forget_orphan_calibration(index);
     INSERT INTO tenancy._vector_calibrations AS v
         (index_oid, table_oid, column_name, metric, workspace_id, rows_at_calibration, k, queries,
-         calibrated_at, calibration_ms, exact_ms, ladder, complete)
+         calibrated_at, calibration_ms, exact_ms, ladder, complete, shared)
     VALUES (index, tbl, col, metric, ws, n, k, pg_catalog.cardinality(vecs), pg_catalog.now(),
-            extract(epoch FROM pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) started) * 1000, exact_ms, ladder, complete)
-    ON CONFLICT (index_oid) DO UPDATE SET
+            extract(epoch FROM pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) started) * 1000, exact_ms, ladder, complete,
+            shared)
+    ON CONFLICT (index_oid, workspace_id) DO UPDATE SET
         table_oid = excluded.table_oid, column_name = excluded.column_name, metric = excluded.metric,
         workspace_id = excluded.workspace_id, rows_at_calibration = excluded.rows_at_calibration, k = excluded.k,
         queries = excluded.queries, calibrated_at = excluded.calibrated_at, calibration_ms = excluded.calibration_ms,
-        exact_ms = excluded.exact_ms, ladder = excluded.ladder, complete = excluded.complete;
+        exact_ms = excluded.exact_ms, ladder = excluded.ladder, complete = excluded.complete, shared = excluded.shared;
     -- Every backend's search caches of the table drop the old figures at commit.
     PERFORM tenancy._search_caches_changed(tbl);
 END
@@ -293,7 +362,9 @@ $$;
 
 -- Calibrates again every index of tbl's column (and metric) that was never calibrated or whose
 -- workspace has grown by more than `growth` (a fraction: 0.5 = half again as many rows) since:
--- recall at a given ef_search falls as a graph grows. For the nightly job that runs
+-- recall at a given ef_search falls as a graph grows. Shared HNSW indexes of the column are
+-- calibrated for each workspace tenancy.nearest searches through them (more than
+-- tenancy._exact_max_rows() rows, no index of its own), under the same rule. For the nightly job that runs
 -- tenancy.create_vector_indexes; returns what it calibrated, with the rows then and now. Counts
 -- every workspace: the caller must own the table and bypass its row-level security.
 CREATE FUNCTION tenancy.calibrate_vector_indexes(tbl regclass, "column" name, growth double precision DEFAULT 0.5,
@@ -303,6 +374,7 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     tgt record;
     r record;
+    w record;
     prefix text;
 BEGIN
     IF tbl IS NULL OR growth IS NULL OR growth OPERATOR(pg_catalog.<) 0 THEN
@@ -340,22 +412,58 @@ BEGIN
             RETURN NEXT;
         END IF;
     END LOOP;
+    FOR r IN
+        SELECT CAST(i.indexrelid AS regclass) AS idx
+          FROM pg_index i
+          JOIN pg_class ic ON ic.oid OPERATOR(pg_catalog.=) i.indexrelid
+          JOIN pg_am am ON am.oid OPERATOR(pg_catalog.=) ic.relam
+          JOIN pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) i.indrelid
+                             AND a.attnum OPERATOR(pg_catalog.=) i.indkey[0]
+          JOIN pg_opclass oc ON oc.oid OPERATOR(pg_catalog.=) i.indclass[0]
+          JOIN pg_namespace ocn ON ocn.oid OPERATOR(pg_catalog.=) oc.opcnamespace
+         WHERE i.indrelid OPERATOR(pg_catalog.=) tbl AND i.indisvalid AND am.amname OPERATOR(pg_catalog.=) 'hnsw'
+           AND i.indpred IS NULL AND i.indexprs IS NULL AND a.attname OPERATOR(pg_catalog.=) "column"
+           AND format('%I.%I', ocn.nspname, oc.opcname) OPERATOR(pg_catalog.=) tgt.opclass
+         ORDER BY 1
+    LOOP
+        FOR w IN EXECUTE format('SELECT CAST(t.%1$I AS text) AS ws, count(*) AS n FROM %2$s t
+                                  WHERE t.%3$I IS NOT NULL GROUP BY 1 HAVING count(*) OPERATOR(pg_catalog.>) %4$s ORDER BY 1',
+                                tgt.workspace_column, tgt.rel_name, "column", tenancy._exact_max_rows())
+        LOOP
+            CONTINUE WHEN EXISTS (
+                SELECT FROM pg_index i JOIN pg_description d ON d.objoid OPERATOR(pg_catalog.=) i.indexrelid
+                                          AND d.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::regclass
+                                          AND d.objsubid OPERATOR(pg_catalog.=) 0
+                 WHERE i.indrelid OPERATOR(pg_catalog.=) tbl AND i.indisvalid
+                   AND d.description OPERATOR(pg_catalog.=) tenancy._vector_index_mark("column", metric, w.ws));
+            index := r.idx;
+            workspace_id := w.ws;
+            rows_now := w.n;
+            rows_then := (SELECT c.rows_at_calibration FROM tenancy._vector_calibrations c
+                           WHERE c.index_oid OPERATOR(pg_catalog.=) r.idx AND c.workspace_id OPERATOR(pg_catalog.=) w.ws);
+            IF rows_then IS NULL OR rows_now OPERATOR(pg_catalog.>) (rows_then OPERATOR(pg_catalog.*) (1 OPERATOR(pg_catalog.+) growth)) THEN
+                PERFORM tenancy.calibrate_vector_index(index, workspace => workspace_id);
+                RETURN NEXT;
+            END IF;
+        END LOOP;
+    END LOOP;
 END
 $$;
 
 -- Every per-workspace HNSW index tenancy.create_vector_index made on a table the caller owns (all
 -- of them for tenancy_admin and tenancy_auditor), with its calibration (NULL columns: never
--- calibrated; tenancy.nearest then uses ef_search 40 as before calibration existed) and the
--- strategy tenancy.nearest takes for it at the caller's tenancy.nearest_recall. The view runs as
--- its caller (security_invoker): the calibrations' row-level security applies too. A workspace's
--- row count is not for other tenants to read (the adversarial pass found every figure readable
--- by every role through a view that ran as its owner).
+-- calibrated; tenancy.nearest then uses ef_search 40 as before calibration existed), then every
+-- calibration of a shared index for one workspace (`shared`), each with the strategy
+-- tenancy.nearest takes for it at the caller's tenancy.nearest_recall. The view runs as its
+-- caller (security_invoker): the calibrations' row-level security applies too. A workspace's row
+-- count is not for other tenants to read (the adversarial pass found every figure readable by
+-- every role through a view that ran as its owner).
 CREATE VIEW tenancy.vector_indexes WITH (security_invoker) AS
 SELECT CAST(i.indexrelid AS regclass) AS index_name, CAST(i.indrelid AS regclass) AS table_name, c.column_name,
-       c.metric, c.workspace_id, c.rows_at_calibration, c.calibrated_at, c.calibration_ms, c.exact_ms, c.k,
-       c.queries, c.ladder, c.complete,
+       c.metric, c.workspace_id, false AS shared, c.rows_at_calibration, c.calibrated_at, c.calibration_ms,
+       c.exact_ms, c.k, c.queries, c.ladder, c.complete,
        tenancy._calibrated_strategy(CAST(c.ladder AS text), c.exact_ms, c.k,
-                                    CAST(pg_catalog.current_setting('tenancy.nearest_recall', true) AS double precision), c.k) AS strategy
+                                    CAST(pg_catalog.current_setting('tenancy.nearest_recall', true) AS double precision), c.k, c.queries) AS strategy
   FROM pg_catalog.pg_index i
   JOIN pg_catalog.pg_class t ON t.oid OPERATOR(pg_catalog.=) i.indrelid
   JOIN pg_catalog.pg_description d ON d.objoid OPERATOR(pg_catalog.=) i.indexrelid
@@ -363,12 +471,26 @@ SELECT CAST(i.indexrelid AS regclass) AS index_name, CAST(i.indrelid AS regclass
                                   AND d.objsubid OPERATOR(pg_catalog.=) 0
   LEFT JOIN tenancy._vector_calibrations c
          ON c.index_oid OPERATOR(pg_catalog.=) i.indexrelid AND c.table_oid OPERATOR(pg_catalog.=) i.indrelid
+        AND NOT c.shared
         AND d.description OPERATOR(pg_catalog.=) tenancy._vector_index_mark(c.column_name, c.metric, c.workspace_id)
  WHERE pg_catalog.starts_with(d.description, 'pg_tenancy:hnsw:')
+   AND (pg_catalog.pg_has_role(current_user, t.relowner, 'USAGE')
+        OR pg_catalog.pg_has_role(current_user, 'tenancy_admin', 'USAGE')
+        OR pg_catalog.pg_has_role(current_user, 'tenancy_auditor', 'USAGE'))
+UNION ALL
+SELECT CAST(i.indexrelid AS regclass), CAST(i.indrelid AS regclass), c.column_name, c.metric, c.workspace_id, true,
+       c.rows_at_calibration, c.calibrated_at, c.calibration_ms, c.exact_ms, c.k, c.queries, c.ladder, c.complete,
+       pg_catalog.replace(tenancy._calibrated_strategy(CAST(c.ladder AS text), c.exact_ms, c.k,
+                                    CAST(pg_catalog.current_setting('tenancy.nearest_recall', true) AS double precision), c.k, c.queries),
+                          'hnsw_workspace', 'hnsw_shared')
+  FROM tenancy._vector_calibrations c
+  JOIN pg_catalog.pg_index i ON i.indexrelid OPERATOR(pg_catalog.=) c.index_oid AND i.indrelid OPERATOR(pg_catalog.=) c.table_oid
+  JOIN pg_catalog.pg_class t ON t.oid OPERATOR(pg_catalog.=) i.indrelid
+ WHERE c.shared
    AND (pg_catalog.pg_has_role(current_user, t.relowner, 'USAGE')
         OR pg_catalog.pg_has_role(current_user, 'tenancy_admin', 'USAGE')
         OR pg_catalog.pg_has_role(current_user, 'tenancy_auditor', 'USAGE'));
 GRANT SELECT ON tenancy.vector_indexes TO PUBLIC;
 
-GRANT EXECUTE ON FUNCTION tenancy.calibrate_vector_index(regclass, integer, interval, integer),
+GRANT EXECUTE ON FUNCTION tenancy.calibrate_vector_index(regclass, integer, interval, integer, text),
                           tenancy.calibrate_vector_indexes(regclass, name, double precision, text) TO PUBLIC;

@@ -9,7 +9,7 @@
 //! only queued by the callback (it may run in the middle of a call) and applied when a call
 //! starts, so no entry is freed while it is in use.
 
-use super::calibration::Calibration;
+use super::calibration::Calibrations as Measured;
 use super::model::{Strategy, Target};
 use super::workspace_sizes;
 use pgrx::pg_sys;
@@ -88,7 +88,7 @@ type TargetKey = (pg_sys::Oid, String, String);
 /// When the list of workspaces with their own index was read, and the list.
 type OwnIndexes = (Instant, Rc<HashSet<String>>);
 /// When the calibrations of a table's indexes were read, and them by workspace.
-type Calibrations = (Instant, Rc<HashMap<String, Calibration>>);
+type Calibrations = (Instant, Rc<Measured>);
 /// (table, workspace, user) of a capped count.
 type CountKey = (pg_sys::Oid, String, Option<String>);
 
@@ -285,8 +285,8 @@ pub fn remember_own_indexes(rel: pg_sys::Oid, column: &str, metric: &str, set: H
     set
 }
 
-/// The calibrations of `rel`'s own indexes on (column, metric), by workspace, when fresh.
-pub fn calibrations(rel: pg_sys::Oid, column: &str, metric: &str) -> Option<Rc<HashMap<String, Calibration>>> {
+/// The calibrations of `rel`'s indexes on (column, metric), by workspace, when fresh.
+pub fn calibrations(rel: pg_sys::Oid, column: &str, metric: &str) -> Option<Rc<Measured>> {
     CALIBRATIONS.with_borrow(|c| {
         c.get(&(rel, column.to_string(), metric.to_string()))
             .filter(|(at, _)| at.elapsed() < FRESH_FOR)
@@ -294,13 +294,8 @@ pub fn calibrations(rel: pg_sys::Oid, column: &str, metric: &str) -> Option<Rc<H
     })
 }
 
-/// Remembers the calibrations of `rel`'s own indexes on (column, metric).
-pub fn remember_calibrations(
-    rel: pg_sys::Oid,
-    column: &str,
-    metric: &str,
-    map: HashMap<String, Calibration>,
-) -> Rc<HashMap<String, Calibration>> {
+/// Remembers the calibrations of `rel`'s indexes on (column, metric).
+pub fn remember_calibrations(rel: pg_sys::Oid, column: &str, metric: &str, map: Measured) -> Rc<Measured> {
     let map = Rc::new(map);
     CALIBRATIONS.with_borrow_mut(|c| {
         c.insert(

@@ -4,7 +4,8 @@
 //! scan when the table's statistics estimate at most half of `EXACT_MAX_ROWS` rows for the
 //! workspace (`workspace_sizes.rs`) or, past that or without statistics, a count capped at
 //! `EXACT_MAX_ROWS + 1` rows (remembered for a minute) finds at most `EXACT_MAX_ROWS`; else the
-//! shared HNSW index with iterative scan. A wrong guess costs speed, never rows: every strategy
+//! shared HNSW index with iterative scan, at the `ef_search` its calibration for the workspace
+//! chose (or the exact scan, as for an own index). A wrong guess costs speed, never rows: every strategy
 //! returns min(k, n) rows (docs/search.md).
 
 use super::calibration::{self, Decision};
@@ -32,7 +33,7 @@ pub struct Scope {
     /// The user, for a user-scoped table.
     pub user: Option<String>,
     pub strategy: Strategy,
-    /// The `ef_search` calibration chose for the workspace's own index (`WorkspaceHnsw` only;
+    /// The `ef_search` calibration chose for the index searched (`WorkspaceHnsw`, `SharedHnsw`;
     /// None: never calibrated).
     pub ef_search: Option<i32>,
 }
@@ -72,16 +73,21 @@ unsafe fn strategy_of(
             own_indexes(target, column, metric)
         })
     });
-    if own.contains(workspace) {
+    let calibrated = |shared: bool| {
         let calibrations = cache::calibrations(target.rel, column, metric).unwrap_or_else(|| {
             cache::remember_calibrations(target.rel, column, metric, unsafe {
                 calibration::read(target, column, metric)
             })
         });
-        return match calibrations
-            .get(workspace)
-            .map(|measured| calibration::decide(measured, calibration::target(), k))
-        {
+        let measured = if shared {
+            calibrations.shared.get(workspace)
+        } else {
+            calibrations.own.get(workspace)
+        };
+        measured.map(|measured| calibration::decide(measured, calibration::target(), k))
+    };
+    if own.contains(workspace) {
+        return match calibrated(false) {
             None => (Strategy::WorkspaceHnsw, None),
             Some(Decision::Index { ef_search }) => (Strategy::WorkspaceHnsw, Some(ef_search)),
             Some(Decision::Exact) => (Strategy::Exact, None),
@@ -102,14 +108,20 @@ unsafe fn strategy_of(
         cache::remember_count(target.rel, workspace, user, n);
         n
     });
-    let strategy = if n <= SMALL_MAX_ROWS {
-        Strategy::ExactSmall
+    if n <= SMALL_MAX_ROWS {
+        (Strategy::ExactSmall, None)
     } else if n <= EXACT_MAX_ROWS {
-        Strategy::Exact
+        (Strategy::Exact, None)
     } else {
-        Strategy::SharedHnsw
-    };
-    (strategy, None)
+        // The shared index at the ef_search its calibration for this workspace chose, or the
+        // exact scan when that was cheaper or the only way to the target; never calibrated: the
+        // shared floor (`execute.rs`).
+        match calibrated(true) {
+            None => (Strategy::SharedHnsw, None),
+            Some(Decision::Index { ef_search }) => (Strategy::SharedHnsw, Some(ef_search)),
+            Some(Decision::Exact) => (Strategy::Exact, None),
+        }
+    }
 }
 
 /// The workspaces with their own valid index on (column, metric): the indexes whose comment

@@ -18,26 +18,6 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 const DIMENSIONS: usize = 64;
 
-/// A point of ws_acme's cloud: its centre plus about 0.35 per dimension of noise (a sum of three
-/// uniforms, near-Gaussian), from a small deterministic generator seeded by `seed`.
-fn cloud_point(seed: u64) -> Vec<f32> {
-    let mut state = seed
-        .wrapping_mul(6_364_136_223_846_793_005)
-        .wrapping_add(1_442_695_040_888_963_407);
-    let mut uniform = || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state >> 11) as f64 / (1u64 << 53) as f64
-    };
-    (0..DIMENSIONS)
-        .map(|d| {
-            let noise = (uniform() + uniform() + uniform() - 1.5) * 0.7;
-            (if d % 2 == 0 { 1.0 } else { 0.5 } + noise) as f32
-        })
-        .collect()
-}
-
 /// The table: 4,000 points of ws_acme's cloud and 300 of ws_globex's, protected, with
 /// ws_acme's own HNSW index made (and calibrated) by tenancy.create_vector_index as the
 /// administrator. Returns the index's name.
@@ -59,9 +39,9 @@ fn recall_items() -> String {
             let mut tx = db.transaction().unwrap();
             for id in 0..8_300_i64 {
                 let (workspace, point) = if id < 8_000 {
-                    ("ws_acme", cloud_point(id as u64))
+                    ("ws_acme", cloud_point(id as u64, DIMENSIONS))
                 } else {
-                    ("ws_globex", cloud_point(id as u64).iter().map(|x| -x).collect())
+                    ("ws_globex", cloud_point(id as u64, DIMENSIONS).iter().map(|x| -x).collect())
                 };
                 tx.execute(&insert, &[&id, &workspace, &Vector::from(point)]).unwrap();
             }
@@ -101,7 +81,7 @@ fn measured_recall(target: f64) -> (f64, String) {
     let (mut tx, strategy) = acme_at(&mut app, target);
     let (mut found, mut wanted) = (0usize, 0usize);
     for q in 0..20_u64 {
-        let query = Vector::from(cloud_point(1_000_000 + q));
+        let query = Vector::from(cloud_point(1_000_000 + q, DIMENSIONS));
         let nearest: Vec<i64> = first_column(
             &mut tx,
             "SELECT (n.item).id FROM tenancy.nearest(NULL::recall_items, 'embedding', $1::vector, 10) n",

@@ -202,3 +202,23 @@ pub fn pooled(user: &str, dbname: &str, app_name: &str) -> Result<Client, postgr
     );
     Client::connect(&config, NoTls)
 }
+
+/// A point of an isotropic cloud (the hard case of issue 36): its centre (1, 0.5, 1, 0.5, …) plus about 0.35 per dimension of noise (a sum of three
+/// uniforms, near-Gaussian), from a small deterministic generator seeded by `seed`.
+pub fn cloud_point(seed: u64, dimensions: usize) -> Vec<f32> {
+    let mut state = seed
+        .wrapping_mul(6_364_136_223_846_793_005)
+        .wrapping_add(1_442_695_040_888_963_407);
+    let mut uniform = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 11) as f64 / (1u64 << 53) as f64
+    };
+    (0..dimensions)
+        .map(|d| {
+            let noise = (uniform() + uniform() + uniform() - 1.5) * 0.7;
+            (if d % 2 == 0 { 1.0 } else { 0.5 } + noise) as f32
+        })
+        .collect()
+}
