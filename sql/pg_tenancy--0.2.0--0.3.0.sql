@@ -1396,12 +1396,13 @@ $$;
 -- Calibrates again every index of tbl's column (and metric) that was never calibrated or whose
 -- workspace has grown by more than `growth` (a fraction: 0.5 = half again as many rows) since:
 -- recall at a given ef_search falls as a graph grows. Shared HNSW indexes of the column are
--- calibrated for each workspace tenancy.nearest searches through them (more than
--- tenancy._exact_max_rows() rows, no index of its own), under the same rule. For the nightly job that runs
+-- calibrated, under the same rule, for each workspace of at least shared_min_rows rows without
+-- an index of its own: tenancy.nearest then searches it through the shared index when that met
+-- the target faster than the exact scan (past tenancy._exact_max_rows() rows it would anyway). For the nightly job that runs
 -- tenancy.create_vector_indexes; returns what it calibrated, with the rows then and now. Counts
 -- every workspace: the caller must own the table and bypass its row-level security.
 CREATE FUNCTION tenancy.calibrate_vector_indexes(tbl regclass, "column" name, growth double precision DEFAULT 0.5,
-                                                 metric text DEFAULT 'cosine')
+                                                 metric text DEFAULT 'cosine', shared_min_rows bigint DEFAULT 1000)
 RETURNS TABLE (index regclass, workspace_id text, rows_then bigint, rows_now bigint)
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -1410,8 +1411,10 @@ DECLARE
     w record;
     prefix text;
 BEGIN
-    IF tbl IS NULL OR growth IS NULL OR growth OPERATOR(pg_catalog.<) 0 THEN
-        RAISE EXCEPTION 'table must not be null and growth must be a fraction of at least 0' USING ERRCODE = '22023';
+    IF tbl IS NULL OR growth IS NULL OR growth OPERATOR(pg_catalog.<) 0 OR shared_min_rows IS NULL
+       OR shared_min_rows OPERATOR(pg_catalog.<) 2 THEN
+        RAISE EXCEPTION 'table must not be null, growth a fraction of at least 0 and shared_min_rows at least 2'
+            USING ERRCODE = '22023';
     END IF;
     PERFORM tenancy._require_owner(tbl);
     tgt := tenancy._vector_target((SELECT c.reltype FROM pg_class c WHERE c.oid OPERATOR(pg_catalog.=) tbl),
@@ -1460,8 +1463,8 @@ BEGIN
          ORDER BY 1
     LOOP
         FOR w IN EXECUTE format('SELECT CAST(t.%1$I AS text) AS ws, count(*) AS n FROM %2$s t
-                                  WHERE t.%3$I IS NOT NULL GROUP BY 1 HAVING count(*) OPERATOR(pg_catalog.>) %4$s ORDER BY 1',
-                                tgt.workspace_column, tgt.rel_name, "column", tenancy._exact_max_rows())
+                                  WHERE t.%3$I IS NOT NULL GROUP BY 1 HAVING count(*) OPERATOR(pg_catalog.>=) %4$s ORDER BY 1',
+                                tgt.workspace_column, tgt.rel_name, "column", shared_min_rows)
         LOOP
             CONTINUE WHEN EXISTS (
                 SELECT FROM pg_index i JOIN pg_description d ON d.objoid OPERATOR(pg_catalog.=) i.indexrelid
@@ -1526,4 +1529,4 @@ SELECT CAST(i.indexrelid AS regclass), CAST(i.indrelid AS regclass), c.column_na
 GRANT SELECT ON tenancy.vector_indexes TO PUBLIC;
 
 GRANT EXECUTE ON FUNCTION tenancy.calibrate_vector_index(regclass, integer, interval, integer, text),
-                          tenancy.calibrate_vector_indexes(regclass, name, double precision, text) TO PUBLIC;
+                          tenancy.calibrate_vector_indexes(regclass, name, double precision, text, bigint) TO PUBLIC;

@@ -69,6 +69,8 @@ pub struct Calibration {
     pub k: i32,
     /// The queries it was measured with.
     pub queries: i32,
+    /// The workspace's rows then.
+    pub rows: i64,
     /// Mean time of the exact scan per query, in milliseconds.
     pub exact_ms: f64,
     /// The steps measured, `ef_search` ascending.
@@ -149,7 +151,7 @@ pub unsafe fn read(target: &Target, column: &str, metric: &str) -> Calibrations 
         spi::texts(
             "SELECT c.workspace_id, CAST(c.k AS pg_catalog.text), CAST(c.exact_ms AS pg_catalog.text),
                     CAST(c.ladder AS pg_catalog.text), CAST(c.shared AS pg_catalog.text),
-                    CAST(c.queries AS pg_catalog.text)
+                    CAST(c.queries AS pg_catalog.text), CAST(c.rows_at_calibration AS pg_catalog.text)
                FROM tenancy._vector_calibrations c
                JOIN pg_catalog.pg_index i ON i.indexrelid OPERATOR(pg_catalog.=) c.index_oid
                     AND i.indrelid OPERATOR(pg_catalog.=) c.table_oid AND i.indisvalid AND i.indisready
@@ -172,22 +174,24 @@ pub unsafe fn read(target: &Target, column: &str, metric: &str) -> Calibrations 
     });
     let mut calibrations = Calibrations::default();
     for row in rows {
-        let Ok([Some(workspace), Some(k), Some(exact_ms), Some(ladder), Some(shared), Some(queries)]) =
-            <[Option<String>; 6]>::try_from(row)
+        let Ok([Some(workspace), Some(k), Some(exact_ms), Some(ladder), Some(shared), Some(queries), Some(rows)]) =
+            <[Option<String>; 7]>::try_from(row)
         else {
             continue;
         };
-        let (Ok(k), Ok(exact_ms), Ok(ladder), Ok(queries)) = (
+        let (Ok(k), Ok(exact_ms), Ok(ladder), Ok(queries), Ok(rows)) = (
             k.parse(),
             exact_ms.parse(),
             serde_json::from_str(&ladder),
             queries.parse(),
+            rows.parse(),
         ) else {
             continue;
         };
         let calibration = Calibration {
             k,
             queries,
+            rows,
             exact_ms,
             ladder,
         };
@@ -226,6 +230,7 @@ fn _calibrated_strategy(
     let calibration = Calibration {
         k: calibrated_k,
         queries: queries.unwrap_or(DEFAULT_QUERIES),
+        rows: 0,
         exact_ms,
         ladder,
     };
@@ -265,6 +270,7 @@ mod tests {
         Calibration {
             k: 10,
             queries: 50,
+            rows: 30_000,
             exact_ms: 1.65,
             ladder: vec![
                 Step {
@@ -291,6 +297,7 @@ mod tests {
         Calibration {
             k: 10,
             queries: 50,
+            rows: 30_000,
             exact_ms: 12.0,
             ladder: vec![
                 Step {
@@ -354,6 +361,7 @@ mod tests {
         let empty = Calibration {
             k: 10,
             queries: 50,
+            rows: 30_000,
             exact_ms: 1.0,
             ladder: vec![],
         };

@@ -241,7 +241,14 @@ fn check(
     } else {
         match std::str::from_utf8(bytes) {
             Ok(text) => text,
-            Err(_) => return refuse(&Denial::new(Reason::Malformed, "not UTF-8")),
+            Err(_) => {
+                let reason = if name == "tenancy.api_key" {
+                    Reason::ApiKeyMalformed
+                } else {
+                    Reason::Malformed
+                };
+                return refuse(&Denial::new(reason, "not UTF-8"));
+            }
         }
     };
     if is_stored_source(source) {
@@ -258,7 +265,13 @@ fn check(
         };
         return false;
     }
+    // A parallel worker re-applies the leader's settings as session-level ones while it starts:
+    // the value passed these checks in the leader, and the worker's statement binds nothing.
+    // (Found by the adversarial pass: every parallel plan of a refusing role failed, and
+    // PostgreSQL's CONTEXT line of the failure carried the token to the client.)
+    let in_parallel_worker = unsafe { pg_sys::InitializingParallelWorker } || unguarded::parallel_worker_number() >= 0;
     if source == pg_sys::GucSource::PGC_S_SESSION
+        && !in_parallel_worker
         && gucs::CREDENTIALS_IN_TEXT.get() == gucs::CredentialsInText::Refuse
         && !super::bound_values::bound_to_current_statement(text)
     {
@@ -267,17 +280,7 @@ fn check(
             format!("{name} was not a bound parameter of the statement (a literal, an expression, a stored value or a function's)"),
         ));
     }
-    let shaped = if known_shape {
-        Ok(())
-    } else {
-        shape(text).inspect(|()| {
-            SHAPE_PASSED.with_borrow_mut(|(kept_name, kept)| {
-                *kept_name = name;
-                kept.clear();
-                kept.extend_from_slice(bytes);
-            });
-        })
-    };
+    let shaped = if known_shape { Ok(()) } else { shape(text) };
     let outcome = shaped.map(|()| wrap(text)).and_then(|credential| {
         let other = match credential {
             Credential::Token(_) => value(unsafe { API_KEY }),
@@ -296,7 +299,18 @@ fn check(
         }
     });
     match outcome {
-        Ok(()) => true,
+        Ok(()) => {
+            // Only a credential that passed every check is remembered (not another client's
+            // refused one).
+            if !known_shape {
+                SHAPE_PASSED.with_borrow_mut(|(kept_name, kept)| {
+                    *kept_name = name;
+                    kept.clear();
+                    kept.extend_from_slice(bytes);
+                });
+            }
+            true
+        }
         Err(denial) => refuse(&denial),
     }
 }

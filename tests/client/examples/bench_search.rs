@@ -12,6 +12,8 @@
 //!                    method, with extra settings, printing queries of recall < 0.9 (for tuning)
 //!   env DIMS, ROWS, WORKSPACES override the sizes
 
+mod vector_data;
+
 #[path = "../tests/common/mod.rs"]
 #[allow(dead_code)]
 mod common;
@@ -22,97 +24,14 @@ use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::time::Instant;
+use vector_data::{bucket, cosine, percentile, sizes, Rng, Topic};
 
 const DATABASE: &str = "tenancy_bench_search";
 const APP_ROLE: &str = "tenancy_bench_search_app";
 const K: usize = 10;
 
-/// splitmix64: a small deterministic generator (the data is the same on every run).
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn uniform(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn gauss(&mut self) -> f64 {
-        let (u, v) = (self.uniform().max(1e-300), self.uniform());
-        (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
-    }
-}
-
-/// A topic: a centre plus a low-rank spread (embeddings have a low intrinsic dimension).
-struct Topic {
-    centre: Vec<f64>,
-    basis: Vec<Vec<f64>>,
-}
-const RANK: usize = 8;
-const SPREAD: f64 = 0.5; // norm of the low-rank part, relative to a centre of norm ~1
-const NOISE: f64 = 0.03; // per-dimension isotropic noise (norm ~0.25 at 64 dimensions)
-
-impl Topic {
-    fn new(rng: &mut Rng, dims: usize, around: Option<&[f64]>, offset: f64) -> Topic {
-        let centre = (0..dims)
-            .map(|i| match around {
-                Some(c) => c[i] + rng.gauss() * offset / (dims as f64).sqrt(),
-                None => rng.gauss() / (dims as f64).sqrt(),
-            })
-            .collect();
-        let scale = SPREAD / ((dims * RANK) as f64).sqrt();
-        let basis = (0..RANK)
-            .map(|_| (0..dims).map(|_| rng.gauss() * scale).collect())
-            .collect();
-        Topic { centre, basis }
-    }
-    fn sample(&self, rng: &mut Rng) -> Vec<f32> {
-        let mut v = self.centre.clone();
-        for b in &self.basis {
-            let z = rng.gauss();
-            for (x, bi) in v.iter_mut().zip(b) {
-                *x += z * bi;
-            }
-        }
-        v.iter().map(|x| (x + rng.gauss() * NOISE) as f32).collect()
-    }
-}
-
-/// Workspace sizes: Zipf-like ranks (exponent 1.07) for 94% of the workspaces, then 4% tiny
-/// (1..9 rows, fewer than k) and 2% empty; scaled to about `rows` in total.
-fn sizes(workspaces: usize, rows: usize) -> Vec<usize> {
-    let zipf = workspaces * 94 / 100;
-    let tiny = workspaces * 4 / 100;
-    let weights: Vec<f64> = (1..=zipf).map(|r| 1.0 / (r as f64).powf(1.07)).collect();
-    let total: f64 = weights.iter().sum();
-    let mut s: Vec<usize> = weights
-        .iter()
-        .map(|w| ((w / total) * rows as f64).max(10.0) as usize)
-        .collect();
-    s.extend((0..tiny).map(|i| 1 + i % 9));
-    s.extend(std::iter::repeat_n(0, workspaces - zipf - tiny));
-    s
-}
-
 /// Per bucket: recalls, latencies (ms), queries with min(k, n) rows, foreign rows, queries.
 type Tally = (Vec<f64>, Vec<f64>, usize, usize, usize);
-
-fn bucket(n: usize) -> &'static str {
-    match n {
-        0 => "6 empty (0)",
-        1..=9 => "5 tiny (1-9)",
-        10..=99 => "4 small (10-99)",
-        100..=999 => "3 medium (100-999)",
-        1000..=9999 => "2 large (1k-10k)",
-        _ => "1 whale (>=10k)",
-    }
-}
 
 /// Queries per bucket (spread over the bucket's workspaces).
 fn queries_for(b: &str, quick: bool) -> usize {
@@ -129,15 +48,6 @@ fn queries_for(b: &str, quick: bool) -> usize {
     } else {
         n
     }
-}
-
-fn cosine(a: &[f32], b: &[f32], nb: f32) -> f32 {
-    let (mut dot, mut na) = (0f32, 0f32);
-    for (x, y) in a.iter().zip(b) {
-        dot += x * y;
-        na += x * x;
-    }
-    1.0 - dot / (na.sqrt() * nb)
 }
 
 struct Data {
@@ -200,14 +110,6 @@ fn truth(data: &Data, w: usize, q: &[f32]) -> Vec<i64> {
         .collect();
     d.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap());
     d.iter().take(K).map(|&(_, i)| i as i64 + 1).collect()
-}
-
-fn percentile(v: &mut [f64], p: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[((v.len() as f64 - 1.0) * p).round() as usize]
 }
 
 fn main() {

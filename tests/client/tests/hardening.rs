@@ -50,6 +50,41 @@ fn a_bound_credential_is_accepted_and_the_same_value_written_as_a_literal_is_not
     assert!(message.contains("not a bound parameter"), "{message}");
 }
 
+/// Found by the adversarial pass of session 12: a parallel worker re-applies the leader's
+/// credential as a session-level setting, where it was no bound parameter of the worker's
+/// statement, so every parallel plan of a refusing role failed with 28000, and PostgreSQL's
+/// CONTEXT line ("while setting parameter \"tenancy.token\" to …") carried the whole token to
+/// the client.
+#[test]
+fn a_parallel_plan_runs_under_a_bound_credential_of_a_refusing_role() {
+    let mut client = refusing();
+    let token = token("user_alice", "org_acme");
+    let mut tx = client.transaction().unwrap();
+    tx.batch_execute(
+        "SET LOCAL parallel_setup_cost = 0; SET LOCAL parallel_tuple_cost = 0;
+         SET LOCAL min_parallel_table_scan_size = 0; SET LOCAL max_parallel_workers_per_gather = 2;
+         SET LOCAL parallel_leader_participation = off; SET LOCAL enable_bitmapscan = off;
+         SET LOCAL enable_indexscan = off; SET LOCAL enable_indexonlyscan = off",
+    )
+    .unwrap();
+    tx.query_one("SELECT set_config('tenancy.token', $1, true)", &[&token])
+        .unwrap();
+    let plan: Vec<String> = first_column(&mut tx, "EXPLAIN (COSTS OFF) SELECT count(*) FROM documents", &[]);
+    assert!(plan.iter().any(|line| line.contains("Gather")), "{plan:?}");
+    let counted = tx.query_one("SELECT count(*) FROM documents", &[]);
+    let err = counted.as_ref().err().map(|e| format!("{e:?}")).unwrap_or_default();
+    assert!(
+        !err.contains(&token[token.len() - 20..]),
+        "the token reached the client: {err}"
+    );
+    let count: i64 = counted.unwrap().get(0);
+    let acme: i64 = tx
+        .query_one("SELECT count(*) FROM documents WHERE workspace_id = 'ws_acme'", &[])
+        .unwrap()
+        .get(0);
+    assert!(count > 0 && count == acme, "{count} rows, {acme} of ws_acme");
+}
+
 #[test]
 fn a_registry_row_someone_keeps_locked_does_not_fail_a_drop() {
     setup();
