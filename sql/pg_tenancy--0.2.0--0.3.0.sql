@@ -1158,7 +1158,7 @@ CREATE EVENT TRIGGER tenancy_forget_dropped_calibrations ON sql_drop
 -- never be chosen), or when time_budget is spent (then `complete` is false). Reads as the caller:
 -- the caller must own the table and see the workspace's rows (a role that bypasses its
 -- row-level security, or one whose identity is that workspace). Takes no lock beyond reading.
-CREATE FUNCTION tenancy.calibrate_vector_index(index regclass, queries integer DEFAULT 50,
+CREATE FUNCTION tenancy.calibrate_vector_index(index regclass, queries integer DEFAULT 100,
                                                time_budget interval DEFAULT '60 seconds', k integer DEFAULT 10,
                                                workspace text DEFAULT NULL)
 RETURNS TABLE (ef_search integer, recall double precision, ms double precision)

@@ -282,5 +282,14 @@ unsafe fn set_hnsw_options(k: i32, strategy: Strategy, calibrated: Option<i32>) 
         set_at_nest_level(c"hnsw.ef_search", &ef);
         set_at_nest_level(c"hnsw.iterative_scan", c"relaxed_order");
         set_at_nest_level(c"jit", c"off");
+        // The shared-index plan is generic: its workspace is a parameter, which the planner
+        // costs as an average workspace, so it answered the candidates' `ORDER BY … LIMIT` with
+        // the workspace B-tree and a sort, an exact scan under the name of the index
+        // (scripts/bench-recall: 1.8 ms for 1k–10k-row workspaces calibrated at ef_search 40,
+        // where the index answered in 0.4–0.6). Sorts cost more while it is planned; the outer
+        // sort of at most `CANDIDATES` rows is needed by every plan alike.
+        if strategy == Strategy::SharedHnsw {
+            set_at_nest_level(c"enable_sort", c"off");
+        }
     }
 }

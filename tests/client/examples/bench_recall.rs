@@ -264,7 +264,12 @@ fn measure(db: &mut postgres::Client, data: &Dataset, dims: usize, tokens: &[Str
     }
     let mut queries: BTreeMap<&str, Vec<Query>> = BTreeMap::new();
     for (b, ws) in &by_bucket {
-        let count = if b.starts_with('5') { 20 } else { 50 };
+        // The approximate paths' buckets get more queries: their recall is what is measured.
+        let count = match &b[..1] {
+            "1" | "2" => 100,
+            "5" => 20,
+            _ => 50,
+        };
         for i in 0..count {
             let w = ws[i % ws.len()];
             let q = data.clouds[w].sample(&mut rng);
