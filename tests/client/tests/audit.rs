@@ -38,6 +38,27 @@ fn stat(client: &mut postgres::Client, name: &str) -> i64 {
         .get(0)
 }
 
+/// Waits (at most 10 s) until the audit writer has persisted every denial recorded so far and
+/// the alert counter has stopped moving: the denials of earlier test binaries are written
+/// asynchronously, and an alert they raised after a test read the counter was counted as the
+/// test's (`no_claim_value_stops_the_audit_trail`: 26 alerts against 25, now and then).
+fn settle(client: &mut postgres::Client) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut last_alerts = -1;
+    while Instant::now() < deadline {
+        let (denials, persisted, alerts) = (
+            stat(client, "denials"),
+            stat(client, "persisted"),
+            stat(client, "alerts"),
+        );
+        if persisted >= denials && alerts == last_alerts {
+            return;
+        }
+        last_alerts = alerts;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Polls `sql` (one bigint) until it returns at least `want` or 20 s pass; returns the last value.
 fn wait_for(client: &mut postgres::Client, sql: &str, tag: &str, want: i64) -> i64 {
     let start = Instant::now();
@@ -394,6 +415,7 @@ fn no_claim_value_stops_the_audit_trail() {
         | 1;
     let mut values = Values(seed);
     let mut admin = admin();
+    settle(&mut admin);
     let alerts_before = stat(&mut admin, "alerts");
     let mut audit = audit_db();
     let mut app = tagged_app(tag);

@@ -12,17 +12,22 @@ const REFUSING_ROLE: &str = "tenancy_client_refusing";
 
 fn refusing() -> postgres::Client {
     setup();
-    admin()
-        .batch_execute(&format!(
-            "DO $$ BEGIN
+    // Once per binary: two tests altering the role at once failed with "tuple concurrently
+    // updated".
+    static CREATED: std::sync::Once = std::sync::Once::new();
+    CREATED.call_once(|| {
+        admin()
+            .batch_execute(&format!(
+                "DO $$ BEGIN
                  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{REFUSING_ROLE}') THEN
                      CREATE ROLE {REFUSING_ROLE} LOGIN NOSUPERUSER NOBYPASSRLS;
                  END IF;
              END $$;
              ALTER ROLE {REFUSING_ROLE} SET tenancy.credentials_in_text = refuse;
              GRANT SELECT ON documents TO {REFUSING_ROLE};"
-        ))
-        .unwrap();
+            ))
+            .unwrap();
+    });
     connect_with(REFUSING_ROLE, DATABASE, "").unwrap()
 }
 
