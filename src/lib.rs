@@ -66,6 +66,7 @@ pgrx::extension_sql_file!(
 );
 pgrx::extension_sql_file!("../sql/coverage.sql", name = "coverage", requires = ["protect"]);
 pgrx::extension_sql_file!("../sql/search.sql", name = "search", requires = ["coverage"]);
+pgrx::extension_sql_file!("../sql/distribute.sql", name = "distribute", requires = ["api_keys"]);
 pgrx::extension_sql_file!("../sql/calibration.sql", name = "calibration", finalize);
 
 /// Registers settings and callbacks when the library is loaded (preloaded or on first use).

@@ -62,3 +62,18 @@ fn a_write_that_fires_no_trigger_still_drops_cached_identities() {
             .unwrap();
     }
 }
+
+/// `tenancy.distribute` (sql/distribute.sql) says what is missing instead of half-distributing:
+/// without Citus in the database, 55000; for a role that is no superuser, 42501. What it does on
+/// a cluster is proven by scripts/citus-test.
+#[test]
+fn distribute_refuses_without_citus_and_to_ordinary_roles() {
+    let mut admin = admin();
+    let err = admin.query("SELECT * FROM tenancy.distribute()", &[]).unwrap_err();
+    assert_eq!(sqlstate(&err), "55000", "{err}");
+    let message = err.as_db_error().map(|e| e.message().to_string()).unwrap_or_default();
+    assert_eq!(message, "citus is not installed in this database");
+    let mut app = app();
+    let err = app.query("SELECT * FROM tenancy.distribute()", &[]).unwrap_err();
+    assert_eq!(sqlstate(&err), "42501", "{err}");
+}
