@@ -45,6 +45,7 @@ pub fn as_lookup_role<R>(f: impl FnOnce() -> R) -> R {
         );
         let level = pg_sys::NewGUCNestLevel();
         pin_search_path();
+        allow_local_reads_under_citus();
         level
     };
     let result = f();
@@ -67,6 +68,25 @@ pub fn with_pinned_search_path<R>(f: impl FnOnce() -> R) -> R {
     let result = f();
     unsafe { pg_sys::AtEOXact_GUC(true, nest_level) };
     result
+}
+
+/// On a Citus node, lets the lookups read the identity tables' placements from inside a query on
+/// a shard: a worker verifies the credential the coordinator forwarded while it runs the shard
+/// query's first statement, and Citus refused the lookup there as a nested distributed query
+/// (XX000 "cannot execute a distributed query from a query on a shard"). The identity tables are
+/// reference tables with a placement on every node (`tenancy.distribute`), so the nested read is
+/// a local one and sees what the node holds. The setting (USERSET, Citus's) is restored with the
+/// lookup's nest level; without Citus it does not exist and nothing is set.
+///
+/// # Safety
+/// Call inside a transaction, after `NewGUCNestLevel`.
+unsafe fn allow_local_reads_under_citus() {
+    const NESTED: &CStr = c"citus.allow_nested_distributed_execution";
+    unsafe {
+        if !pg_sys::GetConfigOption(NESTED.as_ptr(), true, false).is_null() {
+            set_at_nest_level(NESTED, c"on");
+        }
+    }
 }
 
 /// Sets `search_path = pg_catalog, pg_temp` at the current GUC nest level (restored when the

@@ -292,7 +292,7 @@ fn check(
                 format!("setting {name} while the other is set"),
             ));
         }
-        if source == pg_sys::GucSource::PGC_S_SESSION && readiness::lookups_can_run() {
+        if source == pg_sys::GucSource::PGC_S_SESSION && readiness::lookups_can_run() && !set_by_citus_coordinator() {
             verify_at_set(credential)
         } else {
             Ok(())
@@ -312,6 +312,23 @@ fn check(
             true
         }
         Err(denial) => refuse(&denial),
+    }
+}
+
+/// Whether this `SET` is one a Citus coordinator replays on a worker connection it opens
+/// (`application_name` `citus_internal gpid=…`, with Citus loaded): those arrive between the
+/// connection's `BEGIN` and Citus's `assign_distributed_transaction_id`, and a lookup there
+/// (reading the identity tables' placements) took a distributed transaction id first, so Citus
+/// failed the connection with "the backend has already been assigned a transaction id". The
+/// credential is then verified at the transaction's first identity read, as a credential set
+/// before the extension's tables could be read is. Anyone can choose that application name; it
+/// only moves the verification from the `SET` to the first read, which refuses the same way.
+fn set_by_citus_coordinator() -> bool {
+    unsafe {
+        let name = pg_sys::application_name;
+        !name.is_null()
+            && CStr::from_ptr(name).to_bytes().starts_with(b"citus_internal")
+            && !pg_sys::GetConfigOption(c"citus.allow_nested_distributed_execution".as_ptr(), true, false).is_null()
     }
 }
 

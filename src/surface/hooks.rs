@@ -141,17 +141,21 @@ unsafe extern "C-unwind" fn process_utility(
     unsafe {
         take_in_invalidations();
         before_process_utility(pstmt);
+        // Citus next in the chain: a credential's SET LOCAL as a text of its own, unmasked, for
+        // Citus to forward to the workers (`citus_forwarding.rs`).
+        let forwarded = match PREV_PROCESS_UTILITY {
+            Some(previous) if super::citus_forwarding::next_is_citus(previous as *const std::ffi::c_void) => {
+                super::citus_forwarding::credential_set_text((*pstmt).utilityStmt)
+            }
+            _ => std::ptr::null_mut(),
+        };
+        let text = if forwarded.is_null() {
+            query_string
+        } else {
+            forwarded.cast_const()
+        };
         match PREV_PROCESS_UTILITY {
-            Some(previous) => previous(
-                pstmt,
-                query_string,
-                read_only_tree,
-                context,
-                params,
-                query_env,
-                dest,
-                qc,
-            ),
+            Some(previous) => previous(pstmt, text, read_only_tree, context, params, query_env, dest, qc),
             None => unguarded_standard_process_utility(
                 pstmt,
                 query_string,
@@ -163,6 +167,7 @@ unsafe extern "C-unwind" fn process_utility(
                 qc,
             ),
         }
+        super::citus_forwarding::wipe(forwarded);
     }
 }
 

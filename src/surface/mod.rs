@@ -1,9 +1,11 @@
 //! What users and PostgreSQL see of pg_tenancy: the SQL functions, the planner folding of the
 //! identity, the derived settings, held-cursor refusal, the vetting of signing keys and API keys,
-//! the classification of write targets, and the one module that installs every hook
+//! the classification of write targets, a credential's `SET LOCAL` handed to Citus for its
+//! workers, and the one module that installs every hook
 //! (`hooks.rs`). Vector search is a layer of its own below this one (`src/search/`).
 
 pub mod api_key_functions;
+pub mod citus_forwarding;
 pub mod cursors;
 pub mod derived_settings;
 pub mod folding;

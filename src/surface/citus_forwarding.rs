@@ -1,0 +1,127 @@
+//! Handing Citus a credential's `SET LOCAL` so that it reaches the workers (issue 32).
+//!
+//! With `citus.propagate_set_commands = 'local'`, Citus's `ProcessUtility` hook sends the text it
+//! receives for a `SET LOCAL` inside a transaction block to every worker connection of the
+//! transaction, and replays it on connections opened later (`commands/variableset.c`). pg_tenancy's
+//! own hook runs first (it is loaded after Citus, which must come first in
+//! `shared_preload_libraries`) and masks the statement text in place, so Citus forwarded
+//! `tenancy.token = '[redacted]…'` and every worker refused it as malformed (28000). Citus also
+//! forwards the whole text of a multi-statement query string, not the one statement.
+//!
+//! So when, and only when, the next hook in the chain is Citus's (its address lies in a library
+//! named `citus.so`: nothing between the two could read the text), pg_tenancy hands it a text of
+//! its own, `SET LOCAL tenancy.token = '<value>'`, rebuilt from the parsed statement. The value is
+//! forwarded only if every byte is in the credentials' alphabet (base64url, dots, the key
+//! prefix's underscore), so it cannot close the quote. The worker verifies the credential itself
+//! against its placements of the reference tables and masks the statement on arrival, as for
+//! any client. The copy is wiped once Citus returns (Citus keeps its own copy for the
+//! transaction's later connections, in its transaction memory).
+
+use crate::verify::masking::is_token_byte;
+use pgrx::pg_sys;
+use std::cell::Cell;
+use std::ffi::{c_char, c_int, c_void, CStr};
+
+/// What `dladdr` reports for an address (glibc's `Dl_info`).
+#[repr(C)]
+struct DlInfo {
+    dli_fname: *const c_char,
+    dli_fbase: *mut c_void,
+    dli_sname: *const c_char,
+    dli_saddr: *mut c_void,
+}
+
+unsafe extern "C" {
+    fn dladdr(addr: *const c_void, info: *mut DlInfo) -> c_int;
+}
+
+thread_local! {
+    /// Whether the hook after pg_tenancy's is Citus's, decided once (hooks are installed at
+    /// `_PG_init` and never change afterwards).
+    static NEXT_IS_CITUS: Cell<Option<bool>> = const { Cell::new(None) };
+}
+
+/// Whether `next` (the `ProcessUtility` hook pg_tenancy calls) is a function of Citus's library.
+pub fn next_is_citus(next: *const c_void) -> bool {
+    if let Some(known) = NEXT_IS_CITUS.get() {
+        return known;
+    }
+    let mut info = DlInfo {
+        dli_fname: std::ptr::null(),
+        dli_fbase: std::ptr::null_mut(),
+        dli_sname: std::ptr::null(),
+        dli_saddr: std::ptr::null_mut(),
+    };
+    let found = !next.is_null() && unsafe { dladdr(next, &mut info) } != 0 && !info.dli_fname.is_null();
+    let citus = found
+        && unsafe { CStr::from_ptr(info.dli_fname) }
+            .to_bytes()
+            .rsplit(|b| *b == b'/')
+            .next()
+            .is_some_and(|name| name == b"citus.so");
+    NEXT_IS_CITUS.set(Some(citus));
+    citus
+}
+
+/// The text to hand Citus for `stmt` when it is a `SET LOCAL` of a credential with a value in
+/// the credentials' alphabet: `SET LOCAL <name> = '<value>'` in memory of the current context;
+/// None for anything else (Citus then gets the statement's own text).
+///
+/// # Safety
+/// `stmt` must be a parsed utility statement or null.
+#[pgrx::pg_guard]
+pub unsafe extern "C-unwind" fn credential_set_text(stmt: *mut pg_sys::Node) -> *mut c_char {
+    unsafe {
+        if stmt.is_null() || (*stmt).type_ != pg_sys::NodeTag::T_VariableSetStmt {
+            return std::ptr::null_mut();
+        }
+        let set = stmt.cast::<pg_sys::VariableSetStmt>();
+        if (*set).kind != pg_sys::VariableSetKind::VAR_SET_VALUE || !(*set).is_local || (*set).name.is_null() {
+            return std::ptr::null_mut();
+        }
+        let name = CStr::from_ptr((*set).name).to_bytes();
+        if name != b"tenancy.token" && name != b"tenancy.api_key" {
+            return std::ptr::null_mut();
+        }
+        let args = (*set).args;
+        if args.is_null() || (*args).length != 1 {
+            return std::ptr::null_mut();
+        }
+        let arg = (*(*args).elements).ptr_value.cast::<pg_sys::Node>();
+        if arg.is_null() || (*arg).type_ != pg_sys::NodeTag::T_A_Const {
+            return std::ptr::null_mut();
+        }
+        let constant = arg.cast::<pg_sys::A_Const>();
+        if (*constant).isnull || (*constant).val.node.type_ != pg_sys::NodeTag::T_String {
+            return std::ptr::null_mut();
+        }
+        let value = CStr::from_ptr((*constant).val.sval.sval).to_bytes();
+        if value.is_empty() || !value.iter().all(|b| is_token_byte(*b)) {
+            return std::ptr::null_mut();
+        }
+        let mut text = Vec::with_capacity(name.len() + value.len() + 20);
+        text.extend_from_slice(b"SET LOCAL ");
+        text.extend_from_slice(name);
+        text.extend_from_slice(b" = '");
+        text.extend_from_slice(value);
+        text.extend_from_slice(b"'");
+        let copy = pg_sys::palloc0(text.len() + 1).cast::<u8>();
+        std::ptr::copy_nonoverlapping(text.as_ptr(), copy, text.len());
+        text.fill(0);
+        copy.cast()
+    }
+}
+
+/// Wipes a text `credential_set_text` made, once Citus has taken its copy.
+///
+/// # Safety
+/// `text` must be null or a NUL-terminated string in writable memory.
+pub unsafe fn wipe(text: *mut c_char) {
+    if text.is_null() {
+        return;
+    }
+    unsafe {
+        let len = CStr::from_ptr(text).to_bytes().len();
+        std::ptr::write_bytes(text, 0, len);
+    }
+}
