@@ -272,6 +272,7 @@ fn check(
     let in_parallel_worker = unsafe { pg_sys::InitializingParallelWorker } || unguarded::parallel_worker_number() >= 0;
     if source == pg_sys::GucSource::PGC_S_SESSION
         && !in_parallel_worker
+        && !FORWARDING_TO_CITUS.get()
         && gucs::CREDENTIALS_IN_TEXT.get() == gucs::CredentialsInText::Refuse
         && !super::bound_values::bound_to_current_statement(text)
     {
@@ -313,6 +314,19 @@ fn check(
         }
         Err(denial) => refuse(&denial),
     }
+}
+
+thread_local! {
+    /// Whether the surface is running its own `SET LOCAL` of the current credential for Citus.
+    static FORWARDING_TO_CITUS: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Marks (or unmarks) pg_tenancy's own `SET LOCAL` of the credential already in force, which the
+/// surface runs so that Citus forwards it to the workers (`surface/citus_forwarding.rs`): its value
+/// passed every check when the client set it, and it is no statement text of the client's, so
+/// `tenancy.credentials_in_text = refuse` does not apply to it.
+pub fn forwarding_to_citus(on: bool) {
+    FORWARDING_TO_CITUS.set(on);
 }
 
 /// Whether this `SET` is one a Citus coordinator replays on a worker connection it opens

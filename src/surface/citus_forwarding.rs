@@ -125,3 +125,86 @@ pub unsafe fn wipe(text: *mut c_char) {
         std::ptr::write_bytes(text, 0, len);
     }
 }
+
+thread_local! {
+    /// The credential generation last handed to Citus in this transaction (0: none; reset at
+    /// the transaction's end).
+    static FORWARDED: Cell<u64> = const { Cell::new(0) };
+    /// Whether pg_tenancy's own `SET LOCAL` for Citus is running (no second one from inside it).
+    static FORWARDING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Notes that the credential of the current generation reached Citus (a client's own `SET
+/// LOCAL`, handed over by the `ProcessUtility` hook).
+pub fn note_forwarded() {
+    FORWARDED.set(crate::state::counters::generation());
+}
+
+/// Forgets what was handed to Citus (transaction end: Citus forgets its `SET LOCAL`s too).
+pub fn at_transaction_end() {
+    FORWARDED.set(0);
+}
+
+/// Before a statement of a transaction block runs, with Citus next in the chain: hands Citus the
+/// current credential as a `SET LOCAL` of pg_tenancy's own when Citus has not had this
+/// generation of it. Citus forwards no function call, so a credential set with `set_config(…,
+/// true)` (the form a bound parameter takes, and the recommended one), for the session or by a
+/// startup option never reached the workers (28000 there). Runs only at a statement's top level
+/// (not inside a security-restricted operation such as pg_tenancy's own lookups, not in parallel
+/// mode); the `SET LOCAL` is executed through SPI, so the `ProcessUtility` hook gives Citus its
+/// text, and the credential's check hook takes it as already checked (`credentials::
+/// forwarding_to_citus`). Outside a transaction block Citus propagates nothing: a statement in
+/// autocommit mode gets no identity on the workers (docs/scale-out.md).
+#[pgrx::pg_guard]
+pub unsafe extern "C-unwind" fn forward_current_credential() {
+    use crate::state::credentials::{self, Credential};
+    unsafe {
+        if FORWARDING.get()
+            || !pg_sys::IsTransactionBlock()
+            || crate::plumbing::unguarded::is_in_parallel_mode()
+            || pg_sys::InSecurityRestrictedOperation()
+            || pg_sys::InLocalUserIdChange()
+        {
+            return;
+        }
+    }
+    let generation = crate::state::counters::generation();
+    if FORWARDED.get() == generation {
+        return;
+    }
+    let (name, value) = match credentials::current() {
+        Ok(Credential::Token(value)) => ("tenancy.token", value),
+        Ok(Credential::ApiKey(value)) => ("tenancy.api_key", value),
+        Err(_) => {
+            FORWARDED.set(generation);
+            return;
+        }
+    };
+    if value.is_empty() || !value.bytes().all(is_token_byte) {
+        FORWARDED.set(generation);
+        return;
+    }
+    let Ok(mut text) = std::ffi::CString::new(format!("SET LOCAL {name} = '{value}'")) else {
+        return;
+    };
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            FORWARDING.set(false);
+            crate::state::credentials::forwarding_to_citus(false);
+        }
+    }
+    let _reset = Reset;
+    FORWARDING.set(true);
+    credentials::forwarding_to_citus(true);
+    crate::plumbing::spi::connect();
+    let status = unsafe { pg_sys::SPI_execute(text.as_ptr(), false, 0) };
+    crate::plumbing::spi::finish();
+    // The text held the credential: wiped before it is freed.
+    unsafe { std::ptr::write_bytes(text.as_ptr().cast_mut(), 0, text.as_bytes().len()) };
+    text = std::ffi::CString::default();
+    drop(text);
+    if status == pg_sys::SPI_OK_UTILITY as i32 {
+        FORWARDED.set(crate::state::counters::generation());
+    }
+}

@@ -167,7 +167,10 @@ unsafe extern "C-unwind" fn process_utility(
                 qc,
             ),
         }
-        super::citus_forwarding::wipe(forwarded);
+        if !forwarded.is_null() {
+            super::citus_forwarding::wipe(forwarded);
+            super::citus_forwarding::note_forwarded();
+        }
     }
 }
 
@@ -188,6 +191,11 @@ unsafe extern "C-unwind" fn executor_start(query_desc: *mut pg_sys::QueryDesc, e
     unsafe {
         take_in_invalidations();
         before_executor_start(query_desc);
+        if let Some(previous) = PREV_PROCESS_UTILITY {
+            if super::citus_forwarding::next_is_citus(previous as *const std::ffi::c_void) {
+                super::citus_forwarding::forward_current_credential();
+            }
+        }
         match PREV_EXECUTOR_START {
             Some(previous) => previous(query_desc, eflags),
             None => unguarded_standard_executor_start(query_desc, eflags),
@@ -316,6 +324,7 @@ unsafe extern "C-unwind" fn on_xact_event(event: pg_sys::XactEvent::Type, _arg: 
         XACT_EVENT_PRE_COMMIT => super::cursors::at_pre_commit(),
         XACT_EVENT_COMMIT | XACT_EVENT_PREPARE | XACT_EVENT_ABORT => {
             super::cursors::at_transaction_end();
+            super::citus_forwarding::at_transaction_end();
             crate::audit::forget_write_targets();
             if event == XACT_EVENT_ABORT {
                 crate::plumbing::redaction::scrub_reported_activity();
