@@ -272,7 +272,7 @@ fn check(
     let in_parallel_worker = unsafe { pg_sys::InitializingParallelWorker } || unguarded::parallel_worker_number() >= 0;
     if source == pg_sys::GucSource::PGC_S_SESSION
         && !in_parallel_worker
-        && !FORWARDING_TO_CITUS.get()
+        && !set_by_citus_coordinator()
         && gucs::CREDENTIALS_IN_TEXT.get() == gucs::CredentialsInText::Refuse
         && !super::bound_values::bound_to_current_statement(text)
     {
@@ -316,27 +316,18 @@ fn check(
     }
 }
 
-thread_local! {
-    /// Whether the surface is running its own `SET LOCAL` of the current credential for Citus.
-    static FORWARDING_TO_CITUS: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Marks (or unmarks) pg_tenancy's own `SET LOCAL` of the credential already in force, which the
-/// surface runs so that Citus forwards it to the workers (`surface/citus_forwarding.rs`): its value
-/// passed every check when the client set it, and it is no statement text of the client's, so
-/// `tenancy.credentials_in_text = refuse` does not apply to it.
-pub fn forwarding_to_citus(on: bool) {
-    FORWARDING_TO_CITUS.set(on);
-}
-
 /// Whether this `SET` is one a Citus coordinator replays on a worker connection it opens
 /// (`application_name` `citus_internal gpid=…`, with Citus loaded): those arrive between the
 /// connection's `BEGIN` and Citus's `assign_distributed_transaction_id`, and a lookup there
 /// (reading the identity tables' placements) took a distributed transaction id first, so Citus
 /// failed the connection with "the backend has already been assigned a transaction id". The
 /// credential is then verified at the transaction's first identity read, as a credential set
-/// before the extension's tables could be read is. Anyone can choose that application name; it
-/// only moves the verification from the `SET` to the first read, which refuses the same way.
+/// before the extension's tables could be read is. Such a `SET` is the coordinator's text, not
+/// the client's, so `tenancy.credentials_in_text = refuse` does not apply to it either (the
+/// adversarial pass found every distributed read of a refusing role failing on the workers).
+/// Anyone can choose that application name: it moves the verification from the `SET` to the
+/// first read, which refuses the same way, and lets a client that connects to a worker directly
+/// write its own credential as text there (docs/security.md, residual risk 32).
 fn set_by_citus_coordinator() -> bool {
     unsafe {
         let name = pg_sys::application_name;

@@ -130,8 +130,6 @@ thread_local! {
     /// The credential generation last handed to Citus in this transaction (0: none; reset at
     /// the transaction's end).
     static FORWARDED: Cell<u64> = const { Cell::new(0) };
-    /// Whether pg_tenancy's own `SET LOCAL` for Citus is running (no second one from inside it).
-    static FORWARDING: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Notes that the credential of the current generation reached Citus (a client's own `SET
@@ -145,22 +143,47 @@ pub fn at_transaction_end() {
     FORWARDED.set(0);
 }
 
-/// Before a statement of a transaction block runs, with Citus next in the chain: hands Citus the
-/// current credential as a `SET LOCAL` of pg_tenancy's own when Citus has not had this
-/// generation of it. Citus forwards no function call, so a credential set with `set_config(…,
-/// true)` (the form a bound parameter takes, and the recommended one), for the session or by a
-/// startup option never reached the workers (28000 there). Runs only at a statement's top level
-/// (not inside a security-restricted operation such as pg_tenancy's own lookups, not in parallel
-/// mode); the `SET LOCAL` is executed through SPI, so the `ProcessUtility` hook gives Citus its
-/// text, and the credential's check hook takes it as already checked (`credentials::
-/// forwarding_to_citus`). Outside a transaction block Citus propagates nothing: a statement in
-/// autocommit mode gets no identity on the workers (docs/scale-out.md).
+/// Citus's `PostprocessVariableSetStmt(VariableSetStmt *, const char *)`, which sends a `SET
+/// LOCAL` text to the transaction's worker connections and keeps it for the connections opened
+/// later: found once in the loaded libraries (Citus exports it), None when absent.
+fn citus_postprocess() -> Option<unsafe extern "C-unwind" fn(*mut pg_sys::VariableSetStmt, *const c_char)> {
+    thread_local! {
+        static FOUND: Cell<Option<Option<usize>>> = const { Cell::new(None) };
+    }
+    unsafe extern "C" {
+        fn dlsym(handle: *mut c_void, symbol: *const c_char) -> *mut c_void;
+    }
+    let address = FOUND.get().unwrap_or_else(|| {
+        // RTLD_DEFAULT (a null handle on glibc): PostgreSQL loads libraries with RTLD_GLOBAL.
+        let found = unsafe { dlsym(std::ptr::null_mut(), c"PostprocessVariableSetStmt".as_ptr()) };
+        let found = (!found.is_null()).then_some(found as usize);
+        FOUND.set(Some(found));
+        found
+    })?;
+    Some(unsafe {
+        std::mem::transmute::<usize, unsafe extern "C-unwind" fn(*mut pg_sys::VariableSetStmt, *const c_char)>(address)
+    })
+}
+
+/// Before a statement of a transaction block runs, with Citus next in the chain: sends Citus's
+/// worker connections the credential in force when they have not had this generation of it.
+/// Citus forwards no function call, so a credential set with `set_config(…, true)` (the form a
+/// bound parameter takes, and the recommended one), for the session or by a startup option never
+/// reached the workers (28000 there). The text goes straight to Citus's
+/// `PostprocessVariableSetStmt`, not through `ProcessUtility`: no other hook sees it (the
+/// adversarial pass found pg_stat_statements, loaded after pg_tenancy, recording the raw token
+/// of an `SPI` `SET LOCAL` tried first), and the coordinator's own setting is left as it is (that
+/// `SET LOCAL` over a session credential also made it look transaction-scoped, which
+/// `tenancy.session_tokens = refuse` then let through). The other credential setting is reset
+/// with it, and a credential cleared since the last one sent is cleared on the workers too.
+/// Runs only at a statement's top level (not inside a security-restricted operation such as
+/// pg_tenancy's own lookups, not in parallel mode). Outside a transaction block Citus propagates
+/// nothing: a statement in autocommit mode gets no identity on the workers (docs/scale-out.md).
 #[pgrx::pg_guard]
 pub unsafe extern "C-unwind" fn forward_current_credential() {
     use crate::state::credentials::{self, Credential};
     unsafe {
-        if FORWARDING.get()
-            || !pg_sys::IsTransactionBlock()
+        if !pg_sys::IsTransactionBlock()
             || crate::plumbing::unguarded::is_in_parallel_mode()
             || pg_sys::InSecurityRestrictedOperation()
             || pg_sys::InLocalUserIdChange()
@@ -172,39 +195,37 @@ pub unsafe extern "C-unwind" fn forward_current_credential() {
     if FORWARDED.get() == generation {
         return;
     }
-    let (name, value) = match credentials::current() {
-        Ok(Credential::Token(value)) => ("tenancy.token", value),
-        Ok(Credential::ApiKey(value)) => ("tenancy.api_key", value),
-        Err(_) => {
+    let Some(postprocess) = citus_postprocess() else {
+        return;
+    };
+    let text = match credentials::current() {
+        Ok(Credential::Token(value)) if value.bytes().all(is_token_byte) => {
+            format!("SET LOCAL tenancy.api_key TO DEFAULT;SET LOCAL tenancy.token = '{value}';")
+        }
+        Ok(Credential::ApiKey(value)) if value.bytes().all(is_token_byte) => {
+            format!("SET LOCAL tenancy.token TO DEFAULT;SET LOCAL tenancy.api_key = '{value}';")
+        }
+        _ if FORWARDED.get() != 0 => {
+            "SET LOCAL tenancy.token TO DEFAULT;SET LOCAL tenancy.api_key TO DEFAULT;".to_string()
+        }
+        _ => {
             FORWARDED.set(generation);
             return;
         }
     };
-    if value.is_empty() || !value.bytes().all(is_token_byte) {
-        FORWARDED.set(generation);
-        return;
+    unsafe {
+        let copy = pg_sys::palloc0(text.len() + 1).cast::<u8>();
+        std::ptr::copy_nonoverlapping(text.as_ptr(), copy, text.len());
+        let mut text = text.into_bytes();
+        text.fill(0);
+        let stmt = pg_sys::palloc0(size_of::<pg_sys::VariableSetStmt>()).cast::<pg_sys::VariableSetStmt>();
+        (*stmt).type_ = pg_sys::NodeTag::T_VariableSetStmt;
+        (*stmt).kind = pg_sys::VariableSetKind::VAR_SET_VALUE;
+        (*stmt).is_local = true;
+        (*stmt).name = pg_sys::pstrdup(c"tenancy.token".as_ptr());
+        pg_sys::ffi::pg_guard_ffi_boundary(|| postprocess(stmt, copy.cast()));
+        // Citus keeps its own copy for the connections it opens later.
+        wipe(copy.cast());
     }
-    let Ok(mut text) = std::ffi::CString::new(format!("SET LOCAL {name} = '{value}'")) else {
-        return;
-    };
-    struct Reset;
-    impl Drop for Reset {
-        fn drop(&mut self) {
-            FORWARDING.set(false);
-            crate::state::credentials::forwarding_to_citus(false);
-        }
-    }
-    let _reset = Reset;
-    FORWARDING.set(true);
-    credentials::forwarding_to_citus(true);
-    crate::plumbing::spi::connect();
-    let status = unsafe { pg_sys::SPI_execute(text.as_ptr(), false, 0) };
-    crate::plumbing::spi::finish();
-    // The text held the credential: wiped before it is freed.
-    unsafe { std::ptr::write_bytes(text.as_ptr().cast_mut(), 0, text.as_bytes().len()) };
-    text = std::ffi::CString::default();
-    drop(text);
-    if status == pg_sys::SPI_OK_UTILITY as i32 {
-        FORWARDED.set(crate::state::counters::generation());
-    }
+    FORWARDED.set(generation);
 }
