@@ -57,6 +57,62 @@ thread_local! {
     static EVER_FOLDED: Cell<bool> = const { Cell::new(false) };
     /// Syscache hash of the support function's OID: the dependency folded plans record.
     static MARKER: Cell<u32> = const { Cell::new(0) };
+    /// What the planning in progress folded: the support function's syscache hash and the
+    /// identity's fingerprint (see `carry_into`).
+    static FOLDED_IN_PLANNING: Cell<Option<(u32, u64)>> = const { Cell::new(None) };
+}
+
+/// At the planner hook's entry: starts recording what this planning folds; returns what an
+/// enclosing planning had recorded so far (an identity lookup plans its own queries).
+pub fn begin_planning() -> Option<(u32, u64)> {
+    FOLDED_IN_PLANNING.take()
+}
+
+/// At the planner hook's exit: makes sure the finished plan carries what this planning folded
+/// (the support function's dependency and the identity's fingerprint), then restores the
+/// enclosing planning's record. A planner that builds its own `PlannedStmt` from the plan
+/// PostgreSQL made drops those items: Citus's distributed plans did, so a prepared statement
+/// kept the identity it was planned for (the adversarial pass: executed with another token or
+/// none, it returned the previous caller's `tenancy.workspace_id()` and routed to the previous
+/// caller's shard), where plain PostgreSQL plans are invalidated and checked.
+///
+/// # Safety
+/// `stmt` must be the planner's result, in the current memory context's lifetime.
+pub unsafe fn carry_into(stmt: *mut pg_sys::PlannedStmt, outer: Option<(u32, u64)>) {
+    let folded = FOLDED_IN_PLANNING.replace(outer);
+    let Some((hash, fingerprint)) = folded else {
+        return;
+    };
+    unsafe {
+        if stmt.is_null() {
+            return;
+        }
+        let items = (*stmt).invalItems;
+        let has_dependency = plan_tags::cells(items).any(|item| {
+            let item = item.cast::<pg_sys::PlanInvalItem>();
+            (*item).cacheId == pg_sys::SysCacheIdentifier::PROCOID as c_int && (*item).hashValue == hash
+        });
+        if !has_dependency {
+            let item = pg_sys::palloc0(size_of::<pg_sys::PlanInvalItem>()).cast::<pg_sys::PlanInvalItem>();
+            (*item).type_ = pg_sys::NodeTag::T_PlanInvalItem;
+            (*item).cacheId = pg_sys::SysCacheIdentifier::PROCOID as c_int;
+            (*item).hashValue = hash;
+            (*stmt).invalItems = pg_sys::lappend((*stmt).invalItems, item.cast());
+        }
+        if folded_fingerprint((*stmt).invalItems).is_none() {
+            for (tag, half) in FINGERPRINT_TAGS
+                .into_iter()
+                .zip([(fingerprint >> 32) as u32, fingerprint as u32])
+            {
+                (*stmt).invalItems = plan_tags::append((*stmt).invalItems, tag, half);
+            }
+        }
+    }
+}
+
+/// Forgets a planning's record that an error interrupted (transaction or subtransaction abort).
+pub fn forget_planning() {
+    FOLDED_IN_PLANNING.set(None);
 }
 
 /// Invalidates every cached plan that folded an identity. Called when the identity may have
@@ -280,6 +336,7 @@ unsafe fn record_fold(root: *mut pg_sys::PlannerInfo, function: pg_sys::Oid, fin
             pg_sys::Datum::from(0),
         );
         MARKER.set(hash);
+        FOLDED_IN_PLANNING.set(Some((hash, fingerprint)));
         let glob = (*root).glob;
         if folded_fingerprint((*glob).invalItems).is_none() {
             for (tag, half) in FINGERPRINT_TAGS

@@ -263,10 +263,12 @@ unsafe extern "C-unwind" fn planner(
     bound_params: pg_sys::ParamListInfo,
 ) -> *mut pg_sys::PlannedStmt {
     unsafe {
+        let outer = super::folding::begin_planning();
         let stmt = match PREV_PLANNER {
             Some(previous) => previous(parse, query_string, cursor_options, bound_params),
             None => unguarded_standard_planner(parse, query_string, cursor_options, bound_params),
         };
+        super::folding::carry_into(stmt, outer);
         if !(*stmt).subplans.is_null() {
             after_planner(stmt);
         }
@@ -328,6 +330,7 @@ unsafe extern "C-unwind" fn on_xact_event(event: pg_sys::XactEvent::Type, _arg: 
             crate::audit::forget_write_targets();
             if event == XACT_EVENT_ABORT {
                 crate::plumbing::redaction::scrub_reported_activity();
+                super::folding::forget_planning();
             }
         }
         _ => {}
@@ -344,5 +347,6 @@ unsafe extern "C-unwind" fn on_subxact_event(
 ) {
     if event == pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB {
         crate::plumbing::redaction::scrub_reported_activity();
+        super::folding::forget_planning();
     }
 }
