@@ -81,11 +81,8 @@ pub fn with_pinned_search_path<R>(f: impl FnOnce() -> R) -> R {
 /// # Safety
 /// Call inside a transaction, after `NewGUCNestLevel`.
 unsafe fn allow_local_reads_under_citus() {
-    const NESTED: &CStr = c"citus.allow_nested_distributed_execution";
-    unsafe {
-        if !pg_sys::GetConfigOption(NESTED.as_ptr(), true, false).is_null() {
-            set_at_nest_level(NESTED, c"on");
-        }
+    if super::citus::loaded() {
+        unsafe { set_at_nest_level(super::citus::NESTED_EXECUTION, c"on") };
     }
 }
 

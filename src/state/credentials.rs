@@ -329,12 +329,12 @@ fn check(
 /// first read, which refuses the same way, and lets a client that connects to a worker directly
 /// write its own credential as text there (docs/security.md, residual risk 32).
 fn set_by_citus_coordinator() -> bool {
-    unsafe {
-        let name = pg_sys::application_name;
-        !name.is_null()
-            && CStr::from_ptr(name).to_bytes().starts_with(b"citus_internal")
-            && !pg_sys::GetConfigOption(c"citus.allow_nested_distributed_execution".as_ptr(), true, false).is_null()
-    }
+    let name = unsafe { pg_sys::application_name };
+    !name.is_null()
+        && unsafe { CStr::from_ptr(name) }
+            .to_bytes()
+            .starts_with(b"citus_internal")
+        && crate::plumbing::citus::loaded()
 }
 
 /// Records a denial and makes the check hook fail with it (SQLSTATE 28000).

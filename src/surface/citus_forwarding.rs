@@ -105,6 +105,17 @@ pub unsafe extern "C-unwind" fn credential_set_text(stmt: *mut pg_sys::Node) -> 
         text.extend_from_slice(b" = '");
         text.extend_from_slice(value);
         text.extend_from_slice(b"'");
+        palloc_wiping(&mut text)
+    }
+}
+
+/// `text` copied into memory of the current context, NUL-terminated; `text` itself is wiped
+/// (it held a credential).
+///
+/// # Safety
+/// Inside a transaction (palloc).
+unsafe fn palloc_wiping(text: &mut [u8]) -> *mut c_char {
+    unsafe {
         let copy = pg_sys::palloc0(text.len() + 1).cast::<u8>();
         std::ptr::copy_nonoverlapping(text.as_ptr(), copy, text.len());
         text.fill(0);
@@ -214,18 +225,15 @@ pub unsafe extern "C-unwind" fn forward_current_credential() {
         }
     };
     unsafe {
-        let copy = pg_sys::palloc0(text.len() + 1).cast::<u8>();
-        std::ptr::copy_nonoverlapping(text.as_ptr(), copy, text.len());
-        let mut text = text.into_bytes();
-        text.fill(0);
+        let copy = palloc_wiping(&mut text.into_bytes());
         let stmt = pg_sys::palloc0(size_of::<pg_sys::VariableSetStmt>()).cast::<pg_sys::VariableSetStmt>();
         (*stmt).type_ = pg_sys::NodeTag::T_VariableSetStmt;
         (*stmt).kind = pg_sys::VariableSetKind::VAR_SET_VALUE;
         (*stmt).is_local = true;
         (*stmt).name = pg_sys::pstrdup(c"tenancy.token".as_ptr());
-        pg_sys::ffi::pg_guard_ffi_boundary(|| postprocess(stmt, copy.cast()));
+        pg_sys::ffi::pg_guard_ffi_boundary(|| postprocess(stmt, copy));
         // Citus keeps its own copy for the connections it opens later.
-        wipe(copy.cast());
+        wipe(copy);
     }
     FORWARDED.set(generation);
 }

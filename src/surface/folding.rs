@@ -180,16 +180,7 @@ pub fn _identity_support(request: Internal) -> Internal {
 /// switch (0.72× instead of 0.84× on pooled point selects), where Citus plans its router
 /// queries anyway. The shards' own policies check the identity again on the workers.
 fn under_citus() -> bool {
-    thread_local! {
-        static CITUS: Cell<Option<bool>> = const { Cell::new(None) };
-    }
-    if let Some(known) = CITUS.get() {
-        return known;
-    }
-    let loaded = !unsafe { pg_sys::GetConfigOption(c"citus.allow_nested_distributed_execution".as_ptr(), true, false) }
-        .is_null();
-    CITUS.set(Some(loaded));
-    loaded
+    crate::plumbing::citus::loaded()
 }
 
 /// The answer "no simplification": a null pointer, which must not be an SQL NULL (PostgreSQL

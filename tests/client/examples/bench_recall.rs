@@ -31,7 +31,7 @@ use serde_json::json;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::Instant;
-use vector_data::{bucket, cosine, percentile, zipf_sizes, Rng, Topic};
+use vector_data::{bucket, percentile, truth, zipf_sizes, Rng, Topic};
 
 const DATABASE: &str = "tenancy_bench_recall";
 const APP_ROLE: &str = "tenancy_bench_recall_app";
@@ -123,17 +123,6 @@ fn generate(name: &'static str, dims: usize, rows: usize, workspaces: usize, see
         data.vecs.push(data.clouds[w].sample(&mut rng));
     }
     data
-}
-
-/// Exact top-k row ids (1-based) of workspace w for query q.
-fn truth(data: &Dataset, w: usize, q: &[f32]) -> Vec<i64> {
-    let nq = q.iter().map(|x| x * x).sum::<f32>().sqrt();
-    let mut d: Vec<(f32, usize)> = data.members[w]
-        .iter()
-        .map(|&i| (cosine(&data.vecs[i], q, nq), i))
-        .collect();
-    d.sort_by(|a, b| a.0.total_cmp(&b.0));
-    d.iter().take(K).map(|&(_, i)| i as i64 + 1).collect()
 }
 
 /// Loads the table of `data`, its indexes and their calibrations; returns what it took.
@@ -273,7 +262,7 @@ fn measure(db: &mut postgres::Client, data: &Dataset, dims: usize, tokens: &[Str
         for i in 0..count {
             let w = ws[i % ws.len()];
             let q = data.clouds[w].sample(&mut rng);
-            let t = truth(data, w, &q);
+            let t = truth(&data.members[w], &data.vecs, &q, K);
             queries.entry(b).or_default().push((w, q, t));
         }
     }

@@ -24,7 +24,7 @@ use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::time::Instant;
-use vector_data::{bucket, cosine, percentile, sizes, Rng, Topic};
+use vector_data::{bucket, cosine, percentile, sizes, truth, Rng, Topic};
 
 const DATABASE: &str = "tenancy_bench_search";
 const APP_ROLE: &str = "tenancy_bench_search_app";
@@ -99,17 +99,6 @@ fn generate(flavour: &str, dims: usize, size: &[usize], seed: u64) -> (Data, Vec
     }
     let topics = if flavour == "clustered" { own } else { vec![global] };
     (data, topics)
-}
-
-/// Exact top-k row ids (1-based) of workspace w for query q.
-fn truth(data: &Data, w: usize, q: &[f32]) -> Vec<i64> {
-    let nq = q.iter().map(|x| x * x).sum::<f32>().sqrt();
-    let mut d: Vec<(f32, usize)> = data.members[w]
-        .iter()
-        .map(|&i| (cosine(&data.vecs[i], q, nq), i))
-        .collect();
-    d.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap());
-    d.iter().take(K).map(|&(_, i)| i as i64 + 1).collect()
 }
 
 fn main() {
@@ -258,7 +247,7 @@ fn main() {
                 } else {
                     topics[0][rng.below(topics[0].len())].sample(&mut rng)
                 };
-                let t = truth(&data, w, &q);
+                let t = truth(&data.members[w], &data.vecs, &q, K);
                 queries.push((w, q, t));
             }
         }

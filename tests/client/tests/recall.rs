@@ -57,46 +57,10 @@ fn recall_items() -> String {
         .clone()
 }
 
-/// A transaction of ws_acme's member at recall target `target`, and the strategy tenancy.nearest
-/// reports there.
-fn acme_at(app: &mut postgres::Client, target: f64) -> (postgres::Transaction<'_>, String) {
-    let mut tx = app.transaction().unwrap();
-    set_local_token(&mut tx, "user_alice", "org_acme");
-    tx.execute(
-        "SELECT set_config('tenancy.nearest_recall', $1, true)",
-        &[&target.to_string()],
-    )
-    .unwrap();
-    let strategy = tx
-        .query_one("SELECT tenancy.nearest_strategy(NULL::recall_items, 'embedding')", &[])
-        .unwrap()
-        .get(0);
-    (tx, strategy)
-}
-
-/// Mean recall@10 of tenancy.nearest against the exact answer for 20 queries drawn like the data
-/// (none of them a row), at `target`, as ws_acme's member; and the strategy nearest reported.
+/// Mean recall@10 of tenancy.nearest on recall_items for 20 queries, at `target`, and the
+/// strategy nearest reported (`common::measured_recall`).
 fn measured_recall(target: f64) -> (f64, String) {
-    let mut app = app();
-    let (mut tx, strategy) = acme_at(&mut app, target);
-    let (mut found, mut wanted) = (0usize, 0usize);
-    for q in 0..20_u64 {
-        let query = Vector::from(cloud_point(1_000_000 + q, DIMENSIONS));
-        let nearest: Vec<i64> = first_column(
-            &mut tx,
-            "SELECT (n.item).id FROM tenancy.nearest(NULL::recall_items, 'embedding', $1::vector, 10) n",
-            &[&query],
-        );
-        let exact: Vec<i64> = first_column(
-            &mut tx,
-            "SELECT x.id FROM (SELECT id, embedding <=> $1 AS d FROM recall_items OFFSET 0) x ORDER BY x.d LIMIT 10",
-            &[&query],
-        );
-        assert_eq!(nearest.len(), 10, "min(k, n) rows");
-        wanted += exact.len();
-        found += exact.iter().filter(|id| nearest.contains(id)).count();
-    }
-    (found as f64 / wanted as f64, strategy)
+    common::measured_recall("recall_items", DIMENSIONS, target, 1_000_000..1_000_020)
 }
 
 #[test]
@@ -150,7 +114,7 @@ fn the_strategy_follows_the_recorded_calibration() {
          SELECT tenancy._search_caches_changed(CAST('recall_items' AS regclass))"
     ))
     .unwrap();
-    let strategy_at = |target: f64| -> String { acme_at(&mut app(), target).1 };
+    let strategy_at = |target: f64| -> String { acme_at(&mut app(), "recall_items", target).1 };
     assert_eq!(strategy_at(0.8), "hnsw_workspace");
     assert_eq!(strategy_at(0.95), "exact", "no step reaches 0.955");
     let shown: String = db

@@ -56,39 +56,10 @@ fn shared_items() -> String {
         .clone()
 }
 
-/// Mean recall@10 of tenancy.nearest against the exact answer for `QUERIES` queries drawn like the data
-/// (none of them a row), at `target`, as ws_acme's member; and the strategy nearest reported.
+/// Mean recall@10 of tenancy.nearest on shared_items for `QUERIES` queries, at `target`, and
+/// the strategy nearest reported (`common::measured_recall`).
 fn measured_recall(target: f64) -> (f64, String) {
-    let mut app = app();
-    let mut tx = app.transaction().unwrap();
-    set_local_token(&mut tx, "user_alice", "org_acme");
-    tx.execute(
-        "SELECT set_config('tenancy.nearest_recall', $1, true)",
-        &[&target.to_string()],
-    )
-    .unwrap();
-    let strategy: String = tx
-        .query_one("SELECT tenancy.nearest_strategy(NULL::shared_items, 'embedding')", &[])
-        .unwrap()
-        .get(0);
-    let (mut found, mut wanted) = (0usize, 0usize);
-    for q in 0..QUERIES {
-        let query = Vector::from(cloud_point(2_000_000 + q, DIMENSIONS));
-        let nearest: Vec<i64> = first_column(
-            &mut tx,
-            "SELECT (n.item).id FROM tenancy.nearest(NULL::shared_items, 'embedding', $1::vector, 10) n",
-            &[&query],
-        );
-        let exact: Vec<i64> = first_column(
-            &mut tx,
-            "SELECT x.id FROM (SELECT id, embedding <=> $1 AS d FROM shared_items OFFSET 0) x ORDER BY x.d LIMIT 10",
-            &[&query],
-        );
-        assert_eq!(nearest.len(), 10, "min(k, n) rows");
-        wanted += exact.len();
-        found += exact.iter().filter(|id| nearest.contains(id)).count();
-    }
-    (found as f64 / wanted as f64, strategy)
+    common::measured_recall("shared_items", DIMENSIONS, target, 2_000_000..2_000_000 + QUERIES)
 }
 
 #[test]

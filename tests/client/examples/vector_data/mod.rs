@@ -109,3 +109,12 @@ pub fn percentile(v: &mut [f64], p: f64) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[((v.len() as f64 - 1.0) * p).round() as usize]
 }
+
+/// Exact top-`k` row ids (1-based: row index + 1) among `members` (row indexes into `vecs`) for
+/// query `q`, by cosine distance.
+pub fn truth(members: &[usize], vecs: &[Vec<f32>], q: &[f32], k: usize) -> Vec<i64> {
+    let nq = q.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let mut d: Vec<(f32, usize)> = members.iter().map(|&i| (cosine(&vecs[i], q, nq), i)).collect();
+    d.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap());
+    d.iter().take(k).map(|&(_, i)| i as i64 + 1).collect()
+}

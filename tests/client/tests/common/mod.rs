@@ -222,3 +222,51 @@ pub fn cloud_point(seed: u64, dimensions: usize) -> Vec<f32> {
         })
         .collect()
 }
+
+/// A transaction of ws_acme's member (user_alice) at recall target `target`, and the strategy
+/// `tenancy.nearest` reports there for `table`'s `embedding`.
+pub fn acme_at<'a>(app: &'a mut Client, table: &str, target: f64) -> (postgres::Transaction<'a>, String) {
+    let mut tx = app.transaction().unwrap();
+    set_local_token(&mut tx, "user_alice", "org_acme");
+    tx.execute(
+        "SELECT set_config('tenancy.nearest_recall', $1, true)",
+        &[&target.to_string()],
+    )
+    .unwrap();
+    let strategy = tx
+        .query_one(
+            &format!("SELECT tenancy.nearest_strategy(NULL::{table}, 'embedding')"),
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    (tx, strategy)
+}
+
+/// Mean recall@10 of `tenancy.nearest` on `table` (`id`, `embedding` of `dimensions`) against the
+/// exact answer, for the queries `cloud_point(seeds, dimensions)` (drawn like ws_acme's rows,
+/// none of them a row), at `target`, as ws_acme's member; and the strategy nearest reported.
+pub fn measured_recall(table: &str, dimensions: usize, target: f64, seeds: std::ops::Range<u64>) -> (f64, String) {
+    let mut app = app();
+    let (mut tx, strategy) = acme_at(&mut app, table, target);
+    let (mut found, mut wanted) = (0usize, 0usize);
+    for seed in seeds {
+        let query = pgvector::Vector::from(cloud_point(seed, dimensions));
+        let nearest: Vec<i64> = first_column(
+            &mut tx,
+            &format!("SELECT (n.item).id FROM tenancy.nearest(NULL::{table}, 'embedding', $1::vector, 10) n"),
+            &[&query],
+        );
+        let exact: Vec<i64> = first_column(
+            &mut tx,
+            &format!(
+                "SELECT x.id FROM (SELECT id, embedding <=> $1 AS d FROM {table} OFFSET 0) x ORDER BY x.d LIMIT 10"
+            ),
+            &[&query],
+        );
+        assert_eq!(nearest.len(), 10, "min(k, n) rows");
+        wanted += exact.len();
+        found += exact.iter().filter(|id| nearest.contains(id)).count();
+    }
+    (found as f64 / wanted as f64, strategy)
+}
