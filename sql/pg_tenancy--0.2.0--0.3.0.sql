@@ -1024,6 +1024,14 @@ CREATE FUNCTION tenancy."_calibrated_strategy"(
 IMMUTABLE PARALLEL SAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', '_calibrated_strategy_wrapper';
+CREATE FUNCTION tenancy."_calibration_queries"(
+	"sample" real[], /* Array < f32 > */
+	"dims" INT, /* i32 */
+	"count" INT /* i32 */
+) RETURNS SETOF real[] /* Vec < f32 > */
+IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_calibration_queries_wrapper';
 CREATE FUNCTION tenancy."_search_caches_changed"(
 	"tbl" oid /* pg_sys :: Oid */
 ) RETURNS void
@@ -1361,31 +1369,24 @@ BEGIN
     END IF;
     PERFORM tenancy._require_owner(tbl);
     tgt := tenancy._vector_target((SELECT c.reltype FROM pg_class c WHERE c.oid OPERATOR(pg_catalog.=) tbl), col, metric);
-    -- The queries: the workspace's mean (over up to 1,000 rows drawn at random) plus the
-    -- difference of two other random rows divided by the square root of two: for a workspace
-    -- whose rows scatter around one centre, new points drawn like the rows; for one of several
-    -- topics, points among and between them, which are harder (a conservative estimate). Never
-    -- the rows themselves: a row is a node of the graph, whose links lead straight to its
-    -- nearest neighbours, so rows as queries overstated recall (measured on an isotropic cloud of
-    -- 8,000 rows of 64 dimensions at ef_search 40: 0.976 with rows, 0.942 with midpoints of two
-    -- rows, 0.91 for new queries drawn like the data). Read as the caller (row-level security
-    -- applies).
+    -- The queries (src/search/query_sampling.rs): up to 1,000 of the workspace's rows drawn at
+    -- random, grouped into topics when k-means finds topics a single cloud of the same covariance
+    -- does not have, and each query a group's mean plus the difference of two of its rows over
+    -- the square root of two: new points drawn like the rows (one group: like the old mean plus
+    -- difference). Never the rows themselves: a row is a node of the graph, whose links lead
+    -- straight to its nearest neighbours, so rows as queries overstated recall (an isotropic cloud
+    -- of 8,000 rows of 64 dimensions at ef_search 40: 0.976 with rows, 0.91 for new queries drawn
+    -- like the data); nor points between topics, which no user asks and which understated it (a
+    -- clustered 17,865-row workspace: 0.976 at ef_search 250 where its users' queries found 1.000
+    -- at 40). Read as the caller (row-level security applies).
     EXECUTE format('WITH s AS (SELECT CAST(t.%1$I AS real[]) AS r, pg_catalog.row_number() OVER (ORDER BY pg_catalog.random()) AS i
                                  FROM %2$s t
                                 WHERE t.%3$I OPERATOR(pg_catalog.=) CAST(%4$L AS %6$s) AND t.%1$I IS NOT NULL),
-                         m AS (SELECT pg_catalog.array_agg(d.v ORDER BY d.o) AS r
-                                 FROM (SELECT u.o, pg_catalog.avg(u.x) AS v
-                                         FROM s, ROWS FROM (pg_catalog.unnest(s.r)) WITH ORDINALITY u(x, o)
-                                        WHERE s.i OPERATOR(pg_catalog.<=) 1000 GROUP BY u.o) d)
+                         f AS (SELECT pg_catalog.array_agg(s.r ORDER BY s.i) AS r FROM s WHERE s.i OPERATOR(pg_catalog.<=) 1000)
                     SELECT (SELECT count(*) FROM s),
-                           (SELECT pg_catalog.array_agg(CAST(CAST(CAST(ARRAY(
-                                       SELECT u.z OPERATOR(pg_catalog.+) ((u.x OPERATOR(pg_catalog.-) u.y) OPERATOR(pg_catalog./) pg_catalog.sqrt(2))
-                                         FROM ROWS FROM (pg_catalog.unnest(a.r), pg_catalog.unnest(b.r), pg_catalog.unnest(m.r))
-                                              WITH ORDINALITY u(x, y, z, o) ORDER BY u.o)
-                                       AS real[]) AS %7$s) AS text))
-                              FROM s a JOIN s b ON b.i OPERATOR(pg_catalog.=) (a.i OPERATOR(pg_catalog.+) 1) CROSS JOIN m
-                             WHERE (a.i OPERATOR(pg_catalog.%%) 2) OPERATOR(pg_catalog.=) 1
-                               AND a.i OPERATOR(pg_catalog.<) (2 OPERATOR(pg_catalog.*) %5$s))',
+                           (SELECT pg_catalog.array_agg(CAST(CAST(q.v AS %7$s) AS text))
+                              FROM f, tenancy._calibration_queries(f.r, pg_catalog.array_length(f.r, 2), %5$s) q(v)
+                             WHERE f.r IS NOT NULL)',
                    col, tgt.rel_name, tgt.workspace_column, ws, queries, tgt.workspace_type, tgt.vector_base)
         INTO n, vecs;
     IF n OPERATOR(pg_catalog.<) 2 THEN

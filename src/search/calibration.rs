@@ -242,6 +242,49 @@ fn _calibrated_strategy(
     }
 }
 
+/// The most rows and values `_calibration_queries` takes: calibration passes at most 1,000 rows,
+/// and pgvector's longest vector has 16,000 dimensions.
+const SAMPLE_ROWS_MAX: usize = 1000;
+const DIMS_MAX: i32 = 16_000;
+
+/// `count` calibration queries made from `sample`, a two-dimensional array of a workspace's rows
+/// (one row of `dims` values each; `query_sampling.rs` says how). Called by
+/// `tenancy.calibrate_vector_index`; bounded where its input enters (22023 past the limits,
+/// 22004 for a NULL element).
+#[pg_extern(immutable, parallel_safe)]
+fn _calibration_queries(sample: Array<f32>, dims: i32, count: i32) -> SetOfIterator<'static, Vec<f32>> {
+    if !(1..=DIMS_MAX).contains(&dims) || !(1..=10_000).contains(&count) {
+        error(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE)
+            .message(format!(
+                "calibration queries need dims between 1 and {DIMS_MAX} and a count between 1 and 10000"
+            ))
+            .raise();
+    }
+    let dims = dims as usize;
+    if !sample.len().is_multiple_of(dims) || sample.len() / dims > SAMPLE_ROWS_MAX {
+        error(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE)
+            .message(format!(
+                "a calibration sample must hold at most {SAMPLE_ROWS_MAX} rows of {dims} values"
+            ))
+            .raise();
+    }
+    let mut values = Vec::with_capacity(sample.len());
+    for value in sample.iter() {
+        let Some(value) = value else {
+            error(PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED)
+                .message("a calibration sample must not contain nulls")
+                .raise();
+        };
+        values.push(f64::from(value));
+    }
+    let queries = super::query_sampling::queries(&values, dims, count as usize);
+    let rows: Vec<Vec<f32>> = queries
+        .chunks(dims)
+        .map(|row| row.iter().map(|v| *v as f32).collect())
+        .collect();
+    SetOfIterator::new(rows)
+}
+
 /// Tells every backend's search caches that `tbl`'s calibrations changed (a relcache
 /// invalidation of the table, sent at commit). The caller must own the table.
 #[pg_extern(volatile, parallel_unsafe)]

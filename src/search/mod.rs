@@ -7,6 +7,8 @@
 //! - `strategy.rs`: which plan answers the caller's scope (own index, exact scan, shared index);
 //! - `calibration.rs`: the recall target, and the `ef_search` or exact scan that meets it on a
 //!   workspace's own index, from what calibration measured;
+//! - `query_sampling.rs`: the queries calibration measures with, drawn like the workspace's rows
+//!   (pure; unit-tested without a server);
 //! - `sql_text.rs`: the SQL text of each plan (pure; unit-tested without a server);
 //! - `execute.rs`: the checked target, the query's cast, the HNSW settings, running the plan;
 //! - `plan_cache.rs`: what is kept per backend between calls, and its invalidation;
@@ -25,6 +27,7 @@ pub mod execute;
 pub mod index_choice;
 pub mod model;
 pub mod plan_cache;
+pub mod query_sampling;
 pub mod sql_text;
 pub mod strategy;
 pub mod workspace_sizes;

@@ -247,11 +247,18 @@ pub fn acme_at<'a>(app: &'a mut Client, table: &str, target: f64) -> (postgres::
 /// exact answer, for the queries `cloud_point(seeds, dimensions)` (drawn like ws_acme's rows,
 /// none of them a row), at `target`, as ws_acme's member; and the strategy nearest reported.
 pub fn measured_recall(table: &str, dimensions: usize, target: f64, seeds: std::ops::Range<u64>) -> (f64, String) {
+    let queries: Vec<Vec<f32>> = seeds.map(|seed| cloud_point(seed, dimensions)).collect();
+    measured_recall_of(table, target, &queries)
+}
+
+/// Mean recall@10 of `tenancy.nearest` on `table` for `queries`, at `target`, as ws_acme's
+/// member, and the strategy nearest reported.
+pub fn measured_recall_of(table: &str, target: f64, queries: &[Vec<f32>]) -> (f64, String) {
     let mut app = app();
     let (mut tx, strategy) = acme_at(&mut app, table, target);
     let (mut found, mut wanted) = (0usize, 0usize);
-    for seed in seeds {
-        let query = pgvector::Vector::from(cloud_point(seed, dimensions));
+    for query in queries {
+        let query = pgvector::Vector::from(query.clone());
         let nearest: Vec<i64> = first_column(
             &mut tx,
             &format!("SELECT (n.item).id FROM tenancy.nearest(NULL::{table}, 'embedding', $1::vector, 10) n"),
@@ -269,4 +276,40 @@ pub fn measured_recall(table: &str, dimensions: usize, target: f64, seeds: std::
         found += exact.iter().filter(|id| nearest.contains(id)).count();
     }
     (found as f64 / wanted as f64, strategy)
+}
+
+/// Standard normal values from a seed (xorshift, Box–Muller).
+fn normals(seed: u64, count: usize) -> Vec<f64> {
+    let mut state = seed
+        .wrapping_mul(6_364_136_223_846_793_005)
+        .wrapping_add(1_442_695_040_888_963_407)
+        | 1;
+    let mut uniform = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        ((state >> 11) as f64 / (1u64 << 53) as f64).max(f64::MIN_POSITIVE)
+    };
+    (0..count)
+        .map(|_| (-2.0 * uniform().ln()).sqrt() * (std::f64::consts::TAU * uniform()).cos())
+        .collect()
+}
+
+/// A point of one of `topics` topics (the seed picks it): each topic a centre about 0.85 from
+/// the others', a rank-4 spread of norm 0.5 around it and noise of norm 0.25, as
+/// `scripts/bench-recall`'s clustered workspaces are drawn. The same seed gives the same point.
+pub fn topic_point(seed: u64, dimensions: usize, topics: u64) -> Vec<f32> {
+    let topic = seed % topics;
+    let d = dimensions as f64;
+    let layout = normals(0x746f_7069_6300 + topic, dimensions * 5);
+    let draw = normals(seed ^ 0x5eed_0000_0000, 4 + dimensions);
+    (0..dimensions)
+        .map(|i| {
+            let centre = if i % 2 == 0 { 1.0 } else { 0.5 } + layout[i] * 0.6 / d.sqrt();
+            let spread: f64 = (0..4)
+                .map(|r| draw[r] * layout[dimensions * (r + 1) + i] * 0.5 / (4.0 * d).sqrt())
+                .sum();
+            (centre + spread + draw[4 + i] * 0.03) as f32
+        })
+        .collect()
 }
