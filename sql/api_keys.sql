@@ -211,6 +211,8 @@ DECLARE
     key record;
     manager text;
     excess text;
+    actor text;
+    stamp timestamptz;
 BEGIN
     SELECT k.workspace_id, k.role, k.permissions, k.user_id, k.created_by_identity INTO key
       FROM tenancy._api_key_store k WHERE k.id = id FOR NO KEY UPDATE;
@@ -225,9 +227,13 @@ BEGIN
                       'An identity revokes keys within its own rights or that it created; members of tenancy_admin revoke any key.');
         END IF;
     END IF;
+    -- The actor and the time as values first: Citus refuses non-immutable calls inside CASE and
+    -- coalesce of a statement on a reference table (0A000; docs/scale-out.md).
+    actor := tenancy._key_actor(manager);
+    stamp := now();
     UPDATE tenancy._api_key_store k
-       SET revoked_at = coalesce(k.revoked_at, now()),
-           revoked_by = CASE WHEN k.revoked_at IS NULL THEN tenancy._key_actor(manager) ELSE k.revoked_by END
+       SET revoked_at = coalesce(k.revoked_at, stamp),
+           revoked_by = CASE WHEN k.revoked_at IS NULL THEN actor ELSE k.revoked_by END
      WHERE k.id = id;
 END
 $$;

@@ -1,6 +1,13 @@
 -- pg_tenancy on Citus (issue 32): one call makes the identity tables reference tables, so that
 -- every node (coordinator and workers) holds the issuers, workspaces, members, revoked sessions
 -- and API keys and verifies identities locally. Runs after api_keys.sql.
+--
+-- tenancy.api_key_usage stays a plain table of each node: a key's use is recorded by the lookup
+-- role on the node that verified it, and a write to a reference table goes to every placement
+-- through connections Citus opens as the current user, which the NOLOGIN lookup role cannot
+-- (every API key failed with 08006 while it was one). Its foreign key to the keys is dropped for
+-- good (a key graph mixing reference and local tables is refused); tenancy.api_keys reads it
+-- with a LEFT JOIN from the keys, so a deleted key's stale row is never shown.
 
 -- The identity tables' foreign keys: (table, constraint, definition). Citus refuses to make a
 -- table of a foreign-key graph a reference table while the other tables of the graph are local
@@ -31,7 +38,7 @@ DECLARE
     t text;
     failed text;
     tables constant text[] := ARRAY['tenancy.issuers', 'tenancy.revoked_sessions', 'tenancy.workspaces',
-                                    'tenancy.members', 'tenancy._api_key_store', 'tenancy.api_key_usage'];
+                                    'tenancy.members', 'tenancy._api_key_store'];
 BEGIN
     IF NOT (SELECT r.rolsuper FROM pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) current_user) THEN
         RAISE EXCEPTION 'tenancy.distribute must be run by a superuser' USING ERRCODE = '42501';
@@ -82,8 +89,12 @@ BEGIN
             RETURN NEXT;
         END IF;
     END LOOP;
+    step := 'local table';
+    detail := 'tenancy.api_key_usage (its foreign key dropped: each node records the uses of the keys it verifies)';
+    RETURN NEXT;
     -- The keys back, between reference tables: Citus adds them to every placement.
     FOR fk IN SELECT * FROM tenancy._identity_foreign_keys() LOOP
+        CONTINUE WHEN fk.tbl OPERATOR(pg_catalog.=) 'tenancy.api_key_usage';
         IF NOT EXISTS (SELECT FROM pg_constraint c
                         WHERE c.conrelid OPERATOR(pg_catalog.=) CAST(fk.tbl AS regclass)
                           AND c.conname OPERATOR(pg_catalog.=) fk.name) THEN

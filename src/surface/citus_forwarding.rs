@@ -63,9 +63,14 @@ pub fn next_is_citus(next: *const c_void) -> bool {
     citus
 }
 
-/// The text to hand Citus for `stmt` when it is a `SET LOCAL` of a credential with a value in
-/// the credentials' alphabet: `SET LOCAL <name> = '<value>'` in memory of the current context;
-/// None for anything else (Citus then gets the statement's own text).
+/// The text to hand Citus for `stmt` when Citus would forward it and it concerns a credential:
+/// `SET LOCAL <name> = '<value>'` for a `SET LOCAL` of a credential with a value in the
+/// credentials' alphabet, `RESET <name>` or `SET LOCAL <name> TO DEFAULT` for a credential's
+/// reset, `RESET ALL` for that; in memory of the current context; None for anything else (Citus
+/// then gets the statement's own text). The resets too: for a statement of a multi-statement
+/// query string Citus forwards the whole string, whose other statements the workers would then
+/// run as well, masked credentials included (found by `scripts/citus-test`: `SET tenancy.token
+/// = …; SELECT …; RESET tenancy.token` in one string failed on a worker).
 ///
 /// # Safety
 /// `stmt` must be a parsed utility statement or null.
@@ -76,12 +81,31 @@ pub unsafe extern "C-unwind" fn credential_set_text(stmt: *mut pg_sys::Node) -> 
             return std::ptr::null_mut();
         }
         let set = stmt.cast::<pg_sys::VariableSetStmt>();
-        if (*set).kind != pg_sys::VariableSetKind::VAR_SET_VALUE || !(*set).is_local || (*set).name.is_null() {
+        if (*set).kind == pg_sys::VariableSetKind::VAR_RESET_ALL {
+            return palloc_wiping(&mut b"RESET ALL".to_vec());
+        }
+        if (*set).name.is_null() {
             return std::ptr::null_mut();
         }
         let name = CStr::from_ptr((*set).name).to_bytes();
         if name != b"tenancy.token" && name != b"tenancy.api_key" {
             return std::ptr::null_mut();
+        }
+        let mut text = Vec::with_capacity(name.len() + 24);
+        match (*set).kind {
+            pg_sys::VariableSetKind::VAR_RESET => {
+                text.extend_from_slice(b"RESET ");
+                text.extend_from_slice(name);
+                return palloc_wiping(&mut text);
+            }
+            pg_sys::VariableSetKind::VAR_SET_DEFAULT if (*set).is_local => {
+                text.extend_from_slice(b"SET LOCAL ");
+                text.extend_from_slice(name);
+                text.extend_from_slice(b" TO DEFAULT");
+                return palloc_wiping(&mut text);
+            }
+            pg_sys::VariableSetKind::VAR_SET_VALUE if (*set).is_local => {}
+            _ => return std::ptr::null_mut(),
         }
         let args = (*set).args;
         if args.is_null() || (*args).length != 1 {
@@ -99,7 +123,6 @@ pub unsafe extern "C-unwind" fn credential_set_text(stmt: *mut pg_sys::Node) -> 
         if value.is_empty() || !value.iter().all(|b| is_token_byte(*b)) {
             return std::ptr::null_mut();
         }
-        let mut text = Vec::with_capacity(name.len() + value.len() + 20);
         text.extend_from_slice(b"SET LOCAL ");
         text.extend_from_slice(name);
         text.extend_from_slice(b" = '");
@@ -154,23 +177,33 @@ pub fn at_transaction_end() {
     FORWARDED.set(0);
 }
 
-/// Citus's `PostprocessVariableSetStmt(VariableSetStmt *, const char *)`, which sends a `SET
-/// LOCAL` text to the transaction's worker connections and keeps it for the connections opened
-/// later: found once in the loaded libraries (Citus exports it), None when absent.
-fn citus_postprocess() -> Option<unsafe extern "C-unwind" fn(*mut pg_sys::VariableSetStmt, *const c_char)> {
-    thread_local! {
-        static FOUND: Cell<Option<Option<usize>>> = const { Cell::new(None) };
-    }
+thread_local! {
+    /// Where Citus's `PostprocessVariableSetStmt` and `UseCoordinatedTransaction` are (looked up
+    /// once; None inside: absent).
+    static POSTPROCESS: Cell<Option<Option<usize>>> = const { Cell::new(None) };
+    static COORDINATE: Cell<Option<Option<usize>>> = const { Cell::new(None) };
+}
+
+/// The address of Citus's exported function `name`, found once in the loaded libraries and kept
+/// in `slot`; None when absent.
+fn citus_function(slot: &'static std::thread::LocalKey<Cell<Option<Option<usize>>>>, name: &CStr) -> Option<usize> {
     unsafe extern "C" {
         fn dlsym(handle: *mut c_void, symbol: *const c_char) -> *mut c_void;
     }
-    let address = FOUND.get().unwrap_or_else(|| {
+    slot.get().unwrap_or_else(|| {
         // RTLD_DEFAULT (a null handle on glibc): PostgreSQL loads libraries with RTLD_GLOBAL.
-        let found = unsafe { dlsym(std::ptr::null_mut(), c"PostprocessVariableSetStmt".as_ptr()) };
+        let found = unsafe { dlsym(std::ptr::null_mut(), name.as_ptr()) };
         let found = (!found.is_null()).then_some(found as usize);
-        FOUND.set(Some(found));
+        slot.set(Some(found));
         found
-    })?;
+    })
+}
+
+/// Citus's `PostprocessVariableSetStmt(VariableSetStmt *, const char *)`, which sends a `SET
+/// LOCAL` text to the transaction's worker connections and keeps it for the connections opened
+/// later; None when Citus is absent.
+fn citus_postprocess() -> Option<unsafe extern "C-unwind" fn(*mut pg_sys::VariableSetStmt, *const c_char)> {
+    let address = citus_function(&POSTPROCESS, c"PostprocessVariableSetStmt")?;
     Some(unsafe {
         std::mem::transmute::<usize, unsafe extern "C-unwind" fn(*mut pg_sys::VariableSetStmt, *const c_char)>(address)
     })
@@ -188,20 +221,28 @@ fn citus_postprocess() -> Option<unsafe extern "C-unwind" fn(*mut pg_sys::Variab
 /// `tenancy.session_tokens = refuse` then let through). The other credential setting is reset
 /// with it, and a credential cleared since the last one sent is cleared on the workers too.
 /// Runs only at a statement's top level (not inside a security-restricted operation such as
-/// pg_tenancy's own lookups, not in parallel mode). Outside a transaction block Citus propagates
-/// nothing: a statement in autocommit mode gets no identity on the workers (docs/scale-out.md).
+/// pg_tenancy's own lookups, not in parallel mode).
+///
+/// A statement outside a transaction block (autocommit: node-postgres's default, psycopg's
+/// `autocommit = True`) runs its shard queries without a remote transaction block, where Citus
+/// replays no `SET LOCAL`: its workers had no identity (28000). With a credential in force, such
+/// a statement first makes its transaction a coordinated one (Citus's exported
+/// `UseCoordinatedTransaction`, what a transaction block's first distributed statement does), so
+/// that Citus opens its worker transactions with `BEGIN` and the credential; the price is the
+/// `COMMIT` Citus then sends each worker it used (docs/scale-out.md).
 #[pgrx::pg_guard]
 pub unsafe extern "C-unwind" fn forward_current_credential() {
     use crate::state::credentials::{self, Credential};
-    unsafe {
-        if !pg_sys::IsTransactionBlock()
-            || crate::plumbing::unguarded::is_in_parallel_mode()
+    let in_block = unsafe {
+        if crate::plumbing::unguarded::is_in_parallel_mode()
             || pg_sys::InSecurityRestrictedOperation()
             || pg_sys::InLocalUserIdChange()
+            || !crate::plumbing::unguarded::is_transaction_state()
         {
             return;
         }
-    }
+        pg_sys::IsTransactionBlock()
+    };
     let generation = crate::state::counters::generation();
     if FORWARDED.get() == generation {
         return;
@@ -209,6 +250,17 @@ pub unsafe extern "C-unwind" fn forward_current_credential() {
     let Some(postprocess) = citus_postprocess() else {
         return;
     };
+    if !in_block {
+        if !matches!(credentials::current(), Ok(Credential::Token(_) | Credential::ApiKey(_))) {
+            FORWARDED.set(generation);
+            return;
+        }
+        let Some(coordinate) = citus_function(&COORDINATE, c"UseCoordinatedTransaction") else {
+            return;
+        };
+        let coordinate = unsafe { std::mem::transmute::<usize, unsafe extern "C-unwind" fn()>(coordinate) };
+        unsafe { pg_sys::ffi::pg_guard_ffi_boundary(|| coordinate()) };
+    }
     let text = match credentials::current() {
         Ok(Credential::Token(value)) if value.bytes().all(is_token_byte) => {
             format!("SET LOCAL tenancy.api_key TO DEFAULT;SET LOCAL tenancy.token = '{value}';")
