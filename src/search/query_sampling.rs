@@ -96,17 +96,9 @@ fn distance2(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum()
 }
 
-/// The mean of the rows `members` (all rows when None).
-fn mean(points: &Points, members: Option<&[usize]>) -> Vec<f64> {
+/// The mean of the rows `members`.
+fn mean(points: &Points, members: &[usize]) -> Vec<f64> {
     let mut sum = vec![0.0; points.dims];
-    let all: Vec<usize>;
-    let members = match members {
-        Some(m) => m,
-        None => {
-            all = (0..points.len()).collect();
-            &all
-        }
-    };
     for &i in members {
         for (s, x) in sum.iter_mut().zip(points.row(i)) {
             *s += x;
@@ -237,7 +229,7 @@ pub fn grouping(values: &[f64], dims: usize) -> (Vec<usize>, Vec<(usize, f64)>) 
         dims: dims.min(PROJECTED_DIMS),
     };
     let all: Vec<usize> = (0..n).collect();
-    let reference_values = single_cloud_points(&small, &all, &mean(&small, None), n, &mut rng);
+    let reference_values = single_cloud_points(&small, &all, &mean(&small, &all), n, &mut rng);
     let reference = Points {
         values: &reference_values,
         dims: small.dims,
@@ -276,9 +268,9 @@ pub fn queries(values: &[f64], dims: usize, count: usize) -> Vec<f64> {
     for (i, &g) in group.iter().enumerate() {
         members[g].push(i);
     }
-    let centres: Vec<Vec<f64>> = members.iter().map(|m| mean(&points, Some(m))).collect();
+    let centres: Vec<Vec<f64>> = members.iter().map(|m| mean(&points, m)).collect();
     let all: Vec<usize> = (0..points.len()).collect();
-    let everything = mean(&points, None);
+    let everything = mean(&points, &all);
     let mut rng = Rng(0x0063_616c_6962_7261);
     let mut out = Vec::with_capacity(count * dims);
     for _ in 0..count {
@@ -376,7 +368,7 @@ mod tests {
             values: &values,
             dims: 64,
         };
-        let centre = mean(&points, None);
+        let centre = mean(&points, &(0..points.len()).collect::<Vec<_>>());
         let spread =
             |v: &[f64]| v.chunks(64).map(|r| distance2(r, &centre).sqrt()).sum::<f64>() / (v.len() / 64) as f64;
         let q = queries(&values, 64, 200);

@@ -250,8 +250,9 @@ pub unsafe extern "C-unwind" fn forward_current_credential() {
     let Some(postprocess) = citus_postprocess() else {
         return;
     };
+    let current = credentials::current();
     if !in_block {
-        if !matches!(credentials::current(), Ok(Credential::Token(_) | Credential::ApiKey(_))) {
+        if !matches!(current, Ok(Credential::Token(_) | Credential::ApiKey(_))) {
             FORWARDED.set(generation);
             return;
         }
@@ -261,7 +262,7 @@ pub unsafe extern "C-unwind" fn forward_current_credential() {
         let coordinate = unsafe { std::mem::transmute::<usize, unsafe extern "C-unwind" fn()>(coordinate) };
         unsafe { pg_sys::ffi::pg_guard_ffi_boundary(|| coordinate()) };
     }
-    let text = match credentials::current() {
+    let text = match current {
         Ok(Credential::Token(value)) if value.bytes().all(is_token_byte) => {
             format!("SET LOCAL tenancy.api_key TO DEFAULT;SET LOCAL tenancy.token = '{value}';")
         }

@@ -29,9 +29,8 @@ use common::{connect_with, fixture_jwks, mint, recreate_database, unix_now, ISSU
 use pgvector::Vector;
 use serde_json::json;
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::time::Instant;
-use vector_data::{bucket, percentile, truth, zipf_sizes, Rng, Topic};
+use vector_data::{bucket, copy_rows, percentile, truth, zipf_sizes, Rng, Topic};
 
 const DATABASE: &str = "tenancy_bench_recall";
 const APP_ROLE: &str = "tenancy_bench_recall_app";
@@ -132,14 +131,7 @@ fn load(db: &mut postgres::Client, data: &Dataset, dims: usize) -> String {
         "CREATE TABLE {table} (id bigint PRIMARY KEY, workspace_id text NOT NULL, embedding vector({dims}))"
     ))
     .unwrap();
-    let mut w = db
-        .copy_in(&format!("COPY {table} (id, workspace_id, embedding) FROM STDIN"))
-        .unwrap();
-    for (i, v) in data.vecs.iter().enumerate() {
-        let s: Vec<String> = v.iter().map(|x| format!("{x:.5}")).collect();
-        writeln!(w, "{}\tws_{}\t[{}]", i + 1, data.ws_of[i], s.join(",")).unwrap();
-    }
-    w.finish().unwrap();
+    copy_rows(db, &table, &data.ws_of, &data.vecs);
     let t = Instant::now();
     // CVE-2026-3172: HNSW builds in pgvector <= 0.8.1 must not run in parallel.
     db.batch_execute(&format!(

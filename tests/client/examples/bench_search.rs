@@ -22,9 +22,8 @@ use common::{connect_with, fixture_jwks, mint, recreate_database, unix_now, ISSU
 use pgvector::Vector;
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
 use std::time::Instant;
-use vector_data::{bucket, cosine, percentile, sizes, truth, Rng, Topic};
+use vector_data::{bucket, copy_rows, cosine, percentile, sizes, truth, Rng, Topic};
 
 const DATABASE: &str = "tenancy_bench_search";
 const APP_ROLE: &str = "tenancy_bench_search_app";
@@ -185,14 +184,7 @@ fn main() {
             "CREATE TABLE {table} (id bigint PRIMARY KEY, workspace_id text NOT NULL, body text, embedding vector({dims}));"
         ))
         .unwrap();
-            let mut w = db
-                .copy_in(&format!("COPY {table} (id, workspace_id, embedding) FROM STDIN"))
-                .unwrap();
-            for (i, v) in data.vecs.iter().enumerate() {
-                let s: Vec<String> = v.iter().map(|x| format!("{x:.5}")).collect();
-                writeln!(w, "{}\tws_{}\t[{}]", i + 1, data.ws_of[i], s.join(",")).unwrap();
-            }
-            w.finish().unwrap();
+            copy_rows(&mut db, &table, &data.ws_of, &data.vecs);
             let loaded = t0.elapsed().as_secs_f64();
             // CVE-2026-3172: HNSW builds in pgvector <= 0.8.1 must not run in parallel.
             let t1 = Instant::now();

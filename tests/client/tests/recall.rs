@@ -10,7 +10,6 @@
 mod common;
 
 use common::*;
-use pgvector::Vector;
 use std::sync::{Mutex, OnceLock};
 
 /// Serializes the tests of this file (they change the calibration of one index).
@@ -18,34 +17,20 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 const DIMENSIONS: usize = 64;
 
-/// The table: 4,000 points of ws_acme's cloud and 300 of ws_globex's, protected, with
+/// The table: 8,000 points of ws_acme's cloud and 300 of ws_globex's, protected, with
 /// ws_acme's own HNSW index made (and calibrated) by tenancy.create_vector_index as the
 /// administrator. Returns the index's name.
 fn recall_items() -> String {
     static INDEX: OnceLock<String> = OnceLock::new();
     INDEX
         .get_or_init(|| {
-            let mut db = admin();
-            db.batch_execute(&format!(
-                "CREATE TABLE recall_items (id bigint PRIMARY KEY, workspace_id text NOT NULL, embedding vector({DIMENSIONS}));
-                 CREATE INDEX ON recall_items (workspace_id);
-                 SELECT tenancy.protect('recall_items');
-                 GRANT SELECT ON recall_items TO {APP_ROLE};"
-            ))
-            .unwrap();
-            let insert = db
-                .prepare("INSERT INTO recall_items VALUES ($1, $2, $3)")
-                .unwrap();
-            let mut tx = db.transaction().unwrap();
-            for id in 0..8_300_i64 {
-                let (workspace, point) = if id < 8_000 {
-                    ("ws_acme", cloud_point(id as u64, DIMENSIONS))
-                } else {
-                    ("ws_globex", cloud_point(id as u64, DIMENSIONS).iter().map(|x| -x).collect())
-                };
-                tx.execute(&insert, &[&id, &workspace, &Vector::from(point)]).unwrap();
-            }
-            tx.commit().unwrap();
+            let mut db = protected_vector_table(
+                "recall_items",
+                DIMENSIONS,
+                8_000,
+                |id| cloud_point(id, DIMENSIONS),
+                |id| cloud_point(id, DIMENSIONS).iter().map(|x| -x).collect(),
+            );
             db.batch_execute("ANALYZE recall_items").unwrap();
             db.query_one(
                 "SELECT CAST(tenancy.create_vector_index('recall_items', 'embedding', 'ws_acme') AS text)",

@@ -8,7 +8,6 @@
 mod common;
 
 use common::*;
-use pgvector::Vector;
 use std::sync::{Mutex, OnceLock};
 
 /// Serializes the tests of this file (they change the calibration of one index).
@@ -26,25 +25,13 @@ fn shared_items() -> String {
     static INDEX: OnceLock<String> = OnceLock::new();
     INDEX
         .get_or_init(|| {
-            let mut db = admin();
-            db.batch_execute(&format!(
-                "CREATE TABLE shared_items (id bigint PRIMARY KEY, workspace_id text NOT NULL, embedding vector({DIMENSIONS}));
-                 CREATE INDEX ON shared_items (workspace_id);
-                 SELECT tenancy.protect('shared_items');
-                 GRANT SELECT ON shared_items TO {APP_ROLE};"
-            ))
-            .unwrap();
-            let insert = db.prepare("INSERT INTO shared_items VALUES ($1, $2, $3)").unwrap();
-            let mut tx = db.transaction().unwrap();
-            for id in 0..ACME_ROWS + 300 {
-                let (workspace, point) = if id < ACME_ROWS {
-                    ("ws_acme", cloud_point(id as u64, DIMENSIONS))
-                } else {
-                    ("ws_globex", cloud_point(id as u64, DIMENSIONS).iter().map(|x| -x).collect())
-                };
-                tx.execute(&insert, &[&id, &workspace, &Vector::from(point)]).unwrap();
-            }
-            tx.commit().unwrap();
+            let mut db = protected_vector_table(
+                "shared_items",
+                DIMENSIONS,
+                ACME_ROWS,
+                |id| cloud_point(id, DIMENSIONS),
+                |id| cloud_point(id, DIMENSIONS).iter().map(|x| -x).collect(),
+            );
             db.batch_execute(
                 "CREATE INDEX shared_items_hnsw ON shared_items USING hnsw (embedding vector_cosine_ops)
                    WITH (m = 16, ef_construction = 64);

@@ -10,32 +10,19 @@
 mod common;
 
 use common::*;
-use pgvector::Vector;
 
 const DIMENSIONS: usize = 64;
 const TOPICS: u64 = 8;
 
 #[test]
 fn a_workspace_of_topics_is_calibrated_on_its_topics() {
-    let mut db = admin();
-    db.batch_execute(&format!(
-        "CREATE TABLE recall_topics (id bigint PRIMARY KEY, workspace_id text NOT NULL, embedding vector({DIMENSIONS}));
-         CREATE INDEX ON recall_topics (workspace_id);
-         SELECT tenancy.protect('recall_topics');
-         GRANT SELECT ON recall_topics TO {APP_ROLE};"
-    ))
-    .unwrap();
-    let insert = db.prepare("INSERT INTO recall_topics VALUES ($1, $2, $3)").unwrap();
-    let mut tx = db.transaction().unwrap();
-    for id in 0..8_300_i64 {
-        let (workspace, point) = if id < 8_000 {
-            ("ws_acme", topic_point(id as u64, DIMENSIONS, TOPICS))
-        } else {
-            ("ws_globex", cloud_point(id as u64, DIMENSIONS))
-        };
-        tx.execute(&insert, &[&id, &workspace, &Vector::from(point)]).unwrap();
-    }
-    tx.commit().unwrap();
+    let mut db = protected_vector_table(
+        "recall_topics",
+        DIMENSIONS,
+        8_000,
+        |id| topic_point(id, DIMENSIONS, TOPICS),
+        |id| cloud_point(id, DIMENSIONS),
+    );
     db.batch_execute(
         "ANALYZE recall_topics;
          SELECT tenancy.create_vector_index('recall_topics', 'embedding', 'ws_acme')",

@@ -118,3 +118,17 @@ pub fn truth(members: &[usize], vecs: &[Vec<f32>], q: &[f32], k: usize) -> Vec<i
     d.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap());
     d.iter().take(k).map(|&(_, i)| i as i64 + 1).collect()
 }
+
+/// Loads rows into `table`'s (id, workspace_id, embedding) with COPY: row i + 1 of workspace
+/// `ws_{ws_of[i]}` with vector `vecs[i]` (five decimals).
+pub fn copy_rows(db: &mut postgres::Client, table: &str, ws_of: &[usize], vecs: &[Vec<f32>]) {
+    use std::io::Write;
+    let mut w = db
+        .copy_in(&format!("COPY {table} (id, workspace_id, embedding) FROM STDIN"))
+        .unwrap();
+    for (i, v) in vecs.iter().enumerate() {
+        let s: Vec<String> = v.iter().map(|x| format!("{x:.5}")).collect();
+        writeln!(w, "{}\tws_{}\t[{}]", i + 1, ws_of[i], s.join(",")).unwrap();
+    }
+    w.finish().unwrap();
+}

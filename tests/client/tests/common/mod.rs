@@ -243,6 +243,40 @@ pub fn acme_at<'a>(app: &'a mut Client, table: &str, target: f64) -> (postgres::
     (tx, strategy)
 }
 
+/// Creates `table` (`id`, `workspace_id`, `embedding vector(dimensions)`) with a B-tree on the
+/// workspace, protected and readable by the application role, holding `acme_rows` rows of
+/// ws_acme drawn by `acme(id)` and 300 of ws_globex drawn by `globex(id)` (ids after ws_acme's),
+/// in one transaction, as the administrator. Indexes and statistics are the caller's.
+pub fn protected_vector_table(
+    table: &str,
+    dimensions: usize,
+    acme_rows: i64,
+    acme: impl Fn(u64) -> Vec<f32>,
+    globex: impl Fn(u64) -> Vec<f32>,
+) -> Client {
+    let mut db = admin();
+    db.batch_execute(&format!(
+        "CREATE TABLE {table} (id bigint PRIMARY KEY, workspace_id text NOT NULL, embedding vector({dimensions}));
+         CREATE INDEX ON {table} (workspace_id);
+         SELECT tenancy.protect('{table}');
+         GRANT SELECT ON {table} TO {APP_ROLE};"
+    ))
+    .unwrap();
+    let insert = db.prepare(&format!("INSERT INTO {table} VALUES ($1, $2, $3)")).unwrap();
+    let mut tx = db.transaction().unwrap();
+    for id in 0..acme_rows + 300 {
+        let (workspace, point) = if id < acme_rows {
+            ("ws_acme", acme(id as u64))
+        } else {
+            ("ws_globex", globex(id as u64))
+        };
+        tx.execute(&insert, &[&id, &workspace, &pgvector::Vector::from(point)])
+            .unwrap();
+    }
+    tx.commit().unwrap();
+    db
+}
+
 /// Mean recall@10 of `tenancy.nearest` on `table` (`id`, `embedding` of `dimensions`) against the
 /// exact answer, for the queries `cloud_point(seeds, dimensions)` (drawn like ws_acme's rows,
 /// none of them a row), at `target`, as ws_acme's member; and the strategy nearest reported.
