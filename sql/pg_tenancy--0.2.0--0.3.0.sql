@@ -1282,6 +1282,29 @@ CREATE EVENT TRIGGER tenancy_forget_dropped_calibrations ON sql_drop
 -- never be chosen), or when time_budget is spent (then `complete` is false). Reads as the caller:
 -- the caller must own the table and see the workspace's rows (a role that bypasses its
 -- row-level security, or one whose identity is that workspace). Takes no lock beyond reading.
+-- What calibration needs to know of an index: its table, its first column, its mark (its
+-- comment: pg_tenancy:hnsw:<metric>:<column>:<workspace>), access method, whether it covers every
+-- row (no predicate, no expression), its operator class (schema-qualified) and whether it is
+-- valid. No row for an OID that is no index.
+CREATE FUNCTION tenancy._vector_index_facts(idx oid, OUT table_oid oid, OUT first_column name, OUT index_mark text,
+                                           OUT access_method name, OUT covers_all_rows boolean,
+                                           OUT operator_class text, OUT is_valid boolean)
+RETURNS SETOF record LANGUAGE sql STABLE ROWS 1 SET search_path = pg_catalog, pg_temp AS $$
+    SELECT i.indrelid, a.attname, d.description, am.amname, i.indpred IS NULL AND i.indexprs IS NULL,
+           format('%I.%I', ocn.nspname, oc.opcname), i.indisvalid
+      FROM pg_index i
+      JOIN pg_class ic ON ic.oid OPERATOR(pg_catalog.=) i.indexrelid
+      JOIN pg_am am ON am.oid OPERATOR(pg_catalog.=) ic.relam
+      JOIN pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) i.indrelid
+                         AND a.attnum OPERATOR(pg_catalog.=) i.indkey[0]
+      JOIN pg_opclass oc ON oc.oid OPERATOR(pg_catalog.=) i.indclass[0]
+      JOIN pg_namespace ocn ON ocn.oid OPERATOR(pg_catalog.=) oc.opcnamespace
+      LEFT JOIN pg_description d ON d.objoid OPERATOR(pg_catalog.=) i.indexrelid
+                                AND d.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::regclass
+                                AND d.objsubid OPERATOR(pg_catalog.=) 0
+     WHERE i.indexrelid OPERATOR(pg_catalog.=) $1
+$$;
+
 CREATE FUNCTION tenancy.calibrate_vector_index(index regclass, queries integer DEFAULT 100,
                                                time_budget interval DEFAULT '60 seconds', k integer DEFAULT 10,
                                                workspace text DEFAULT NULL)
@@ -1326,22 +1349,11 @@ BEGIN
         RAISE EXCEPTION 'queries must be between 1 and 10000, k between 1 and 1000, time_budget positive'
             USING ERRCODE = '22023';
     END IF;
-    -- The index's table, column, mark (its comment: pg_tenancy:hnsw:<metric>:<column>:<workspace>),
-    -- access method, whether it covers every row (no predicate) and its operator class.
-    SELECT i.indrelid, a.attname, d.description, am.amname, i.indpred IS NULL AND i.indexprs IS NULL,
-           format('%I.%I', ocn.nspname, oc.opcname)
+    -- The index's table, column, mark, access method, whether it covers every row and its
+    -- operator class.
+    SELECT f.table_oid, f.first_column, f.index_mark, f.access_method, f.covers_all_rows, f.operator_class
       INTO tbl, col, mark, am_name, whole, opc
-      FROM pg_index i
-      JOIN pg_class ic ON ic.oid OPERATOR(pg_catalog.=) i.indexrelid
-      JOIN pg_am am ON am.oid OPERATOR(pg_catalog.=) ic.relam
-      JOIN pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) i.indrelid
-                         AND a.attnum OPERATOR(pg_catalog.=) i.indkey[0]
-      JOIN pg_opclass oc ON oc.oid OPERATOR(pg_catalog.=) i.indclass[0]
-      JOIN pg_namespace ocn ON ocn.oid OPERATOR(pg_catalog.=) oc.opcnamespace
-      LEFT JOIN pg_description d ON d.objoid OPERATOR(pg_catalog.=) i.indexrelid
-                                AND d.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::regclass
-                                AND d.objsubid OPERATOR(pg_catalog.=) 0
-     WHERE i.indexrelid OPERATOR(pg_catalog.=) index;
+      FROM tenancy._vector_index_facts(index) f;
     FOREACH m IN ARRAY ARRAY['cosine', 'l2', 'inner_product'] LOOP
         IF pg_catalog.starts_with(mark, tenancy._vector_index_mark(col, m, '')) THEN
             metric := m;
@@ -1567,16 +1579,10 @@ BEGIN
     END LOOP;
     FOR r IN
         SELECT CAST(i.indexrelid AS regclass) AS idx
-          FROM pg_index i
-          JOIN pg_class ic ON ic.oid OPERATOR(pg_catalog.=) i.indexrelid
-          JOIN pg_am am ON am.oid OPERATOR(pg_catalog.=) ic.relam
-          JOIN pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) i.indrelid
-                             AND a.attnum OPERATOR(pg_catalog.=) i.indkey[0]
-          JOIN pg_opclass oc ON oc.oid OPERATOR(pg_catalog.=) i.indclass[0]
-          JOIN pg_namespace ocn ON ocn.oid OPERATOR(pg_catalog.=) oc.opcnamespace
-         WHERE i.indrelid OPERATOR(pg_catalog.=) tbl AND i.indisvalid AND am.amname OPERATOR(pg_catalog.=) 'hnsw'
-           AND i.indpred IS NULL AND i.indexprs IS NULL AND a.attname OPERATOR(pg_catalog.=) "column"
-           AND format('%I.%I', ocn.nspname, oc.opcname) OPERATOR(pg_catalog.=) tgt.opclass
+          FROM pg_index i, tenancy._vector_index_facts(i.indexrelid) f
+         WHERE i.indrelid OPERATOR(pg_catalog.=) tbl AND f.is_valid AND f.access_method OPERATOR(pg_catalog.=) 'hnsw'
+           AND f.covers_all_rows AND f.first_column OPERATOR(pg_catalog.=) "column"
+           AND f.operator_class OPERATOR(pg_catalog.=) tgt.opclass
          ORDER BY 1
     LOOP
         FOR w IN EXECUTE format('SELECT CAST(t.%1$I AS text) AS ws, count(*) AS n FROM %2$s t
