@@ -81,8 +81,8 @@ pub(crate) fn scrub_reported_activity() {
 }
 
 /// The masking part of `emit_log_hook` (src/surface/hooks.rs): credentials in a message before the log
-/// or the client sees it, and in the statement text that `log_min_error_statement` appends
-/// (`log_statement` runs before parsing).
+/// or the client sees it, in the statement text that `log_min_error_statement` appends
+/// (`log_statement` runs before parsing), and, for an error, in `pg_stat_activity`.
 ///
 /// # Safety
 /// `edata` must be null or the error being reported.
@@ -101,5 +101,18 @@ pub(crate) unsafe fn scrub_error(edata: *mut pg_sys::ErrorData) {
             }
         }
         mask_c_string(pg_sys::debug_query_string.cast_mut());
+        // The failed statement in the copy `pg_stat_activity` shows, before the client receives
+        // the error: the abort's own scrub (`scrub_reported_activity`) runs only after PostgreSQL
+        // has sent it, and a client reading `pg_stat_activity` right after a statement failed in
+        // parse analysis saw the raw token in between (a rare failure of
+        // tests/client/tests/identity.rs::a_plain_set_leaves_no_token_in_pg_stat_activity under
+        // load). With logging of errors off (`log_min_messages` above `error`) this hook is not
+        // called, and the abort's scrub remains.
+        if edata
+            .as_ref()
+            .is_some_and(|e| e.elevel >= pgrx::PgLogLevel::ERROR as i32)
+        {
+            scrub_reported_activity();
+        }
     }
 }
