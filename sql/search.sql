@@ -181,6 +181,7 @@ RETURNS regclass LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp SET max_parallel_maintenance_workers = 0 AS $$
 DECLARE
     existing regclass;
+    statement text;
 BEGIN
     IF tbl IS NULL OR workspace_id IS NULL THEN
         RAISE EXCEPTION 'table and workspace_id must not be null' USING ERRCODE = '22004';
@@ -190,7 +191,10 @@ BEGIN
     IF existing IS NOT NULL THEN
         RETURN existing;
     END IF;
-    EXECUTE tenancy.vector_index_ddl(tbl, "column", workspace_id, metric, m, ef_construction, false);
+    FOREACH statement IN ARRAY tenancy._vector_index_statements(tbl, "column", workspace_id, metric, m,
+                                                                ef_construction, false) LOOP
+        EXECUTE statement;
+    END LOOP;
     existing := tenancy._vector_index_of(tbl, "column", metric, workspace_id);
     -- Measured at once, so that tenancy.nearest meets tenancy.nearest_recall on it from its first
     -- search (sql/calibration.sql). A caller who cannot read the workspace's rows gets the index
@@ -207,13 +211,12 @@ BEGIN
 END
 $$;
 
--- The CREATE INDEX and COMMENT statements tenancy.create_vector_index runs, for running by hand
--- (concurrent => true gives CREATE INDEX CONCURRENTLY, which must run outside a transaction
--- block and after SET max_parallel_maintenance_workers = 0). Checks its arguments like nearest.
-CREATE FUNCTION tenancy.vector_index_ddl(tbl regclass, "column" name, workspace_id text,
-                                         metric text DEFAULT 'cosine', m integer DEFAULT 16,
-                                         ef_construction integer DEFAULT 160, concurrent boolean DEFAULT true)
-RETURNS text LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+-- The CREATE INDEX and COMMENT statements tenancy.create_vector_index runs, one per element:
+-- executed one at a time (Citus propagates a DDL statement's whole query string to the shards and
+-- refuses a string of two, "cannot insert multiple commands into a prepared statement").
+CREATE FUNCTION tenancy._vector_index_statements(tbl regclass, "column" name, workspace_id text,
+                                                 metric text, m integer, ef_construction integer, concurrent boolean)
+RETURNS text[] LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     tgt record;
     name text;
@@ -234,14 +237,26 @@ BEGIN
     -- A name that is unique per (table, column, metric, workspace) and fits in 63 bytes.
     name := format('%s_%s_ws_%s', left((SELECT c.relname FROM pg_class c WHERE c.oid OPERATOR(pg_catalog.=) tbl), 30),
                    left(metric, 3), left(md5(format('%s:%s', "column", workspace_id)), 16));
-    RETURN format('CREATE INDEX %s%I ON %s USING hnsw (%I %s) WITH (m = %s, ef_construction = %s) WHERE %I OPERATOR(pg_catalog.=) %L::%s; '
-                  'COMMENT ON INDEX %I.%I IS %L;',
-                  CASE WHEN concurrent THEN 'CONCURRENTLY ' ELSE '' END, name, tgt.rel_name, "column", tgt.opclass,
-                  m, ef_construction, tgt.workspace_column, workspace_id, tgt.workspace_type,
-                  (SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
-                    WHERE c.oid OPERATOR(pg_catalog.=) tbl), name,
-                  tenancy._vector_index_mark("column", metric, workspace_id));
+    RETURN ARRAY[
+        format('CREATE INDEX %s%I ON %s USING hnsw (%I %s) WITH (m = %s, ef_construction = %s) WHERE %I OPERATOR(pg_catalog.=) %L::%s;',
+               CASE WHEN concurrent THEN 'CONCURRENTLY ' ELSE '' END, name, tgt.rel_name, "column", tgt.opclass,
+               m, ef_construction, tgt.workspace_column, workspace_id, tgt.workspace_type),
+        format('COMMENT ON INDEX %I.%I IS %L;',
+               (SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
+                 WHERE c.oid OPERATOR(pg_catalog.=) tbl), name,
+               tenancy._vector_index_mark("column", metric, workspace_id))];
 END
+$$;
+
+-- The CREATE INDEX and COMMENT statements tenancy.create_vector_index runs, for running by hand
+-- (concurrent => true gives CREATE INDEX CONCURRENTLY, which must run outside a transaction
+-- block and after SET max_parallel_maintenance_workers = 0). Checks its arguments like nearest.
+CREATE FUNCTION tenancy.vector_index_ddl(tbl regclass, "column" name, workspace_id text,
+                                         metric text DEFAULT 'cosine', m integer DEFAULT 16,
+                                         ef_construction integer DEFAULT 160, concurrent boolean DEFAULT true)
+RETURNS text LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT pg_catalog.array_to_string(
+        tenancy._vector_index_statements(tbl, "column", workspace_id, metric, m, ef_construction, concurrent), ' ')
 $$;
 
 -- Automatic policy: gives every workspace with at least min_rows rows in tbl its own HNSW index

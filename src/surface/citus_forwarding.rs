@@ -132,6 +132,57 @@ pub unsafe extern "C-unwind" fn credential_set_text(stmt: *mut pg_sys::Node) -> 
     }
 }
 
+/// The text of a `SET` or `RESET` that is one statement of a multi-statement query string, alone,
+/// in memory of the current context (None: not such a statement, or already alone). Citus
+/// forwards the text it receives for a `SET LOCAL` it propagates, and that text is the whole
+/// query string: `BEGIN; SET LOCAL tenancy.token = '…'; SET LOCAL statement_timeout = 100;
+/// SELECT …` sent every statement of the string to the workers, which ran them again under their
+/// masked credentials (found by `scripts/citus-test`: "tenancy token is malformed" on a worker;
+/// a role's `SET ROLE` in the string ran there too). The statement's own text is the
+/// `stmt_location`/`stmt_len` range of the string, as `pg_stat_statements` cuts it.
+///
+/// # Safety
+/// `pstmt` a utility statement's plan, `query_string` its NUL-terminated source text.
+#[pgrx::pg_guard]
+pub unsafe extern "C-unwind" fn own_set_text(
+    pstmt: *mut pg_sys::PlannedStmt,
+    query_string: *const c_char,
+) -> *mut c_char {
+    unsafe {
+        let stmt = (*pstmt).utilityStmt;
+        if query_string.is_null() || stmt.is_null() || (*stmt).type_ != pg_sys::NodeTag::T_VariableSetStmt {
+            return std::ptr::null_mut();
+        }
+        let whole = CStr::from_ptr(query_string).to_bytes();
+        let Ok(start) = usize::try_from((*pstmt).stmt_location) else {
+            return std::ptr::null_mut();
+        };
+        let end = match usize::try_from((*pstmt).stmt_len) {
+            Ok(0) | Err(_) => whole.len(),
+            Ok(len) => start.saturating_add(len).min(whole.len()),
+        };
+        if start >= end || (start == 0 && end == whole.len()) {
+            return std::ptr::null_mut();
+        }
+        pg_sys::pnstrdup(whole[start..end].as_ptr().cast(), end - start)
+    }
+}
+
+/// A flat copy of `pstmt` whose statement is the whole of the text handed with it (location 0,
+/// length 0), for a text made by `credential_set_text` or `own_set_text`.
+///
+/// # Safety
+/// `pstmt` a valid plan; inside a transaction (palloc).
+pub unsafe fn alone(pstmt: *mut pg_sys::PlannedStmt) -> *mut pg_sys::PlannedStmt {
+    unsafe {
+        let copy = pg_sys::palloc(std::mem::size_of::<pg_sys::PlannedStmt>()).cast::<pg_sys::PlannedStmt>();
+        std::ptr::copy_nonoverlapping(pstmt, copy, 1);
+        (*copy).stmt_location = 0;
+        (*copy).stmt_len = 0;
+        copy
+    }
+}
+
 /// `text` copied into memory of the current context, NUL-terminated; `text` itself is wiped
 /// (it held a credential).
 ///

@@ -143,19 +143,27 @@ unsafe extern "C-unwind" fn process_utility(
         before_process_utility(pstmt);
         // Citus next in the chain: a credential's SET LOCAL as a text of its own, unmasked, for
         // Citus to forward to the workers (`citus_forwarding.rs`).
-        let forwarded = match PREV_PROCESS_UTILITY {
-            Some(previous) if super::citus_forwarding::next_is_citus(previous as *const std::ffi::c_void) => {
-                super::citus_forwarding::credential_set_text((*pstmt).utilityStmt)
-            }
-            _ => std::ptr::null_mut(),
-        };
-        let text = if forwarded.is_null() {
-            query_string
+        // Any other SET or RESET of a multi-statement string: its own text alone (Citus forwards
+        // the text it gets, which was the whole string).
+        let to_citus = matches!(PREV_PROCESS_UTILITY,
+            Some(previous) if super::citus_forwarding::next_is_citus(previous as *const std::ffi::c_void));
+        let forwarded = if to_citus {
+            super::citus_forwarding::credential_set_text((*pstmt).utilityStmt)
         } else {
-            forwarded.cast_const()
+            std::ptr::null_mut()
+        };
+        let own = if to_citus && forwarded.is_null() {
+            super::citus_forwarding::own_set_text(pstmt, query_string)
+        } else {
+            std::ptr::null_mut()
+        };
+        let (text, statement) = match (forwarded.is_null(), own.is_null()) {
+            (false, _) => (forwarded.cast_const(), super::citus_forwarding::alone(pstmt)),
+            (true, false) => (own.cast_const(), super::citus_forwarding::alone(pstmt)),
+            (true, true) => (query_string, pstmt),
         };
         match PREV_PROCESS_UTILITY {
-            Some(previous) => previous(pstmt, text, read_only_tree, context, params, query_env, dest, qc),
+            Some(previous) => previous(statement, text, read_only_tree, context, params, query_env, dest, qc),
             None => unguarded_standard_process_utility(
                 pstmt,
                 query_string,
