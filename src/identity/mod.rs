@@ -89,6 +89,16 @@ pub fn current() -> Result<Rc<Identity>, Denial> {
             "tenancy.session_tokens = refuse for this role",
         ));
     }
+    // A Citus coordinator hands its workers a credential by `SET LOCAL` only, so a credential
+    // set for the whole session of a Citus connection was planted there by a client (a string
+    // Citus forwarded whole, a pushed-down function): it would outlive the transaction and serve
+    // the next client of the coordinator's cached connection (adversarial pass of session 14).
+    if credentials::set_by_citus_coordinator() && credentials::is_session_scoped() {
+        return Err(Denial::new(
+            Reason::SessionToken,
+            "a Citus connection accepts only the coordinator's SET LOCAL",
+        ));
+    }
     let now = unix_now();
     if let Some(key) = &identity.api_key_id {
         if now >= identity.expires_at {
@@ -124,10 +134,16 @@ fn note_key_use(key: &str) {
         return;
     }
     KEY_USES.with_borrow_mut(|uses| uses.insert(key.to_string(), now));
+    // Never waits: a transaction holding the key's row (another session using the same key and
+    // still open, or on Citus another shard connection of the same distributed transaction,
+    // which Citus then cancelled as a distributed deadlock: adversarial pass of session 14) holds
+    // the advisory lock too, and this use goes unrecorded (that one's write records the key in
+    // use). The lock's first key is pg_tenancy's own ('tena').
     pinned_context::as_lookup_role(|| {
         Spi::run_with_args(
             "INSERT INTO tenancy.api_key_usage AS u (key_id, last_used_at)
-             VALUES (CAST($1 AS pg_catalog.uuid), pg_catalog.now())
+             SELECT CAST($1 AS pg_catalog.uuid), pg_catalog.now()
+              WHERE pg_catalog.pg_try_advisory_xact_lock(1952804449, pg_catalog.hashtext($1))
              ON CONFLICT (key_id) DO UPDATE SET last_used_at = excluded.last_used_at",
             &[key.into()],
         )

@@ -6,7 +6,10 @@
 //! PostgreSQL shows to every other connection of the same database role. Three hooks mask it:
 //! `ProcessUtility` (the `SET` itself) and `ExecutorStart` (a literal in `set_config(…)`) mask the
 //! top-level statement text in place and report it again to `pg_stat_activity`; `emit_log_hook`
-//! masks every message on its way to the log or the client. The hooks themselves live in
+//! masks every message PostgreSQL writes to the server log (and the same message on its way to
+//! the client). A message that goes to the client only (a `NOTICE` below `log_min_messages`,
+//! such as Citus's `citus.log_remote_commands`) does not pass that hook: it reaches the session
+//! that raised it, whose own credential it may show. The hooks themselves live in
 //! `surface/hooks.rs`; this module is what they call, and the scanner is `verify::masking`. Masking keeps the text's length, so
 //! statement offsets that `pg_stat_statements` and error cursors rely on stay valid.
 //!
@@ -100,17 +103,22 @@ pub(crate) unsafe fn scrub_error(edata: *mut pg_sys::ErrorData) {
                 mask_c_string(field);
             }
         }
-        mask_c_string(pg_sys::debug_query_string.cast_mut());
-        // The failed statement in the copy `pg_stat_activity` shows, before the client receives
-        // the error: the abort's own scrub (`scrub_reported_activity`) runs only after PostgreSQL
-        // has sent it, and a client reading `pg_stat_activity` right after a statement failed in
-        // parse analysis saw the raw token in between (a rare failure of
-        // tests/client/tests/identity.rs::a_plain_set_leaves_no_token_in_pg_stat_activity under
-        // load). With logging of errors off (`log_min_messages` above `error`) this hook is not
-        // called, and the abort's scrub remains.
-        if edata
-            .as_ref()
-            .is_some_and(|e| e.elevel >= pgrx::PgLogLevel::ERROR as i32)
+        let statement_masked = mask_c_string(pg_sys::debug_query_string.cast_mut());
+        // The copy `pg_stat_activity` shows, masked too whenever the statement text held a
+        // credential: `log_statement` logs before parsing, so this hook masked the text first and
+        // the statement's own hooks (`scrub_current_statement`) then found nothing to mask and
+        // left the raw copy there, for the whole statement and as long as the session stayed idle
+        // after it (adversarial pass of session 14; on Citus workers, every forwarded
+        // credential). And for an error, before the client receives it: the abort's own scrub
+        // runs only after PostgreSQL has sent it, and a client reading `pg_stat_activity` right
+        // after a statement failed in parse analysis saw the raw token in between
+        // (tests/client/tests/identity.rs::a_plain_set_leaves_no_token_in_pg_stat_activity, a
+        // rare failure under load). With such logging off this hook is not called, and the
+        // statement hooks and the abort's scrub remain.
+        if statement_masked
+            || edata
+                .as_ref()
+                .is_some_and(|e| e.elevel >= pgrx::PgLogLevel::ERROR as i32)
         {
             scrub_reported_activity();
         }

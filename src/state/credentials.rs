@@ -328,13 +328,15 @@ fn check(
 /// Anyone can choose that application name: it moves the verification from the `SET` to the
 /// first read, which refuses the same way, and lets a client that connects to a worker directly
 /// write its own credential as text there (docs/security.md, residual risk 32).
-fn set_by_citus_coordinator() -> bool {
+/// (Also read on every identity read: `identity::current` refuses a session-level credential on
+/// such a connection. Citus loaded is asked first, the cheaper question.)
+pub fn set_by_citus_coordinator() -> bool {
     let name = unsafe { pg_sys::application_name };
-    !name.is_null()
+    crate::plumbing::citus::loaded()
+        && !name.is_null()
         && unsafe { CStr::from_ptr(name) }
             .to_bytes()
             .starts_with(b"citus_internal")
-        && crate::plumbing::citus::loaded()
 }
 
 /// Records a denial and makes the check hook fail with it (SQLSTATE 28000).

@@ -304,14 +304,20 @@ pub unsafe extern "C-unwind" fn forward_current_credential() {
     let current = credentials::current();
     if !in_block {
         if !matches!(current, Ok(Credential::Token(_) | Credential::ApiKey(_))) {
-            FORWARDED.set(generation);
-            return;
+            // A credential forwarded earlier in this transaction (a DO block, a procedure, a
+            // function's statements) and cleared since: the reset below, as in a block (the
+            // adversarial pass of session 14 found the workers keeping the old identity).
+            if FORWARDED.get() == 0 {
+                FORWARDED.set(generation);
+                return;
+            }
+        } else {
+            let Some(coordinate) = citus_function(&COORDINATE, c"UseCoordinatedTransaction") else {
+                return;
+            };
+            let coordinate = unsafe { std::mem::transmute::<usize, unsafe extern "C-unwind" fn()>(coordinate) };
+            unsafe { pg_sys::ffi::pg_guard_ffi_boundary(|| coordinate()) };
         }
-        let Some(coordinate) = citus_function(&COORDINATE, c"UseCoordinatedTransaction") else {
-            return;
-        };
-        let coordinate = unsafe { std::mem::transmute::<usize, unsafe extern "C-unwind" fn()>(coordinate) };
-        unsafe { pg_sys::ffi::pg_guard_ffi_boundary(|| coordinate()) };
     }
     let text = match current {
         Ok(Credential::Token(value)) if value.bytes().all(is_token_byte) => {

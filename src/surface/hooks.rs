@@ -147,6 +147,13 @@ unsafe extern "C-unwind" fn process_utility(
         // the text it gets, which was the whole string).
         let to_citus = matches!(PREV_PROCESS_UTILITY,
             Some(previous) if super::citus_forwarding::next_is_citus(previous as *const std::ffi::c_void));
+        // A COPY of a distributed table runs its shard COPYs from Citus's hook, with no
+        // `ExecutorStart` on the coordinator: the credential (or its reset) goes first (the
+        // adversarial pass of session 14: the workers answered with the identity of an earlier
+        // statement, or with none).
+        if to_citus && !(*pstmt).utilityStmt.is_null() && (*(*pstmt).utilityStmt).type_ == pg_sys::NodeTag::T_CopyStmt {
+            super::citus_forwarding::forward_current_credential();
+        }
         let forwarded = if to_citus {
             super::citus_forwarding::credential_set_text((*pstmt).utilityStmt)
         } else {

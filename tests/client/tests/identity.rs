@@ -24,6 +24,30 @@ fn activity_of(observer: &mut postgres::Client, pid: i32) -> String {
         .get(0)
 }
 
+/// With `log_statement = 'all'` the server logs a statement before parsing it, and the log hook
+/// masks its text first: the statement's own hooks then found nothing left to mask and left the
+/// raw copy in `pg_stat_activity`, readable for as long as the session stayed idle (adversarial
+/// pass of session 14).
+#[test]
+fn a_logged_set_leaves_no_token_in_pg_stat_activity() {
+    let mut client = admin();
+    let mut observer = admin();
+    client.batch_execute("SET log_statement = 'all'").unwrap();
+    let pid: i32 = client.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+    let token = token("user_alice", "org_acme");
+    let signature = &token[token.rfind('.').unwrap() + 1..];
+    for statement in [
+        format!("SET tenancy.token = '{token}'"),
+        format!("SET tenancy.token TO '{token}'; SELECT 1"),
+        format!("BEGIN; SET LOCAL tenancy.token = '{token}'; COMMIT"),
+    ] {
+        client.batch_execute(&statement).unwrap();
+        let seen = activity_of(&mut observer, pid);
+        assert!(!seen.contains(signature), "{statement}: token readable as {seen}");
+        assert!(seen.contains("[redacted]"), "{statement}: {seen}");
+    }
+}
+
 #[test]
 fn a_plain_set_leaves_no_token_in_pg_stat_activity() {
     let mut client = app();
