@@ -279,6 +279,8 @@ DECLARE
     forced boolean;
     defaulted boolean;
     previous text;
+    propagation text;
+    refusal_state text;
     refusal text;
 BEGIN
     PERFORM tenancy._require_owner(rel);
@@ -375,11 +377,20 @@ BEGIN
     IF current_default IS DISTINCT FROM ours THEN
         BEGIN
             EXECUTE format('ALTER TABLE %s ALTER COLUMN %I SET DEFAULT %s', rel::regclass, ws_col, ours);
-        EXCEPTION WHEN feature_not_supported THEN
-            -- Citus refuses ALTER TABLE on a distributed table's distribution column.
-            GET STACKED DIAGNOSTICS refusal = MESSAGE_TEXT;
-            RAISE EXCEPTION '%', refusal USING ERRCODE = 'feature_not_supported',
-                HINT = 'On Citus, protect a table before create_distributed_table(), and name its workspace column in every INSERT (docs/scale-out.md).';
+        EXCEPTION WHEN feature_not_supported OR internal_error THEN
+            -- Citus refuses ALTER TABLE on a distributed table's distribution column, even for a
+            -- DEFAULT (XX000 "cannot execute ALTER TABLE command involving partition column").
+            -- The coordinator evaluates a DEFAULT before it routes a row, so its own table's is
+            -- the one that counts: set there alone, not propagated to the shards. Without Citus,
+            -- the error as it was.
+            GET STACKED DIAGNOSTICS refusal = MESSAGE_TEXT, refusal_state = RETURNED_SQLSTATE;
+            propagation := pg_catalog.current_setting('citus.enable_ddl_propagation', true);
+            IF propagation IS NULL THEN
+                RAISE EXCEPTION '%', refusal USING ERRCODE = refusal_state;
+            END IF;
+            PERFORM pg_catalog.set_config('citus.enable_ddl_propagation', 'off', true);
+            EXECUTE format('ALTER TABLE %s ALTER COLUMN %I SET DEFAULT %s', rel::regclass, ws_col, ours);
+            PERFORM pg_catalog.set_config('citus.enable_ddl_propagation', propagation, true);
         END;
         IF NOT defaulted OR current_default !~ '^\(?tenancy\.workspace_id\(\)' THEN
             previous := current_default;

@@ -14,6 +14,10 @@ pub static AUDIT_DATABASE: GucSetting<Option<CString>> = GucSetting::<Option<CSt
 /// standby's audit writer sends its denials; empty uses `primary_conninfo` with `dbname` set to
 /// `tenancy.audit_database`.
 pub static AUDIT_PRIMARY_CONNINFO: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+/// `tenancy.audit_coordinator_conninfo` (SIGHUP, superuser-only: it may hold a password): set on
+/// a Citus worker, its audit writer sends its denials to the coordinator's audit database, as a
+/// hot standby sends them to its primary, instead of recording them on the worker.
+pub static AUDIT_COORDINATOR_CONNINFO: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 /// `tenancy.audit_naptime` (SIGHUP): milliseconds between the worker's rounds.
 pub static AUDIT_NAPTIME: GucSetting<i32> = GucSetting::<i32>::new(200);
 /// `tenancy.audit_retention` (SIGHUP): days `tenancy.audit_log` keeps a row; 0 keeps them all.
@@ -51,6 +55,14 @@ pub fn define() {
         c"Connection string a hot standby's audit writer uses to record its denials on the primary.",
         c"Empty: primary_conninfo with dbname set to tenancy.audit_database. The role needs REPLICATION or superuser.",
         &AUDIT_PRIMARY_CONNINFO,
+        GucContext::Sighup,
+        GucFlags::SUPERUSER_ONLY,
+    );
+    GucRegistry::define_string_guc(
+        c"tenancy.audit_coordinator_conninfo",
+        c"Connection string a Citus worker's audit writer uses to record its denials on the coordinator.",
+        c"Empty: denials are recorded on this server. The role needs REPLICATION or superuser on the coordinator.",
+        &AUDIT_COORDINATOR_CONNINFO,
         GucContext::Sighup,
         GucFlags::SUPERUSER_ONLY,
     );
@@ -107,6 +119,14 @@ pub fn audit_database() -> String {
 /// `tenancy.audit_primary_conninfo`, when set.
 pub fn audit_primary_conninfo() -> Option<String> {
     AUDIT_PRIMARY_CONNINFO
+        .get()
+        .map(|v| v.to_string_lossy().into_owned())
+        .filter(|v| !v.trim().is_empty())
+}
+
+/// `tenancy.audit_coordinator_conninfo`, when set.
+pub fn audit_coordinator_conninfo() -> Option<String> {
+    AUDIT_COORDINATOR_CONNINFO
         .get()
         .map(|v| v.to_string_lossy().into_owned())
         .filter(|v| !v.trim().is_empty())

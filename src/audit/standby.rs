@@ -1,4 +1,5 @@
-//! Denials raised on a hot standby, made durable on its primary. A standby cannot write, so its
+//! Denials raised on a hot standby, made durable on its primary (and a Citus worker's on its
+//! coordinator, when `tenancy.audit_coordinator_conninfo` is set: the same path). A standby cannot write, so its
 //! audit writer hands each batch to `tenancy.record_standby_denials` in the primary's audit
 //! database over libpq: by default the standby's own `primary_conninfo` with `dbname` set to
 //! `tenancy.audit_database`, or `tenancy.audit_primary_conninfo` when set. Rows are keyed by the
@@ -26,6 +27,12 @@ const RECORD: &str =
 /// Whether this server is in recovery (a standby).
 pub fn in_recovery() -> bool {
     unsafe { pg_sys::RecoveryInProgress() }
+}
+
+/// Whether this server's denials are recorded elsewhere: a standby's on its primary, a Citus
+/// worker's (`tenancy.audit_coordinator_conninfo` set) on its coordinator.
+pub fn forwards() -> bool {
+    in_recovery() || gucs::audit_coordinator_conninfo().is_some()
 }
 
 /// One batch as the primary records it.
@@ -99,8 +106,14 @@ extern "C" {
     fn libc_gethostname(name: *mut std::ffi::c_char, len: usize) -> i32;
 }
 
-/// The connection string to the primary's audit database.
+/// The connection string to the primary's audit database (a Citus worker's: the coordinator's).
 fn conninfo() -> String {
+    if !in_recovery() {
+        if let Some(coordinator) = gucs::audit_coordinator_conninfo() {
+            let name = quote("pg_tenancy audit writer (Citus worker)");
+            return format!("connect_timeout=10 application_name={name} {coordinator}");
+        }
+    }
     let name = quote("pg_tenancy audit writer (standby)");
     if let Some(explicit) = gucs::audit_primary_conninfo() {
         return format!("connect_timeout=10 application_name={name} {explicit}");

@@ -77,7 +77,7 @@ pub extern "C-unwind" fn pg_tenancy_audit_worker_main(_arg: pg_sys::Datum) {
         let purge = now - last_purge >= HOUSEKEEPING_SECONDS;
         let batch = ring::claim(BATCH);
         pause = Duration::from_millis(gucs::AUDIT_NAPTIME.get() as u64);
-        let standby = standby::in_recovery();
+        let standby = standby::forwards();
         // A spool waits to be sent (standby, when its retry is due) or, after a promotion or a
         // restart as a primary, to be written here.
         check_spool |= was_standby && !standby;
@@ -162,7 +162,7 @@ pub extern "C-unwind" fn pg_tenancy_audit_worker_main(_arg: pg_sys::Datum) {
             }
         }
     }
-    if standby::in_recovery() {
+    if standby::forwards() {
         spool_the_ring();
     }
     // SIGTERM: at shutdown the postmaster restarts nothing; otherwise (pg_terminate_backend) a
