@@ -95,12 +95,18 @@ pub unsafe fn search(call: &Call, store: *mut pg_sys::Tuplestorestate, desc: pg_
             }
         };
         run(plan);
+        let mut ran = strategy;
         if strategy == Strategy::WorkspaceHnsw && (pg_sys::SPI_processed as i64) < i64::from(call.k) {
             // The workspace's own index came back short (it hit hnsw.max_scan_tuples, or the
             // workspace shrank since it was made): the exact scan answers instead.
             run(plan_of(Strategy::Exact));
+            ran = Strategy::Exact;
         }
         let table = pg_sys::SPI_tuptable;
+        if sql_text::columns_then_row(&target, ran) {
+            rows_from_columns(call, store, desc);
+            return;
+        }
         for i in 0..pg_sys::SPI_processed as usize {
             let tuple = *(*table).vals.add(i);
             let mut row = [pg_sys::Datum::from(0); 2];
@@ -110,6 +116,43 @@ pub unsafe fn search(call: &Call, store: *mut pg_sys::Tuplestorestate, desc: pg_
             }
             pg_sys::tuplestore_putvalues(store, desc, row.as_mut_ptr(), null.as_mut_ptr());
         }
+    }
+}
+
+/// Puts the rows of a plan that returned (distance, the row's columns…) into `store` as (item,
+/// distance), forming each item in the table's row type here (`sql_text::columns_then_row`):
+/// the columns in attribute order, a dropped attribute null.
+///
+/// # Safety
+/// Right after such a plan ran (`SPI_tuptable`), between `begin` and `spi::finish`.
+unsafe fn rows_from_columns(call: &Call, store: *mut pg_sys::Tuplestorestate, desc: pg_sys::TupleDesc) {
+    unsafe {
+        let table = pg_sys::SPI_tuptable;
+        let row_desc = pg_sys::lookup_rowtype_tupdesc(call.row_type, -1);
+        let natts = (*row_desc).natts as usize;
+        let attrs = (*row_desc).attrs.as_slice(natts);
+        let mut values = vec![pg_sys::Datum::from(0); natts];
+        let mut nulls = vec![true; natts];
+        for i in 0..pg_sys::SPI_processed as usize {
+            let tuple = *(*table).vals.add(i);
+            let mut distance_null = false;
+            let distance = pg_sys::SPI_getbinval(tuple, (*table).tupdesc, 1, &mut distance_null);
+            let mut column = 2;
+            for (a, attr) in attrs.iter().enumerate() {
+                if attr.attisdropped {
+                    values[a] = pg_sys::Datum::from(0);
+                    nulls[a] = true;
+                } else {
+                    values[a] = pg_sys::SPI_getbinval(tuple, (*table).tupdesc, column, &mut nulls[a]);
+                    column += 1;
+                }
+            }
+            let formed = pg_sys::heap_form_tuple(row_desc, values.as_mut_ptr(), nulls.as_mut_ptr());
+            let mut row = [pg_sys::heap_copy_tuple_as_datum(formed, row_desc), distance];
+            let mut null = [false, distance_null];
+            pg_sys::tuplestore_putvalues(store, desc, row.as_mut_ptr(), null.as_mut_ptr());
+        }
+        pg_sys::DecrTupleDescRefCount(row_desc);
     }
 }
 
@@ -154,6 +197,7 @@ pub unsafe fn target_of(call: &Call) -> Rc<Target> {
         vector_base_oid: oid(8),
         dims: field(9).and_then(|v| v.parse().ok()),
         op: field(10).unwrap_or_default(),
+        distributed: crate::plumbing::citus::loaded() && unsafe { distributed(oid(0)) },
     };
     // Both are known here: _vector_target raised on a NULL one.
     let (column, metric) = (
@@ -161,6 +205,25 @@ pub unsafe fn target_of(call: &Call) -> Rc<Target> {
         call.metric.clone().unwrap_or_default(),
     );
     cache::remember_target(call.row_type, &column, &metric, target)
+}
+
+/// Whether `rel` is a Citus distributed table (asked only with Citus loaded, whose catalog
+/// `pg_dist_partition` then exists).
+///
+/// # Safety
+/// Between `begin` and `spi::finish`.
+unsafe fn distributed(rel: pg_sys::Oid) -> bool {
+    let rows = unsafe {
+        spi::texts(
+            "SELECT pg_catalog.count(*) FROM pg_catalog.pg_dist_partition p WHERE p.logicalrelid OPERATOR(pg_catalog.=) $1",
+            &[(pg_sys::OIDOID, Some(pg_sys::Datum::from(rel)))],
+            "reading whether the search target is distributed",
+        )
+    };
+    rows.into_iter()
+        .next()
+        .and_then(|row| row.into_iter().next().flatten())
+        .is_some_and(|count| count != "0")
 }
 
 /// The query as the column's base type, cast when it is another type (a text literal, a real[]);

@@ -32,6 +32,9 @@ pub struct Target {
     pub dims: Option<i32>,
     /// The distance operator, qualified (`OPERATOR(public.<=>)`).
     pub op: String,
+    /// A Citus distributed table (`pg_dist_partition`): its exact scan builds whole rows (see
+    /// `strategy.rs`).
+    pub distributed: bool,
 }
 
 /// Which plan answers a call.

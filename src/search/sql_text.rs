@@ -28,6 +28,15 @@ pub fn quote_literal(value: &str) -> String {
     }
 }
 
+/// Whether the plan of `strategy` on `target` returns (distance, the row's columns…) rather
+/// than (item, distance). Citus sends a row of a shard's row type as text (its binary form names
+/// the shard's type), and parsing it back (`record_in`, a vector's floats by `strtof`) cost the
+/// coordinator more than the search (`scripts/bench-citus`, 64 dimensions, docs/benchmarks.md):
+/// the columns come in their binary forms, and the coordinator forms the row itself.
+pub fn columns_then_row(target: &Target, strategy: Strategy) -> bool {
+    target.distributed && matches!(strategy, Strategy::ExactSmall | Strategy::WorkspaceHnsw)
+}
+
 /// The caller's scope over alias t: `$2` (or the literal `workspace`, which lets the planner match
 /// a per-workspace partial index) for the workspace column, `$3` for the user column.
 pub fn scope(target: &Target, workspace: Option<&str>) -> String {
@@ -60,7 +69,9 @@ pub fn cast_sql(vector_base: &str) -> String {
     format!("SELECT CAST($1 AS {vector_base})")
 }
 
-/// The SQL of a strategy's plan: rows (item, distance), nearest first.
+/// The SQL of a strategy's plan: rows (item, distance), nearest first (on a Citus distributed
+/// table, for the strategies that build rows as they go: (distance, the row's columns…), see
+/// `columns_then_row`).
 ///
 /// The scans carry only (tableoid, ctid, distance); the k winners' rows are fetched afterwards
 /// by TID in the same statement (same snapshot), except for the smallest workspaces
@@ -79,6 +90,21 @@ pub fn search_sql(target: &Target, column: &str, strategy: Strategy, k: i32, wor
           WHERE {exact_scope} AND t.{c} IS NOT NULL OFFSET 0"
     );
     let winners = match strategy {
+        // On a Citus distributed table: the distance first, then the row's columns, which
+        // `execute.rs` makes into the row on the coordinator (`columns_then_row`).
+        Strategy::ExactSmall if target.distributed => {
+            return format!(
+                "SELECT e.* FROM (SELECT t.{c} {op} $1 AS distance, t.* FROM {rel} t \
+                  WHERE {exact_scope} AND t.{c} IS NOT NULL OFFSET 0) e ORDER BY 1 LIMIT {k}"
+            );
+        }
+        Strategy::WorkspaceHnsw if target.distributed => {
+            let own_scope = scope(target, Some(workspace));
+            return format!(
+                "SELECT h.* FROM (SELECT t.{c} {op} $1 AS distance, t.* FROM {rel} t \
+                  WHERE {own_scope} ORDER BY t.{c} {op} $1 LIMIT {k}) h ORDER BY 1"
+            );
+        }
         // The same scan with whole rows, for the smallest workspaces.
         Strategy::ExactSmall => {
             return format!(
@@ -139,6 +165,7 @@ mod tests {
             vector_base_oid: pg_sys::Oid::from(16_385),
             dims: Some(3),
             op: "OPERATOR(public.<=>)".into(),
+            distributed: false,
         }
     }
 
@@ -259,6 +286,29 @@ mod tests {
         );
         let many = search_sql(&target(false), "embedding", Strategy::SharedHnsw, 500, "ws_a");
         assert!(many.contains("LIMIT 500)"), "{many}");
+    }
+
+    #[test]
+    fn on_a_distributed_table_rows_come_as_distance_then_columns() {
+        let mut distributed = target(false);
+        distributed.distributed = true;
+        for strategy in [Strategy::ExactSmall, Strategy::WorkspaceHnsw] {
+            assert!(columns_then_row(&distributed, strategy));
+            assert!(!columns_then_row(&target(false), strategy));
+            let sql = search_sql(&distributed, "embedding", strategy, 10, "ws_a");
+            assert!(
+                sql.contains("SELECT t.\"embedding\" OPERATOR(public.<=>) $1 AS distance, t.* FROM public.docs t"),
+                "{strategy:?}: {sql}"
+            );
+            assert!(sql.contains("ORDER BY 1"), "{strategy:?}: {sql}");
+            assert!(!sql.contains(" AS item"), "{strategy:?}: {sql}");
+        }
+        // The TID-fetching plans keep their shape (item, distance).
+        for strategy in [Strategy::Exact, Strategy::SharedHnsw] {
+            assert!(!columns_then_row(&distributed, strategy));
+            let sql = search_sql(&distributed, "embedding", strategy, 10, "ws_a");
+            assert!(sql.starts_with("SELECT t AS item, w.distance"), "{strategy:?}: {sql}");
+        }
     }
 
     #[test]
