@@ -476,6 +476,31 @@ BEGIN
 END
 $$;
 
+-- Runs an ALTER TABLE … ALTER COLUMN … SET or DROP DEFAULT of a workspace column. Citus refuses
+-- any ALTER TABLE of a distributed table's distribution column (XX000 "cannot execute ALTER TABLE
+-- command involving partition column"), a DEFAULT included: there the statement runs on the
+-- coordinator's table alone (DDL propagation off for it), where Citus evaluates a DEFAULT before
+-- it routes a row. Without Citus, the error as it was.
+CREATE FUNCTION tenancy._alter_column_default(statement text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    refusal text;
+    refusal_state text;
+    propagation text;
+BEGIN
+    EXECUTE statement;
+EXCEPTION WHEN feature_not_supported OR internal_error THEN
+    GET STACKED DIAGNOSTICS refusal = MESSAGE_TEXT, refusal_state = RETURNED_SQLSTATE;
+    propagation := pg_catalog.current_setting('citus.enable_ddl_propagation', true);
+    IF propagation IS NULL THEN
+        RAISE EXCEPTION '%', refusal USING ERRCODE = refusal_state;
+    END IF;
+    PERFORM pg_catalog.set_config('citus.enable_ddl_propagation', 'off', true);
+    EXECUTE statement;
+    PERFORM pg_catalog.set_config('citus.enable_ddl_propagation', propagation, true);
+END
+$$;
+
 CREATE OR REPLACE FUNCTION tenancy._restore_default(rel oid, col text, previous text) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -494,16 +519,16 @@ BEGIN
         RETURN;
     END IF;
     IF previous IS NULL THEN
-        EXECUTE format('ALTER TABLE %s ALTER COLUMN %I DROP DEFAULT', rel::regclass, col);
+        PERFORM tenancy._alter_column_default(format('ALTER TABLE %s ALTER COLUMN %I DROP DEFAULT', rel::regclass, col));
     ELSE
         IF NOT tenancy._is_one_expression(previous) THEN
             RAISE WARNING 'the remembered default of column % of % is not one expression: the column is left without a default', col, rel::regclass
                 USING DETAIL = 'tenancy.protections.previous_default is written by the table''s owner; it is never run as statements.';
-            EXECUTE format('ALTER TABLE %s ALTER COLUMN %I DROP DEFAULT', rel::regclass, col);
+            PERFORM tenancy._alter_column_default(format('ALTER TABLE %s ALTER COLUMN %I DROP DEFAULT', rel::regclass, col));
             RETURN;
         END IF;
         PERFORM pg_catalog.set_config('role', owner_name, true);
-        EXECUTE format('ALTER TABLE %s ALTER COLUMN %I SET DEFAULT (%s)', rel::regclass, col, previous);
+        PERFORM tenancy._alter_column_default(format('ALTER TABLE %s ALTER COLUMN %I SET DEFAULT (%s)', rel::regclass, col, previous));
         PERFORM pg_catalog.set_config('role', saved_role, true);
     END IF;
 END
@@ -524,10 +549,14 @@ DECLARE
     forced boolean;
     defaulted boolean;
     previous text;
-    propagation text;
-    refusal_state text;
-    refusal text;
 BEGIN
+    -- With Citus's DDL propagation off the policies would reach the coordinator's table and not
+    -- the shards, which Citus reads for the queries it routes (adversarial pass of session 14).
+    IF pg_catalog.current_setting('citus.enable_ddl_propagation', true) = 'off' THEN
+        RAISE EXCEPTION 'tenancy.protect needs citus.enable_ddl_propagation on' USING ERRCODE = '55000',
+            DETAIL = 'With DDL propagation off, the policies would be made on the coordinator''s table and not on the shards.',
+            HINT = 'RESET citus.enable_ddl_propagation, then protect the table again.';
+    END IF;
     PERFORM tenancy._require_owner(rel);
     PERFORM tenancy._check_column(rel, ws_col, 'workspace column');
     IF user_col IS NOT NULL THEN
@@ -620,23 +649,7 @@ BEGIN
     SELECT pg_get_expr(d.adbin, d.adrelid) INTO current_default FROM pg_attrdef d
      WHERE d.adrelid OPERATOR(pg_catalog.=) rel AND d.adnum OPERATOR(pg_catalog.=) ws_attnum;
     IF current_default IS DISTINCT FROM ours THEN
-        BEGIN
-            EXECUTE format('ALTER TABLE %s ALTER COLUMN %I SET DEFAULT %s', rel::regclass, ws_col, ours);
-        EXCEPTION WHEN feature_not_supported OR internal_error THEN
-            -- Citus refuses ALTER TABLE on a distributed table's distribution column, even for a
-            -- DEFAULT (XX000 "cannot execute ALTER TABLE command involving partition column").
-            -- The coordinator evaluates a DEFAULT before it routes a row, so its own table's is
-            -- the one that counts: set there alone, not propagated to the shards. Without Citus,
-            -- the error as it was.
-            GET STACKED DIAGNOSTICS refusal = MESSAGE_TEXT, refusal_state = RETURNED_SQLSTATE;
-            propagation := pg_catalog.current_setting('citus.enable_ddl_propagation', true);
-            IF propagation IS NULL THEN
-                RAISE EXCEPTION '%', refusal USING ERRCODE = refusal_state;
-            END IF;
-            PERFORM pg_catalog.set_config('citus.enable_ddl_propagation', 'off', true);
-            EXECUTE format('ALTER TABLE %s ALTER COLUMN %I SET DEFAULT %s', rel::regclass, ws_col, ours);
-            PERFORM pg_catalog.set_config('citus.enable_ddl_propagation', propagation, true);
-        END;
+        PERFORM tenancy._alter_column_default(format('ALTER TABLE %s ALTER COLUMN %I SET DEFAULT %s', rel::regclass, ws_col, ours));
         IF NOT defaulted OR current_default !~ '^\(?tenancy\.workspace_id\(\)' THEN
             previous := current_default;
         END IF;

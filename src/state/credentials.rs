@@ -330,10 +330,16 @@ fn check(
 /// write its own credential as text there (docs/security.md, residual risk 32).
 /// (Also read on every identity read: `identity::current` refuses a session-level credential on
 /// such a connection. Citus loaded is asked first, the cheaper question.)
+/// The name the connection started with counts, not the current one: a client of the
+/// coordinator could plant `SET application_name = …` on Citus's cached connection (through a
+/// string the workers parse differently) and so lift the refusal of session-level credentials
+/// there (adversarial pass of session 14); Citus names its connections in their startup packet.
 pub fn set_by_citus_coordinator() -> bool {
-    let name = unsafe { pg_sys::application_name };
-    crate::plumbing::citus::loaded()
-        && !name.is_null()
+    if !crate::plumbing::citus::loaded() {
+        return false;
+    }
+    let name = unsafe { pg_sys::GetConfigOptionResetString(c"application_name".as_ptr()) };
+    !name.is_null()
         && unsafe { CStr::from_ptr(name) }
             .to_bytes()
             .starts_with(b"citus_internal")

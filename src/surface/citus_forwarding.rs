@@ -168,6 +168,42 @@ pub unsafe extern "C-unwind" fn own_set_text(
     }
 }
 
+/// Refuses to hand Citus the text of a `SET` that contains a backslash while
+/// `standard_conforming_strings` is off in this session: Citus sends the text to the workers,
+/// whose sessions read backslashes in quotes literally, so `SET LOCAL x = 'a\'; …; --'` was one
+/// statement here and several there (adversarial pass of session 14: a session-level credential
+/// planted on Citus's cached connections). Lexing differs between the two only by that setting.
+///
+/// # Safety
+/// `pstmt` a utility statement's plan, `query_string` its NUL-terminated source text.
+#[pgrx::pg_guard]
+pub unsafe extern "C-unwind" fn refuse_ambiguous_set(pstmt: *mut pg_sys::PlannedStmt, query_string: *const c_char) {
+    unsafe {
+        let stmt = (*pstmt).utilityStmt;
+        if pg_sys::standard_conforming_strings
+            || query_string.is_null()
+            || stmt.is_null()
+            || (*stmt).type_ != pg_sys::NodeTag::T_VariableSetStmt
+        {
+            return;
+        }
+        let whole = CStr::from_ptr(query_string).to_bytes();
+        let start = usize::try_from((*pstmt).stmt_location).unwrap_or(0).min(whole.len());
+        let end = match usize::try_from((*pstmt).stmt_len) {
+            Ok(0) | Err(_) => whole.len(),
+            Ok(len) => start.saturating_add(len).min(whole.len()),
+        };
+        if whole[start..end].contains(&b'\\') {
+            pgrx::ereport!(
+                ERROR,
+                pgrx::PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+                "a SET with a backslash cannot be sent to the Citus workers while standard_conforming_strings is off",
+                "The workers would read the statement differently.",
+            );
+        }
+    }
+}
+
 /// A flat copy of `pstmt` whose statement is the whole of the text handed with it (location 0,
 /// length 0), for a text made by `credential_set_text` or `own_set_text`.
 ///

@@ -154,6 +154,9 @@ unsafe extern "C-unwind" fn process_utility(
         if to_citus && !(*pstmt).utilityStmt.is_null() && (*(*pstmt).utilityStmt).type_ == pg_sys::NodeTag::T_CopyStmt {
             super::citus_forwarding::forward_current_credential();
         }
+        if to_citus {
+            super::citus_forwarding::refuse_ambiguous_set(pstmt, query_string);
+        }
         let forwarded = if to_citus {
             super::citus_forwarding::credential_set_text((*pstmt).utilityStmt)
         } else {
