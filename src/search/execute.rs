@@ -129,8 +129,11 @@ unsafe fn rows_from_columns(call: &Call, store: *mut pg_sys::Tuplestorestate, de
     unsafe {
         let table = pg_sys::SPI_tuptable;
         let row_desc = pg_sys::lookup_rowtype_tupdesc(call.row_type, -1);
-        let natts = (*row_desc).natts as usize;
-        let attrs = (*row_desc).attrs.as_slice(natts);
+        let dropped: Vec<bool> = {
+            let attributes = pgrx::PgTupleDesc::from_pg_unchecked(row_desc);
+            attributes.iter().map(|attr| attr.attisdropped).collect()
+        };
+        let natts = dropped.len();
         let mut values = vec![pg_sys::Datum::from(0); natts];
         let mut nulls = vec![true; natts];
         for i in 0..pg_sys::SPI_processed as usize {
@@ -138,8 +141,8 @@ unsafe fn rows_from_columns(call: &Call, store: *mut pg_sys::Tuplestorestate, de
             let mut distance_null = false;
             let distance = pg_sys::SPI_getbinval(tuple, (*table).tupdesc, 1, &mut distance_null);
             let mut column = 2;
-            for (a, attr) in attrs.iter().enumerate() {
-                if attr.attisdropped {
+            for (a, &is_dropped) in dropped.iter().enumerate() {
+                if is_dropped {
                     values[a] = pg_sys::Datum::from(0);
                     nulls[a] = true;
                 } else {
@@ -152,7 +155,7 @@ unsafe fn rows_from_columns(call: &Call, store: *mut pg_sys::Tuplestorestate, de
             let mut null = [false, distance_null];
             pg_sys::tuplestore_putvalues(store, desc, row.as_mut_ptr(), null.as_mut_ptr());
         }
-        pg_sys::DecrTupleDescRefCount(row_desc);
+        pgrx::tupdesc::release_tupdesc(row_desc);
     }
 }
 

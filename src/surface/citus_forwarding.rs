@@ -317,8 +317,15 @@ fn citus_postprocess() -> Option<unsafe extern "C-unwind" fn(*mut pg_sys::Variab
 /// `UseCoordinatedTransaction`, what a transaction block's first distributed statement does), so
 /// that Citus opens its worker transactions with `BEGIN` and the credential; the price is the
 /// `COMMIT` Citus then sends each worker it used (docs/scale-out.md).
+///
+/// Citus 14 builds hide those two functions (`-fvisibility=hidden`): there the text goes to
+/// Citus's `ProcessUtility` hook (`next_utility`, reached directly: no other hook sees it) with
+/// a harmless `SET LOCAL tenancy_citus.forward TO DEFAULT` as its statement, which Citus
+/// propagates with the text it is handed, inside a transaction block; a statement outside one
+/// (autocommit, a DO block or procedure run outside one) is not forwarded there, and its workers
+/// refuse it (28000: docs/scale-out.md).
 #[pgrx::pg_guard]
-pub unsafe extern "C-unwind" fn forward_current_credential() {
+pub unsafe extern "C-unwind" fn forward_current_credential(next_utility: pg_sys::ProcessUtility_hook_type) {
     use crate::state::credentials::{self, Credential};
     let in_block = unsafe {
         if crate::plumbing::unguarded::is_in_parallel_mode()
@@ -334,9 +341,10 @@ pub unsafe extern "C-unwind" fn forward_current_credential() {
     if FORWARDED.get() == generation {
         return;
     }
-    let Some(postprocess) = citus_postprocess() else {
+    let postprocess = citus_postprocess();
+    if postprocess.is_none() && (next_utility.is_none() || !in_block) {
         return;
-    };
+    }
     let current = credentials::current();
     if !in_block {
         if !matches!(current, Ok(Credential::Token(_) | Credential::ApiKey(_))) {
@@ -347,10 +355,7 @@ pub unsafe extern "C-unwind" fn forward_current_credential() {
                 FORWARDED.set(generation);
                 return;
             }
-        } else {
-            let Some(coordinate) = citus_function(&COORDINATE, c"UseCoordinatedTransaction") else {
-                return;
-            };
+        } else if let Some(coordinate) = citus_function(&COORDINATE, c"UseCoordinatedTransaction") {
             let coordinate = unsafe { std::mem::transmute::<usize, unsafe extern "C-unwind" fn()>(coordinate) };
             unsafe { pg_sys::ffi::pg_guard_ffi_boundary(|| coordinate()) };
         }
@@ -374,10 +379,35 @@ pub unsafe extern "C-unwind" fn forward_current_credential() {
         let copy = palloc_wiping(&mut text.into_bytes());
         let stmt = pg_sys::palloc0(size_of::<pg_sys::VariableSetStmt>()).cast::<pg_sys::VariableSetStmt>();
         (*stmt).type_ = pg_sys::NodeTag::T_VariableSetStmt;
-        (*stmt).kind = pg_sys::VariableSetKind::VAR_SET_VALUE;
         (*stmt).is_local = true;
-        (*stmt).name = pg_sys::pstrdup(c"tenancy.token".as_ptr());
-        pg_sys::ffi::pg_guard_ffi_boundary(|| postprocess(stmt, copy));
+        match (postprocess, next_utility) {
+            (Some(postprocess), _) => {
+                (*stmt).kind = pg_sys::VariableSetKind::VAR_SET_VALUE;
+                (*stmt).name = pg_sys::pstrdup(c"tenancy.token".as_ptr());
+                pg_sys::ffi::pg_guard_ffi_boundary(|| postprocess(stmt, copy));
+            }
+            (None, Some(utility)) => {
+                (*stmt).kind = pg_sys::VariableSetKind::VAR_SET_DEFAULT;
+                (*stmt).name = pg_sys::pstrdup(c"tenancy_citus.forward".as_ptr());
+                let pstmt = pg_sys::palloc0(size_of::<pg_sys::PlannedStmt>()).cast::<pg_sys::PlannedStmt>();
+                (*pstmt).type_ = pg_sys::NodeTag::T_PlannedStmt;
+                (*pstmt).commandType = pg_sys::CmdType::CMD_UTILITY;
+                (*pstmt).utilityStmt = stmt.cast();
+                pg_sys::ffi::pg_guard_ffi_boundary(|| {
+                    utility(
+                        pstmt,
+                        copy,
+                        false,
+                        pg_sys::ProcessUtilityContext::PROCESS_UTILITY_QUERY,
+                        std::ptr::null_mut(),
+                        std::ptr::null_mut(),
+                        pg_sys::None_Receiver,
+                        std::ptr::null_mut(),
+                    )
+                });
+            }
+            (None, None) => {}
+        }
         // Citus keeps its own copy for the connections it opens later.
         wipe(copy);
     }

@@ -152,7 +152,7 @@ unsafe extern "C-unwind" fn process_utility(
         // adversarial pass of session 14: the workers answered with the identity of an earlier
         // statement, or with none).
         if to_citus && !(*pstmt).utilityStmt.is_null() && (*(*pstmt).utilityStmt).type_ == pg_sys::NodeTag::T_CopyStmt {
-            super::citus_forwarding::forward_current_credential();
+            super::citus_forwarding::forward_current_credential(PREV_PROCESS_UTILITY);
         }
         if to_citus {
             super::citus_forwarding::refuse_ambiguous_set(pstmt, query_string);
@@ -211,7 +211,7 @@ unsafe extern "C-unwind" fn executor_start(query_desc: *mut pg_sys::QueryDesc, e
         before_executor_start(query_desc);
         if let Some(previous) = PREV_PROCESS_UTILITY {
             if super::citus_forwarding::next_is_citus(previous as *const std::ffi::c_void) {
-                super::citus_forwarding::forward_current_credential();
+                super::citus_forwarding::forward_current_credential(PREV_PROCESS_UTILITY);
             }
         }
         match PREV_EXECUTOR_START {
