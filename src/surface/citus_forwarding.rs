@@ -123,6 +123,9 @@ pub unsafe extern "C-unwind" fn credential_set_text(stmt: *mut pg_sys::Node) -> 
         if value.is_empty() || !value.iter().all(|b| is_token_byte(*b)) {
             return std::ptr::null_mut();
         }
+        if pg_sys::IsTransactionBlock() {
+            require_propagation();
+        }
         text.extend_from_slice(b"SET LOCAL ");
         text.extend_from_slice(name);
         text.extend_from_slice(b" = '");
@@ -264,6 +267,33 @@ pub fn at_transaction_end() {
     FORWARDED.set(0);
 }
 
+/// A subtransaction rolled back: Citus dropped the `SET LOCAL`s it sent inside it and the
+/// workers rolled theirs back, to whatever credential was in force before it, while this
+/// backend's credential (and its generation) may be the one forwarded inside: the next
+/// statement forwards the credential in force, or its reset, again (adversarial pass of session
+/// 14: after `ROLLBACK TO` the workers were back on an earlier token, another workspace's).
+pub fn at_subtransaction_abort() {
+    if FORWARDED.get() != 0 {
+        FORWARDED.set(u64::MAX);
+    }
+}
+
+/// Refuses to forward when Citus would not propagate what it is handed
+/// (`citus.propagate_set_commands` other than `local`, which any role may set for its
+/// transaction): the workers would keep an earlier credential (adversarial pass of session 14).
+fn require_propagation() {
+    let value = unsafe { pg_sys::GetConfigOption(c"citus.propagate_set_commands".as_ptr(), true, false) };
+    let local = !value.is_null() && unsafe { CStr::from_ptr(value) }.to_bytes() == b"local";
+    if !local {
+        pgrx::ereport!(
+            ERROR,
+            pgrx::PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            "pg_tenancy needs citus.propagate_set_commands = 'local' to carry the identity to the workers",
+            "A credential set or cleared now would not reach the workers.",
+        );
+    }
+}
+
 thread_local! {
     /// Where Citus's `PostprocessVariableSetStmt` and `UseCoordinatedTransaction` are (looked up
     /// once; None inside: absent).
@@ -375,6 +405,7 @@ pub unsafe extern "C-unwind" fn forward_current_credential(next_utility: pg_sys:
             return;
         }
     };
+    require_propagation();
     unsafe {
         let copy = palloc_wiping(&mut text.into_bytes());
         let stmt = pg_sys::palloc0(size_of::<pg_sys::VariableSetStmt>()).cast::<pg_sys::VariableSetStmt>();

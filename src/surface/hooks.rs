@@ -366,5 +366,6 @@ unsafe extern "C-unwind" fn on_subxact_event(
     if event == pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB {
         crate::plumbing::redaction::scrub_reported_activity();
         super::folding::forget_planning();
+        super::citus_forwarding::at_subtransaction_abort();
     }
 }
