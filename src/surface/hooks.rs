@@ -155,21 +155,21 @@ unsafe extern "C-unwind" fn process_utility(
             super::citus_forwarding::forward_current_credential(PREV_PROCESS_UTILITY);
         }
         if to_citus {
-            super::citus_forwarding::refuse_ambiguous_set(pstmt, query_string);
+            super::citus_set_text::refuse_ambiguous_set(pstmt, query_string);
         }
         let forwarded = if to_citus {
-            super::citus_forwarding::credential_set_text((*pstmt).utilityStmt)
+            super::citus_set_text::credential_set_text((*pstmt).utilityStmt)
         } else {
             std::ptr::null_mut()
         };
         let own = if to_citus && forwarded.is_null() {
-            super::citus_forwarding::own_set_text(pstmt, query_string)
+            super::citus_set_text::own_set_text(pstmt, query_string)
         } else {
             std::ptr::null_mut()
         };
         let (text, statement) = match (forwarded.is_null(), own.is_null()) {
-            (false, _) => (forwarded.cast_const(), super::citus_forwarding::alone(pstmt)),
-            (true, false) => (own.cast_const(), super::citus_forwarding::alone(pstmt)),
+            (false, _) => (forwarded.cast_const(), super::citus_set_text::alone(pstmt)),
+            (true, false) => (own.cast_const(), super::citus_set_text::alone(pstmt)),
             (true, true) => (query_string, pstmt),
         };
         match PREV_PROCESS_UTILITY {
@@ -186,7 +186,7 @@ unsafe extern "C-unwind" fn process_utility(
             ),
         }
         if !forwarded.is_null() {
-            super::citus_forwarding::wipe(forwarded);
+            super::citus_set_text::wipe(forwarded);
             super::citus_forwarding::note_forwarded();
         }
     }

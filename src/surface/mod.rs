@@ -6,6 +6,7 @@
 
 pub mod api_key_functions;
 pub mod citus_forwarding;
+pub mod citus_set_text;
 pub mod cursors;
 pub mod derived_settings;
 pub mod folding;
