@@ -80,6 +80,31 @@ pub unsafe extern "C-unwind" fn credential_set_text(stmt: *mut pg_sys::Node) -> 
     }
 }
 
+/// The source text of a `SET` or `RESET` statement and the range of it that is this statement
+/// (`stmt_location`/`stmt_len`, as `pg_stat_statements` cuts it; the whole text when the
+/// location is unknown); None for any other statement or without a text.
+///
+/// # Safety
+/// `pstmt` a utility statement's plan, `query_string` null or its NUL-terminated source text.
+unsafe fn set_statement_text<'a>(
+    pstmt: *mut pg_sys::PlannedStmt,
+    query_string: *const c_char,
+) -> Option<(&'a [u8], std::ops::Range<usize>)> {
+    unsafe {
+        let stmt = (*pstmt).utilityStmt;
+        if query_string.is_null() || stmt.is_null() || (*stmt).type_ != pg_sys::NodeTag::T_VariableSetStmt {
+            return None;
+        }
+        let whole = CStr::from_ptr(query_string).to_bytes();
+        let start = usize::try_from((*pstmt).stmt_location).unwrap_or(0).min(whole.len());
+        let end = match usize::try_from((*pstmt).stmt_len) {
+            Ok(0) | Err(_) => whole.len(),
+            Ok(len) => start.saturating_add(len).min(whole.len()),
+        };
+        Some((whole, start..end))
+    }
+}
+
 /// The text of a `SET` or `RESET` that is one statement of a multi-statement query string, alone,
 /// in memory of the current context (None: not such a statement, or already alone). Citus
 /// forwards the text it receives for a `SET LOCAL` it propagates, and that text is the whole
@@ -97,22 +122,13 @@ pub unsafe extern "C-unwind" fn own_set_text(
     query_string: *const c_char,
 ) -> *mut c_char {
     unsafe {
-        let stmt = (*pstmt).utilityStmt;
-        if query_string.is_null() || stmt.is_null() || (*stmt).type_ != pg_sys::NodeTag::T_VariableSetStmt {
-            return std::ptr::null_mut();
-        }
-        let whole = CStr::from_ptr(query_string).to_bytes();
-        let Ok(start) = usize::try_from((*pstmt).stmt_location) else {
+        let Some((whole, range)) = set_statement_text(pstmt, query_string) else {
             return std::ptr::null_mut();
         };
-        let end = match usize::try_from((*pstmt).stmt_len) {
-            Ok(0) | Err(_) => whole.len(),
-            Ok(len) => start.saturating_add(len).min(whole.len()),
-        };
-        if start >= end || (start == 0 && end == whole.len()) {
+        if range.is_empty() || range.len() == whole.len() {
             return std::ptr::null_mut();
         }
-        pg_sys::pnstrdup(whole[start..end].as_ptr().cast(), end - start)
+        pg_sys::pnstrdup(whole[range.clone()].as_ptr().cast(), range.len())
     }
 }
 
@@ -127,21 +143,13 @@ pub unsafe extern "C-unwind" fn own_set_text(
 #[pgrx::pg_guard]
 pub unsafe extern "C-unwind" fn refuse_ambiguous_set(pstmt: *mut pg_sys::PlannedStmt, query_string: *const c_char) {
     unsafe {
-        let stmt = (*pstmt).utilityStmt;
-        if pg_sys::standard_conforming_strings
-            || query_string.is_null()
-            || stmt.is_null()
-            || (*stmt).type_ != pg_sys::NodeTag::T_VariableSetStmt
-        {
+        if pg_sys::standard_conforming_strings {
             return;
         }
-        let whole = CStr::from_ptr(query_string).to_bytes();
-        let start = usize::try_from((*pstmt).stmt_location).unwrap_or(0).min(whole.len());
-        let end = match usize::try_from((*pstmt).stmt_len) {
-            Ok(0) | Err(_) => whole.len(),
-            Ok(len) => start.saturating_add(len).min(whole.len()),
+        let Some((whole, range)) = set_statement_text(pstmt, query_string) else {
+            return;
         };
-        if whole[start..end].contains(&b'\\') {
+        if whole[range].contains(&b'\\') {
             pgrx::ereport!(
                 ERROR,
                 pgrx::PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,

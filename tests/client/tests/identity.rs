@@ -24,6 +24,15 @@ fn activity_of(observer: &mut postgres::Client, pid: i32) -> String {
         .get(0)
 }
 
+/// What another connection sees of backend `pid` after `statement`, asserted masked: no
+/// `signature` (the token's), the redaction mark in its place.
+fn masked_activity_of(observer: &mut postgres::Client, pid: i32, statement: &str, signature: &str) -> String {
+    let seen = activity_of(observer, pid);
+    assert!(!seen.contains(signature), "{statement}: token readable as {seen}");
+    assert!(seen.contains("[redacted]"), "{statement}: {seen}");
+    seen
+}
+
 /// With `log_statement = 'all'` the server logs a statement before parsing it, and the log hook
 /// masks its text first: the statement's own hooks then found nothing left to mask and left the
 /// raw copy in `pg_stat_activity`, readable for as long as the session stayed idle (adversarial
@@ -42,9 +51,7 @@ fn a_logged_set_leaves_no_token_in_pg_stat_activity() {
         format!("BEGIN; SET LOCAL tenancy.token = '{token}'; COMMIT"),
     ] {
         client.batch_execute(&statement).unwrap();
-        let seen = activity_of(&mut observer, pid);
-        assert!(!seen.contains(signature), "{statement}: token readable as {seen}");
-        assert!(seen.contains("[redacted]"), "{statement}: {seen}");
+        masked_activity_of(&mut observer, pid, &statement, signature);
     }
 }
 
@@ -61,9 +68,7 @@ fn a_plain_set_leaves_no_token_in_pg_stat_activity() {
         format!("SELECT set_config('tenancy.token', '{token}', false)"),
     ] {
         client.batch_execute(&statement).unwrap();
-        let seen = activity_of(&mut observer, pid);
-        assert!(!seen.contains(signature), "{statement}: token readable as {seen}");
-        assert!(seen.contains("[redacted]"), "{statement}: {seen}");
+        let seen = masked_activity_of(&mut observer, pid, &statement, signature);
         assert_eq!(seen.len(), statement.len(), "masking keeps the statement's length");
         assert_eq!(
             workspace(&mut client),
@@ -103,9 +108,7 @@ fn a_plain_set_leaves_no_token_in_pg_stat_activity() {
         client.batch_execute(before).unwrap();
         let err = client.batch_execute(&statement).unwrap_err();
         assert_eq!(sqlstate(&err), code, "{err}");
-        let seen = activity_of(&mut observer, pid);
-        assert!(!seen.contains(signature), "{statement}: token readable as {seen}");
-        assert!(seen.contains("[redacted]"), "{statement}: {seen}");
+        masked_activity_of(&mut observer, pid, &statement, signature);
         client.batch_execute("ROLLBACK").ok();
     }
     // scripts/cluster preloads pg_stat_statements after pg_tenancy, so its hooks run first: the
